@@ -1,0 +1,47 @@
+package actors
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// sessionActor is the session's mailbox owner. It never touches the network:
+// it moves accepted frames into the writer's queue and starts the writer when
+// none is running, so a slow socket never stalls the mailbox.
+type sessionActor struct{ s *Session }
+
+func (a *sessionActor) Receive(ctx actor.Context) {
+	s := a.s
+	switch m := ctx.Message().(type) {
+	case *outbound:
+		s.mu.Lock()
+		if s.discard {
+			s.queued--
+			s.queuedBytes -= len(m.frame.Data)
+		} else {
+			s.wq = append(s.wq, m.frame)
+			s.startWriterLocked()
+		}
+		s.mu.Unlock()
+	case kickWriter:
+		s.mu.Lock()
+		s.startWriterLocked()
+		s.mu.Unlock()
+	case *reportError:
+		s.sys.SafeCall(func() { s.EmitError(m.err) })
+	}
+}
+
+// startWriterLocked starts the writer goroutine unless one is running or the
+// session is finished. The writer exists only while there is work, so an
+// idle session costs no goroutine.
+func (s *Session) startWriterLocked() {
+	if s.writing || s.state == stateFinished || s.closeSent {
+		return
+	}
+	if len(s.wq) == 0 && s.state != stateClosing {
+		return
+	}
+	s.writing = true
+	s.writers.Add(1)
+	go s.writeLoop()
+}

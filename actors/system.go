@@ -1,0 +1,107 @@
+package actors
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
+)
+
+// System owns the protoactor actor system that session (and room) actors
+// live in, and the logger they report to.
+type System struct {
+	as       *actor.ActorSystem
+	root     *actor.RootContext
+	logger   *slog.Logger
+	props    *actor.Props
+	sessions atomic.Int64
+}
+
+// NewSystem creates an actor system whose own logging goes to logger, with
+// its informational chatter (start-up, dead letters) held back at Warn
+// unless logger is enabled for Debug.
+func NewSystem(logger *slog.Logger) *System {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	quiet := slog.New(&minLevel{h: logger.Handler(), min: slog.LevelWarn}).With("lib", "protoactor")
+	as := actor.NewActorSystem(
+		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }),
+		// The dead-letter throttle holds a goroutine for one interval.
+		actor.WithDeadLetterThrottleInterval(100*time.Millisecond),
+	)
+	return &System{as: as, root: as.Root, logger: logger}
+}
+
+// Actors returns the underlying protoactor system, for packages (rooms) that
+// spawn their own actors beside the sessions.
+func (sys *System) Actors() *actor.ActorSystem { return sys.as }
+
+// Root returns the root context used to send to and spawn actors.
+func (sys *System) Root() *actor.RootContext { return sys.root }
+
+// Logger returns the logger the system reports to.
+func (sys *System) Logger() *slog.Logger { return sys.logger }
+
+// Sessions returns how many sessions are alive (spawned and not finished).
+func (sys *System) Sessions() int64 { return sys.sessions.Load() }
+
+// Shutdown stops the actor system. Stop every actor first: protoactor's
+// Shutdown stops none.
+func (sys *System) Shutdown() { sys.as.Shutdown() }
+
+// NewSession spawns a session actor writing to conn.
+func (sys *System) NewSession(conn Conn, info Info, opts Options) *Session {
+	id := info.ID
+	if id == "" {
+		id = uuid.NewString()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Session{
+		id:     id,
+		sys:    sys,
+		conn:   conn,
+		opts:   opts.withDefaults(),
+		header: info.Header,
+		remote: info.RemoteAddr,
+		proto:  info.Subprotocol,
+		ctx:    ctx,
+		cancel: cancel,
+	}
+	s.open.Store(true)
+	props := actor.PropsFromProducer(func() actor.Actor { return &sessionActor{s: s} })
+	s.pid = sys.root.Spawn(props)
+	sys.sessions.Add(1)
+	return s
+}
+
+// SafeCall runs user code from inside an actor; a panic is logged rather
+// than restarting the actor.
+func (sys *System) SafeCall(fn func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			sys.logger.Error("troupe: panic in callback", "panic", r)
+		}
+	}()
+	fn()
+}
+
+// minLevel is a slog handler that drops records below min.
+type minLevel struct {
+	h   slog.Handler
+	min slog.Level
+}
+
+func (m *minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= m.min && m.h.Enabled(ctx, l)
+}
+func (m *minLevel) Handle(ctx context.Context, r slog.Record) error { return m.h.Handle(ctx, r) }
+func (m *minLevel) WithAttrs(a []slog.Attr) slog.Handler {
+	return &minLevel{h: m.h.WithAttrs(a), min: m.min}
+}
+func (m *minLevel) WithGroup(g string) slog.Handler {
+	return &minLevel{h: m.h.WithGroup(g), min: m.min}
+}

@@ -1,0 +1,63 @@
+package troupe
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/troupehq/troupe/transport"
+)
+
+// Config configures a Server. Every field is optional.
+type Config struct {
+	// Settings are the connection-level settings; unset fields take their
+	// defaults. SettingsFromEnv reads them from WEBSOCKET_* variables.
+	Settings
+
+	// Authorize runs on the HTTP upgrade request, before any WebSocket is
+	// made. Returning an error refuses the connection with 401, or 403 if
+	// the error wraps ErrForbidden; the identity returned is recorded on
+	// the session (Session.Identity).
+	Authorize func(r *http.Request) (identity string, err error)
+
+	// OnOpen runs once a connection is upgraded, before its first message
+	// is read. A panic in it closes the session with 1011.
+	OnOpen func(s *Session)
+	// OnMessage receives text messages that are not envelopes (or every
+	// text message, with RawMessages). Without it, such messages are
+	// answered with an error envelope (code "bad_request").
+	OnMessage func(s *Session, text []byte)
+	// OnBinary receives binary messages. Without it, they are answered with
+	// an error envelope (code "unsupported").
+	OnBinary func(s *Session, data []byte)
+	// OnClose runs exactly once for every session that opened, after its
+	// connection is gone, with the close code and reason: the ones this side
+	// sent if it closed first, else the peer's (1006 if the connection
+	// dropped without a close frame).
+	OnClose func(s *Session, code int, reason string)
+	// OnError receives errors: a handler panic, a slow consumer, a failed
+	// write, whatever Session.EmitError is given, and (with s nil) a room
+	// whose logic panicked. It may be called from several goroutines.
+	OnError func(s *Session, err error)
+
+	// RawMessages sends every text message to OnMessage, skipping the typed
+	// envelope layer.
+	RawMessages bool
+
+	// NewRoomHandler returns the logic for a room, called when the room
+	// starts and on every restart after a panic. Nil: rooms have no logic.
+	NewRoomHandler func(room string) RoomHandler
+}
+
+// ErrForbidden, wrapped in an error returned by Config.Authorize, refuses
+// the upgrade with 403 instead of 401.
+var ErrForbidden = errors.New("troupe: forbidden")
+
+var errNoSession = errors.New("troupe: no such session")
+
+// SettingsFromEnv returns the default settings overridden by the process
+// environment: WEBSOCKET_PING_INTERVAL, WEBSOCKET_AUTO_PING_PONG,
+// WEBSOCKET_PONG_TIMEOUT, WEBSOCKET_IDLE_TIMEOUT, WEBSOCKET_MAX_MESSAGE_SIZE,
+// WEBSOCKET_WRITE_TIMEOUT, WEBSOCKET_SEND_QUEUE_MESSAGES,
+// WEBSOCKET_SEND_QUEUE_BYTES and WEBSOCKET_ALLOWED_ORIGINS. A malformed value
+// is an error that names the variable.
+func SettingsFromEnv() (Settings, error) { return transport.FromEnv() }

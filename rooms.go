@@ -1,0 +1,51 @@
+package troupe
+
+import "context"
+
+// Join makes s a member of room, creating the room on its first join. It
+// returns once the join is in effect: anything broadcast to the room after
+// Join returns reaches s. A session that closes leaves its rooms by itself.
+func (srv *Server) Join(ctx context.Context, room string, s *Session) error {
+	return srv.rooms.Join(ctx, room, s)
+}
+
+// Leave removes s from room (ErrNotMember if it was not in it). A room whose
+// last member leaves is stopped.
+func (srv *Server) Leave(ctx context.Context, room string, s *Session) error {
+	return srv.rooms.Leave(ctx, room, s)
+}
+
+// LeaveAll removes s from every room it is in.
+func (srv *Server) LeaveAll(ctx context.Context, s *Session) error {
+	return srv.rooms.LeaveAll(ctx, s)
+}
+
+// Members returns the members of room in join order.
+func (srv *Server) Members(ctx context.Context, room string) ([]*Session, error) {
+	return srv.rooms.Members(ctx, room)
+}
+
+// RoomsOf returns the rooms s is in, sorted.
+func (srv *Server) RoomsOf(s *Session) []string { return srv.rooms.RoomsOf(s) }
+
+// Rooms returns the rooms that have members, sorted.
+func (srv *Server) Rooms() []string { return srv.rooms.Rooms() }
+
+// Broadcast encodes {"type": typ, "payload": payload} once and queues the
+// same bytes on every member of room, in the room's order. It never waits on
+// a member: one whose queue is full is closed with 1013.
+func (srv *Server) Broadcast(room, typ string, payload any) error {
+	return srv.rooms.Broadcast(room, typ, payload)
+}
+
+// BroadcastExcept is Broadcast to every member but except (typically the
+// sender).
+func (srv *Server) BroadcastExcept(room string, except *Session, typ string, payload any) error {
+	return srv.rooms.BroadcastExcept(room, except, typ, payload)
+}
+
+// DeliverToRoom hands msg to the room's RoomHandler.OnMessage, inside the
+// room actor, in order with the room's joins, leaves and broadcasts.
+func (srv *Server) DeliverToRoom(room string, from *Session, msg any) error {
+	return srv.rooms.Deliver(room, from, msg)
+}

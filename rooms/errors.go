@@ -1,0 +1,25 @@
+package rooms
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrNoRoom is returned by Deliver for a room that has no members.
+	ErrNoRoom = errors.New("troupe: no such room")
+	// ErrNotMember is returned by Leave for a session that is not a member.
+	ErrNotMember = errors.New("troupe: not a member of the room")
+	// ErrStopped is returned by every call after Shutdown.
+	ErrStopped = errors.New("troupe: rooms stopped")
+)
+
+// PanicError is what OnError receives when a room's Handler panicked.
+type PanicError struct {
+	Room  string
+	Value any
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("troupe: room %q handler panicked: %v (room restarted)", e.Room, e.Value)
+}

@@ -1,0 +1,230 @@
+package rooms
+
+import (
+	"context"
+	"sort"
+	"sync"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/troupehq/troupe/actors"
+)
+
+// Config configures a Manager.
+type Config struct {
+	// NewHandler returns the logic for a room; it is called when the room
+	// starts and again on every restart. Nil means rooms have no logic of
+	// their own (join, leave and broadcast only).
+	NewHandler func(room string) Handler
+	// OnError is told when a room's logic panicked and the room restarted.
+	OnError func(room string, err error)
+	// Encode builds the envelopes of Room.Broadcast and Manager.Broadcast.
+	Encode func(typ string, payload any) ([]byte, error)
+}
+
+// Manager is the entry point to the rooms of one server: it holds the
+// supervisor actor and a lock-free index from room name to room actor, so
+// broadcasts go straight to the room without passing the supervisor.
+type Manager struct {
+	cfg     Config
+	sys     *actors.System
+	root    *actor.RootContext
+	sup     *actor.PID
+	live    sync.Map // room name -> *actor.PID
+	index   sessionIndex
+	stopped chan struct{}
+
+	stopOnce sync.Once
+}
+
+// New starts the room supervisor in sys.
+func New(sys *actors.System, cfg Config) *Manager {
+	m := &Manager{cfg: cfg, sys: sys, root: sys.Root(), stopped: make(chan struct{})}
+	m.index.rooms = make(map[*actors.Session]map[string]struct{})
+	props := actor.PropsFromProducer(func() actor.Actor {
+		return &supervisor{m: m, rooms: make(map[string]*roomRef), byPID: make(map[string]*roomRef)}
+	})
+	m.sup = m.root.Spawn(props)
+	return m
+}
+
+func (m *Manager) encode(typ string, payload any) ([]byte, error) {
+	if m.cfg.Encode == nil {
+		return nil, actors.ErrNoEncoder
+	}
+	return m.cfg.Encode(typ, payload)
+}
+
+func (m *Manager) isStopped() bool {
+	select {
+	case <-m.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+// Join makes s a member of room, creating the room if needed. It returns
+// once the room has processed the join, so anything broadcast to the room
+// after Join returns reaches s. Joining a room twice is not an error.
+func (m *Manager) Join(ctx context.Context, room string, s *actors.Session) error {
+	if !s.IsOpen() {
+		return actors.ErrClosed
+	}
+	if m.isStopped() {
+		return ErrStopped
+	}
+	req := &joinReq{room: room, s: s, reply: make(chan error, 1)}
+	m.root.Send(m.sup, req)
+	return m.wait(ctx, req.reply)
+}
+
+// Leave removes s from room. It returns ErrNotMember if s was not a member.
+func (m *Manager) Leave(ctx context.Context, room string, s *actors.Session) error {
+	if m.isStopped() {
+		return ErrStopped
+	}
+	req := &leaveReq{room: room, s: s, reply: make(chan error, 1)}
+	m.root.Send(m.sup, req)
+	return m.wait(ctx, req.reply)
+}
+
+// LeaveAll removes s from every room it is in.
+func (m *Manager) LeaveAll(ctx context.Context, s *actors.Session) error {
+	for _, room := range m.RoomsOf(s) {
+		if err := m.Leave(ctx, room, s); err != nil && err != ErrNotMember {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Manager) wait(ctx context.Context, reply chan error) error {
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-m.stopped:
+		return ErrStopped
+	}
+}
+
+// Members returns the members of room in join order (none if the room does
+// not exist). The list is taken inside the room actor, so it is consistent
+// with the joins and leaves acknowledged before the call.
+func (m *Manager) Members(ctx context.Context, room string) ([]*actors.Session, error) {
+	if _, ok := m.live.Load(room); !ok {
+		return nil, nil
+	}
+	req := &membersReq{room: room, reply: make(chan []*actors.Session, 1)}
+	m.root.Send(m.sup, req)
+	select {
+	case list := <-req.reply:
+		return list, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-m.stopped:
+		return nil, ErrStopped
+	}
+}
+
+// RoomsOf returns the rooms s is a member of, sorted by name.
+func (m *Manager) RoomsOf(s *actors.Session) []string { return m.index.of(s) }
+
+// Rooms returns the names of the rooms that exist (have members), sorted.
+func (m *Manager) Rooms() []string {
+	var out []string
+	m.live.Range(func(k, _ any) bool {
+		out = append(out, k.(string))
+		return true
+	})
+	sort.Strings(out)
+	return out
+}
+
+// Broadcast encodes the envelope once and queues it on every member of room.
+// A room without members is not an error: there is no one to deliver to.
+func (m *Manager) Broadcast(room string, typ string, payload any) error {
+	return m.BroadcastExcept(room, nil, typ, payload)
+}
+
+// BroadcastExcept is Broadcast to every member but except (typically the
+// sender).
+func (m *Manager) BroadcastExcept(room string, except *actors.Session, typ string, payload any) error {
+	b, err := m.encode(typ, payload)
+	if err != nil {
+		return err
+	}
+	m.BroadcastFrame(room, actors.Frame{Data: b}, except)
+	return nil
+}
+
+// BroadcastFrame queues f on every member of room but except (which may be
+// nil). The room actor does the fan-out; the caller never waits on members.
+func (m *Manager) BroadcastFrame(room string, f actors.Frame, except *actors.Session) {
+	if v, ok := m.live.Load(room); ok {
+		m.root.Send(v.(*actor.PID), &broadcast{frame: f, except: except})
+	}
+}
+
+// Deliver hands msg to the room's Handler.OnMessage, in the room's order.
+func (m *Manager) Deliver(room string, from *actors.Session, msg any) error {
+	v, ok := m.live.Load(room)
+	if !ok {
+		return ErrNoRoom
+	}
+	m.root.Send(v.(*actor.PID), &deliver{from: from, msg: msg})
+	return nil
+}
+
+// Shutdown stops the supervisor and with it every room, and waits for that
+// until ctx ends. Sessions are not touched: close them first.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.stopOnce.Do(func() { m.root.Stop(m.sup) })
+	select {
+	case <-m.stopped:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// sessionIndex maps each session to its rooms, for RoomsOf and LeaveAll.
+// Room actors update it; the lock is held for a map operation only.
+type sessionIndex struct {
+	mu    sync.Mutex
+	rooms map[*actors.Session]map[string]struct{}
+}
+
+func (x *sessionIndex) add(s *actors.Session, room string) {
+	x.mu.Lock()
+	set := x.rooms[s]
+	if set == nil {
+		set = make(map[string]struct{}, 1)
+		x.rooms[s] = set
+	}
+	set[room] = struct{}{}
+	x.mu.Unlock()
+}
+
+func (x *sessionIndex) remove(s *actors.Session, room string) {
+	x.mu.Lock()
+	if set := x.rooms[s]; set != nil {
+		delete(set, room)
+		if len(set) == 0 {
+			delete(x.rooms, s)
+		}
+	}
+	x.mu.Unlock()
+}
+
+func (x *sessionIndex) of(s *actors.Session) []string {
+	x.mu.Lock()
+	out := make([]string, 0, len(x.rooms[s]))
+	for r := range x.rooms[s] {
+		out = append(out, r)
+	}
+	x.mu.Unlock()
+	sort.Strings(out)
+	return out
+}

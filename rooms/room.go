@@ -1,0 +1,156 @@
+package rooms
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/troupehq/troupe/actors"
+)
+
+// roomState is what a room keeps across restarts. The supervisor creates it
+// and hands the same pointer to every incarnation of the room actor; only the
+// room actor (one incarnation at a time) touches it.
+type roomState struct {
+	name    string
+	members map[string]*actors.Session
+	order   []*actors.Session // join order, for stable member listings
+	joins   uint64            // joins processed, see roomEmpty
+}
+
+// Room is the view of a room that Handler methods receive. It is valid only
+// during the call.
+type Room struct {
+	st *roomState
+	m  *Manager
+}
+
+// Name returns the room's name.
+func (r *Room) Name() string { return r.st.name }
+
+// Members returns the members in join order.
+func (r *Room) Members() []*actors.Session { return append([]*actors.Session(nil), r.st.order...) }
+
+// Len returns the number of members.
+func (r *Room) Len() int { return len(r.st.order) }
+
+// Broadcast encodes the envelope once and queues the same bytes on every
+// member.
+func (r *Room) Broadcast(typ string, payload any) error {
+	return r.BroadcastExcept(nil, typ, payload)
+}
+
+// BroadcastExcept is Broadcast to every member but except.
+func (r *Room) BroadcastExcept(except *actors.Session, typ string, payload any) error {
+	b, err := r.m.encode(typ, payload)
+	if err != nil {
+		return err
+	}
+	r.st.fanout(actors.Frame{Data: b}, except)
+	return nil
+}
+
+// BroadcastFrame queues f on every member.
+func (r *Room) BroadcastFrame(f actors.Frame) { r.st.fanout(f, nil) }
+
+// fanout queues f on every member but except. It never waits on a member: a
+// member whose queue is full is closed with 1013 by its own session, and a
+// closed member is removed when its Terminated arrives.
+func (st *roomState) fanout(f actors.Frame, except *actors.Session) {
+	for _, s := range st.order {
+		if s != except {
+			_ = s.SendFrame(f)
+		}
+	}
+}
+
+func (st *roomState) remove(s *actors.Session) bool {
+	if _, ok := st.members[s.ID()]; !ok {
+		return false
+	}
+	delete(st.members, s.ID())
+	for i, m := range st.order {
+		if m == s {
+			copy(st.order[i:], st.order[i+1:])
+			st.order[len(st.order)-1] = nil
+			st.order = st.order[:len(st.order)-1]
+			break
+		}
+	}
+	return true
+}
+
+// roomActor is one incarnation of a room. A restart builds a new one around
+// the same roomState with a fresh Handler.
+type roomActor struct {
+	st *roomState
+	m  *Manager
+	h  Handler
+}
+
+func (a *roomActor) Receive(ctx actor.Context) {
+	st := a.st
+	switch msg := ctx.Message().(type) {
+	case *broadcast:
+		st.fanout(msg.frame, msg.except)
+	case *joinReq:
+		st.joins++
+		if _, dup := st.members[msg.s.ID()]; dup {
+			msg.reply <- nil
+			return
+		}
+		if !msg.s.IsOpen() {
+			msg.reply <- actors.ErrClosed
+			a.checkEmpty(ctx)
+			return
+		}
+		st.members[msg.s.ID()] = msg.s
+		st.order = append(st.order, msg.s)
+		ctx.Watch(msg.s.PID())
+		a.m.index.add(msg.s, st.name)
+		msg.reply <- nil // in effect: acknowledge before user code runs
+		a.call(func(r *Room) { a.h.OnJoin(r, msg.s) })
+	case *leaveReq:
+		if !st.remove(msg.s) {
+			msg.reply <- ErrNotMember
+			return
+		}
+		ctx.Unwatch(msg.s.PID())
+		a.m.index.remove(msg.s, st.name)
+		msg.reply <- nil
+		a.call(func(r *Room) { a.h.OnLeave(r, msg.s) })
+		a.checkEmpty(ctx)
+	case *actor.Terminated:
+		for _, s := range st.order {
+			if s.PID().Equal(msg.Who) {
+				st.remove(s)
+				a.m.index.remove(s, st.name)
+				a.call(func(r *Room) { a.h.OnLeave(r, s) })
+				break
+			}
+		}
+		a.checkEmpty(ctx)
+	case *membersReq:
+		msg.reply <- append([]*actors.Session(nil), st.order...)
+	case *deliver:
+		a.call(func(r *Room) { a.h.OnMessage(r, msg.from, msg.msg) })
+	}
+}
+
+// call runs room logic. A panic is re-raised as a *PanicError naming the
+// room, so that protoactor escalates it to the supervisor, which restarts
+// this room and tells OnError.
+func (a *roomActor) call(fn func(r *Room)) {
+	if a.h == nil {
+		return
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			panic(&PanicError{Room: a.st.name, Value: v})
+		}
+	}()
+	fn(&Room{st: a.st, m: a.m})
+}
+
+func (a *roomActor) checkEmpty(ctx actor.Context) {
+	if len(a.st.order) == 0 {
+		ctx.Send(ctx.Parent(), &roomEmpty{name: a.st.name, joins: a.st.joins})
+	}
+}

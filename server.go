@@ -1,0 +1,186 @@
+package troupe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/troupehq/troupe/actors"
+	"github.com/troupehq/troupe/rooms"
+	"github.com/troupehq/troupe/transport"
+	"github.com/troupehq/troupe/typed"
+)
+
+// Server accepts WebSocket connections and runs their sessions and rooms.
+// It is an http.Handler: mount it wherever the WebSocket endpoint should be.
+type Server struct {
+	cfg    Config
+	sys    *actors.System
+	http   *transport.Handler
+	rooms  *rooms.Manager
+	router *typed.Router[*Context]
+
+	stopOnce sync.Once
+}
+
+// New returns a server ready to be mounted. It fails only on settings that
+// cannot work.
+func New(cfg Config) (*Server, error) {
+	cfg.Settings = cfg.Settings.WithDefaults()
+	srv := &Server{cfg: cfg, router: typed.NewRouter[*Context]()}
+	srv.sys = actors.NewSystem(cfg.Logger)
+	h, err := transport.NewHandler(srv.sys, cfg.Settings, transport.Hooks{
+		Authorize: srv.authorize(),
+		OnOpen:    cfg.OnOpen,
+		OnFrame:   srv.onFrame,
+		OnError:   srv.onError,
+		OnClose:   cfg.OnClose,
+		Encode:    typed.Encode,
+	})
+	if err != nil {
+		srv.sys.Shutdown()
+		return nil, err
+	}
+	srv.http = h
+	srv.rooms = rooms.New(srv.sys, rooms.Config{
+		NewHandler: cfg.NewRoomHandler,
+		Encode:     typed.Encode,
+		OnError:    func(_ string, err error) { srv.onError(nil, err) },
+	})
+	return srv, nil
+}
+
+// ServeHTTP upgrades the request to a WebSocket and serves it until it
+// closes.
+func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { srv.http.ServeHTTP(w, r) }
+
+// Settings returns the connection settings in effect, defaults applied.
+func (srv *Server) Settings() Settings { return srv.http.Config() }
+
+func (srv *Server) authorize() func(*http.Request) (string, int, error) {
+	if srv.cfg.Authorize == nil {
+		return nil
+	}
+	return func(r *http.Request) (string, int, error) {
+		id, err := srv.cfg.Authorize(r)
+		if err == nil {
+			return id, 0, nil
+		}
+		if errors.Is(err, ErrForbidden) {
+			return "", http.StatusForbidden, err
+		}
+		return "", http.StatusUnauthorized, err
+	}
+}
+
+func (srv *Server) onError(s *Session, err error) {
+	if srv.cfg.OnError != nil {
+		srv.cfg.OnError(s, err)
+		return
+	}
+	id := ""
+	if s != nil {
+		id = s.ID()
+	}
+	srv.sys.Logger().Warn("troupe: error", "session", id, "err", err)
+}
+
+// onFrame routes one client message: binary to OnBinary, envelopes to their
+// typed handler, other text to OnMessage. It runs on the session's read
+// loop, so one session's messages are handled one at a time, in order.
+func (srv *Server) onFrame(s *Session, binary bool, data []byte) {
+	if binary {
+		if srv.cfg.OnBinary != nil {
+			srv.cfg.OnBinary(s, data)
+			return
+		}
+		_ = s.SendFrame(actors.Frame{Data: typed.ErrorEnvelope(
+			typed.NewError("unsupported", "binary messages are not accepted"), nil)})
+		return
+	}
+	if srv.cfg.RawMessages {
+		if srv.cfg.OnMessage != nil {
+			srv.cfg.OnMessage(s, data)
+		}
+		return
+	}
+	env, err := typed.Decode(data)
+	if err != nil {
+		if srv.cfg.OnMessage != nil {
+			srv.cfg.OnMessage(s, data)
+			return
+		}
+		_ = s.SendFrame(actors.Frame{Data: typed.ErrorEnvelope(
+			typed.NewError(typed.CodeBadRequest, err.Error()), nil)})
+		return
+	}
+	c := &Context{srv: srv, s: s, env: env}
+	if err := srv.router.Dispatch(c, env); err != nil {
+		var pe *typed.PanicError
+		if errors.As(err, &pe) {
+			srv.onError(s, err)
+		}
+		_ = s.SendFrame(actors.Frame{Data: typed.ErrorEnvelope(typed.ClientError(err), env.ID)})
+	}
+}
+
+// Shutdown stops the server gracefully: no new connections (503), close 1001
+// to every session after its queued messages, then rooms stop. Sessions
+// still open when ctx ends are dropped and ctx's error is returned. It is
+// idempotent and may be called from any goroutine, handlers included.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	err := srv.http.Shutdown(ctx)
+	srv.stop(ctx)
+	return err
+}
+
+// Close stops the server at once: every connection is dropped without a
+// close handshake (ShutdownNow) and rooms stop. Idempotent; safe from any
+// goroutine.
+func (srv *Server) Close() error {
+	srv.http.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.stop(ctx)
+	return nil
+}
+
+func (srv *Server) stop(ctx context.Context) {
+	srv.stopOnce.Do(func() {
+		if err := srv.rooms.Shutdown(ctx); err != nil {
+			srv.sys.Logger().Warn("troupe: rooms did not stop in time", "err", err)
+		}
+		srv.sys.Shutdown()
+	})
+}
+
+// Session returns the open session with the given ID, or nil.
+func (srv *Server) Session(id string) *Session { return srv.http.Session(id) }
+
+// Sessions returns a snapshot of the open sessions.
+func (srv *Server) Sessions() []*Session { return srv.http.Sessions() }
+
+// SendTo sends a typed envelope to one session by ID.
+func (srv *Server) SendTo(id string, typ string, payload any) error {
+	s := srv.Session(id)
+	if s == nil {
+		return fmt.Errorf("%w: %s", ErrNoSession, id)
+	}
+	return s.Send(typ, payload)
+}
+
+// BroadcastAll encodes the envelope once and queues it on every open session.
+func (srv *Server) BroadcastAll(typ string, payload any) error {
+	b, err := typed.Encode(typ, payload)
+	if err != nil {
+		return err
+	}
+	f := actors.Frame{Data: b}
+	for _, s := range srv.Sessions() {
+		_ = s.SendFrame(f)
+	}
+	return nil
+}

@@ -1,0 +1,310 @@
+// Package transport serves WebSocket connections over HTTP with
+// coder/websocket and turns each one into a session actor: the upgrade
+// handshake and origin check, the read loop, heartbeats and idle timeouts,
+// the message size limit, and graceful or immediate shutdown.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/coder/websocket"
+	"github.com/troupehq/troupe/actors"
+)
+
+// ErrServerClosed is returned by Shutdown and Close after the first call,
+// and answered (as 503) to upgrades that arrive while shutting down.
+var ErrServerClosed = errors.New("troupe: server closed")
+
+// SubprotocolNDJSON is the subprotocol under which a session coalesces the
+// messages queued for it into one text frame of newline-separated envelopes.
+const SubprotocolNDJSON = "ndjson"
+
+// Hooks are the callbacks a Handler drives. OnFrame runs on the session's
+// read goroutine, one message at a time, in the order the client sent them.
+type Hooks struct {
+	// Authorize, if set, runs before the upgrade; an error answers the
+	// HTTP request with status (401 if status is 0) and no session is made.
+	Authorize func(r *http.Request) (identity string, status int, err error)
+	OnOpen    func(s *actors.Session)
+	OnFrame   func(s *actors.Session, binary bool, data []byte)
+	OnError   func(s *actors.Session, err error)
+	OnClose   func(s *actors.Session, code int, reason string)
+	// Encode builds typed envelopes for Session.Send.
+	Encode func(typ string, payload any) ([]byte, error)
+}
+
+// Handler is an http.Handler that accepts WebSocket connections.
+type Handler struct {
+	cfg   Config
+	sys   *actors.System
+	hooks Hooks
+
+	mu       sync.Mutex
+	idle     *sync.Cond // signalled when active drops
+	closed   bool
+	active   int                 // ServeHTTP calls in progress
+	readers  map[uint64]struct{} // goroutine IDs of running read loops
+	sessions map[string]*actors.Session
+}
+
+// NewHandler returns a handler whose sessions live in sys.
+func NewHandler(sys *actors.System, cfg Config, hooks Hooks) (*Handler, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h := &Handler{cfg: cfg, sys: sys, hooks: hooks,
+		sessions: make(map[string]*actors.Session), readers: make(map[uint64]struct{})}
+	h.idle = sync.NewCond(&h.mu)
+	return h, nil
+}
+
+// Config returns the settings in effect, defaults applied.
+func (h *Handler) Config() Config { return h.cfg }
+
+// ServeHTTP upgrades the request and serves the connection until it closes.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	h.active++
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.active--
+		h.idle.Broadcast()
+		h.mu.Unlock()
+	}()
+
+	var identity string
+	if h.hooks.Authorize != nil {
+		id, status, err := h.hooks.Authorize(r)
+		if err != nil {
+			if status == 0 {
+				status = http.StatusUnauthorized
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		identity = id
+	}
+
+	hc := &hijackCapture{ResponseWriter: w}
+	opts := &websocket.AcceptOptions{
+		OriginPatterns:     h.cfg.OriginPatterns,
+		InsecureSkipVerify: h.cfg.InsecureSkipOriginCheck,
+		CompressionMode:    websocket.CompressionDisabled,
+	}
+	if !h.cfg.DisableNDJSON {
+		opts.Subprotocols = []string{SubprotocolNDJSON}
+	}
+	ws, err := websocket.Accept(hc, r, opts)
+	if err != nil {
+		h.cfg.Logger.Debug("troupe: upgrade refused", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	ws.SetReadLimit(h.cfg.MaxMessageSize)
+	conn := &wsConn{ws: ws, raw: hc.conn}
+
+	s := h.sys.NewSession(conn, actors.Info{
+		Header:      r.Header,
+		RemoteAddr:  r.RemoteAddr,
+		Subprotocol: ws.Subprotocol(),
+	}, actors.Options{
+		MaxQueuedMessages: h.cfg.MaxQueuedMessages,
+		MaxQueuedBytes:    h.cfg.MaxQueuedBytes,
+		WriteTimeout:      h.cfg.WriteTimeout,
+		Coalesce:          ws.Subprotocol() == SubprotocolNDJSON,
+		Encode:            h.hooks.Encode,
+		OnError:           h.hooks.OnError,
+		OnClose:           h.onClose,
+	})
+	if identity != "" {
+		s.SetIdentity(identity)
+	}
+
+	h.mu.Lock()
+	if h.closed {
+		// Shutdown began during the handshake: this session was not
+		// in the list it closed, so close it here.
+		h.mu.Unlock()
+		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
+		s.Finish(actors.CloseGoingAway, "server shutting down")
+		return
+	}
+	h.sessions[s.ID()] = s
+	gid := goroutineID()
+	h.readers[gid] = struct{}{}
+	h.mu.Unlock()
+
+	h.serve(s, conn)
+
+	h.mu.Lock()
+	delete(h.readers, gid)
+	h.mu.Unlock()
+}
+
+// serve runs the read loop on the request's own goroutine: coder/websocket
+// needs a reader at all times for pings, pongs and the close handshake.
+func (h *Handler) serve(s *actors.Session, conn *wsConn) {
+	hb := newHeartbeat(&h.cfg, conn, s)
+	opened := h.call(s, func() {
+		if h.hooks.OnOpen != nil {
+			h.hooks.OnOpen(s)
+		}
+	})
+	var code int
+	var reason string
+	for opened {
+		typ, data, err := conn.ws.Read(context.Background())
+		if err != nil {
+			code, reason = closeStatus(err)
+			break
+		}
+		hb.touch()
+		if h.hooks.OnFrame != nil {
+			h.call(s, func() { h.hooks.OnFrame(s, typ == websocket.MessageBinary, data) })
+		}
+	}
+	if !opened {
+		code, reason = actors.CloseInternalError, "open handler failed"
+		_ = conn.ws.Close(websocket.StatusInternalError, reason)
+	}
+	hb.stop()
+	s.Finish(code, reason)
+}
+
+// call runs user code for s; a panic is reported to OnError and the session
+// lives on. It reports whether fn returned normally.
+func (h *Handler) call(s *actors.Session, fn func()) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			ok = false
+			s.EmitError(fmt.Errorf("troupe: panic in handler: %v", r))
+		}
+	}()
+	fn()
+	return true
+}
+
+func (h *Handler) onClose(s *actors.Session, code int, reason string) {
+	h.mu.Lock()
+	delete(h.sessions, s.ID())
+	h.mu.Unlock()
+	if h.hooks.OnClose != nil {
+		h.call(s, func() { h.hooks.OnClose(s, code, reason) })
+	}
+}
+
+// closeStatus turns the error that ended the read loop into the peer's
+// close code and reason.
+func closeStatus(err error) (int, string) {
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		return int(ce.Code), ce.Reason
+	}
+	if strings.Contains(err.Error(), "read limited at") {
+		// coder/websocket has already sent 1009 to the client.
+		return actors.CloseMessageTooBig, "message too big"
+	}
+	return actors.CloseAbnormal, "connection lost"
+}
+
+// Session returns the open session with the given ID, or nil.
+func (h *Handler) Session(id string) *actors.Session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sessions[id]
+}
+
+// Sessions returns a snapshot of the sessions not yet closed.
+func (h *Handler) Sessions() []*actors.Session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]*actors.Session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Shutdown stops accepting connections, closes every session with 1001
+// (queued frames are written first), and waits until all are gone or ctx
+// ends, when it drops the rest. It returns ctx's error in that case.
+//
+// It may be called from any goroutine, including a handler running on a
+// session's read loop: that one connection is then not waited for (it ends
+// when the handler returns).
+func (h *Handler) Shutdown(ctx context.Context) error {
+	if !h.stopAccepting() {
+		<-h.drained()
+		return nil
+	}
+	for _, s := range h.Sessions() {
+		_ = s.CloseWith(actors.CloseGoingAway, "server shutting down")
+	}
+	done := h.drained()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		for _, s := range h.Sessions() {
+			s.ShutdownNow()
+		}
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close drops every connection at once and waits for their goroutines
+// (except the caller's own, when called from a handler).
+func (h *Handler) Close() {
+	h.stopAccepting()
+	for _, s := range h.Sessions() {
+		s.ShutdownNow()
+	}
+	<-h.drained()
+}
+
+// drained returns a channel closed once every ServeHTTP call has returned,
+// not counting the caller's own read loop if it is one (waiting for it
+// would wait forever).
+func (h *Handler) drained() <-chan struct{} {
+	self := goroutineID()
+	h.mu.Lock()
+	_, own := h.readers[self]
+	h.mu.Unlock()
+	allow := 0
+	if own {
+		allow = 1
+	}
+	done := make(chan struct{})
+	go func() {
+		h.mu.Lock()
+		for h.active > allow {
+			h.idle.Wait()
+		}
+		h.mu.Unlock()
+		close(done)
+	}()
+	return done
+}
+
+// stopAccepting reports whether this call was the one that stopped it.
+func (h *Handler) stopAccepting() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.closed = true
+	return true
+}

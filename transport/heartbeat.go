@@ -1,0 +1,104 @@
+package transport
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/troupehq/troupe/actors"
+)
+
+// heartbeat is one session's ping and idle-timeout timer. It is a single
+// time.AfterFunc timer, re-armed for whichever comes first (the next ping or
+// the idle deadline), so an idle connection holds no goroutine for it.
+type heartbeat struct {
+	cfg      *Config
+	ws       *wsConn
+	s        *actors.Session
+	lastRead atomic.Int64 // unix nanoseconds of the last message read
+	lastPing time.Time    // only touched by the timer callback
+
+	mu    sync.Mutex
+	timer *time.Timer
+	done  bool
+	runs  sync.WaitGroup
+}
+
+func newHeartbeat(cfg *Config, ws *wsConn, s *actors.Session) *heartbeat {
+	h := &heartbeat{cfg: cfg, ws: ws, s: s}
+	now := time.Now()
+	h.lastRead.Store(now.UnixNano())
+	h.lastPing = now
+	h.arm(now)
+	return h
+}
+
+// touch records that the client sent something.
+func (h *heartbeat) touch() { h.lastRead.Store(time.Now().UnixNano()) }
+
+// arm schedules the next check, unless the heartbeat was stopped.
+func (h *heartbeat) arm(now time.Time) {
+	var next time.Duration = -1
+	if h.cfg.pinging() {
+		next = h.lastPing.Add(h.cfg.PingInterval).Sub(now)
+	}
+	if h.cfg.IdleTimeout > 0 {
+		idle := time.Unix(0, h.lastRead.Load()).Add(h.cfg.IdleTimeout).Sub(now)
+		if next < 0 || idle < next {
+			next = idle
+		}
+	}
+	if next < 0 && !h.cfg.pinging() && h.cfg.IdleTimeout <= 0 {
+		return // nothing to watch
+	}
+	if next < time.Millisecond {
+		next = time.Millisecond
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.done {
+		return
+	}
+	h.runs.Add(1)
+	h.timer = time.AfterFunc(next, func() {
+		defer h.runs.Done()
+		h.fire()
+	})
+}
+
+func (h *heartbeat) fire() {
+	if !h.s.IsOpen() {
+		return
+	}
+	now := time.Now()
+	if h.cfg.IdleTimeout > 0 && now.Sub(time.Unix(0, h.lastRead.Load())) >= h.cfg.IdleTimeout {
+		_ = h.s.CloseWith(actors.ClosePolicyViolation, "idle timeout")
+		return
+	}
+	if h.cfg.pinging() && now.Sub(h.lastPing) >= h.cfg.PingInterval {
+		h.lastPing = now
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PongTimeout)
+		err := h.ws.ws.Ping(ctx)
+		cancel()
+		if err != nil {
+			if h.s.IsOpen() {
+				h.s.Drop("pong timeout")
+			}
+			return
+		}
+		now = time.Now()
+	}
+	h.arm(now)
+}
+
+// stop cancels the timer and waits for a check in progress to return.
+func (h *heartbeat) stop() {
+	h.mu.Lock()
+	h.done = true
+	if h.timer != nil && h.timer.Stop() {
+		h.runs.Done()
+	}
+	h.mu.Unlock()
+	h.runs.Wait()
+}

@@ -1,0 +1,56 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// wsConn adapts a coder/websocket connection to actors.Conn. Writes use a
+// background context and a deadline on the raw connection instead of a
+// per-write context: a context with a deadline arms a timer on every write,
+// and an expired one would close the connection behind the session's back.
+type wsConn struct {
+	ws  *websocket.Conn
+	raw net.Conn
+}
+
+func (c *wsConn) Write(binary bool, p []byte) error {
+	typ := websocket.MessageText
+	if binary {
+		typ = websocket.MessageBinary
+	}
+	return c.ws.Write(context.Background(), typ, p)
+}
+
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	if c.raw == nil {
+		return nil
+	}
+	return c.raw.SetWriteDeadline(t)
+}
+
+func (c *wsConn) Close(code int, reason string) error {
+	return c.ws.Close(websocket.StatusCode(code), reason)
+}
+
+func (c *wsConn) CloseNow() error { return c.ws.CloseNow() }
+
+// hijackCapture remembers the net.Conn that coder/websocket hijacks, so the
+// session can set write deadlines on it.
+type hijackCapture struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	h.conn = c
+	return c, brw, err
+}
+
+func (h *hijackCapture) Unwrap() http.ResponseWriter { return h.ResponseWriter }

@@ -1,0 +1,119 @@
+// Package typed is Troupe's message layer: JSON envelopes
+// {"type": "...", "payload": {...}, "id": ..., "room": "..."} decoded into Go
+// structs and dispatched to a handler registered for their type.
+//
+// It imports nothing else of Troupe, so the codec and the router can be used
+// (and tested) on their own.
+package typed
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+)
+
+// Envelope is one message on the wire. Payload and ID are kept as raw JSON:
+// the payload is decoded only into the handler's own type, and the ID is
+// echoed back exactly as the client wrote it (string or number).
+type Envelope struct {
+	Type    string          `json:"type"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+	ID      json.RawMessage `json:"id,omitempty"`
+	Room    string          `json:"room,omitempty"`
+}
+
+// ErrNotEnvelope is returned by Decode for input that is not a JSON object
+// with a non-empty string "type".
+var ErrNotEnvelope = errors.New("typed: not an envelope")
+
+// Decode parses one envelope. Anything that is not a JSON object with a
+// non-empty "type" gives an error wrapping ErrNotEnvelope.
+func Decode(data []byte) (*Envelope, error) {
+	var e Envelope
+	if err := json.Unmarshal(data, &e); err != nil {
+		return nil, &decodeError{err}
+	}
+	if e.Type == "" {
+		return nil, &decodeError{errors.New(`missing "type"`)}
+	}
+	if len(e.ID) > 0 && !validID(e.ID) {
+		return nil, &decodeError{errors.New(`"id" must be a string or a number`)}
+	}
+	return &e, nil
+}
+
+// LooksLikeEnvelope is a cheap test for text that is meant as an envelope
+// (it starts with '{' after white space). Frames that fail it go to the
+// raw-text handler, if one is set.
+func LooksLikeEnvelope(data []byte) bool {
+	d := bytes.TrimLeft(data, " \t\r\n")
+	return len(d) > 0 && d[0] == '{'
+}
+
+type decodeError struct{ err error }
+
+func (e *decodeError) Error() string        { return "typed: not an envelope: " + e.err.Error() }
+func (e *decodeError) Is(target error) bool { return target == ErrNotEnvelope }
+func (e *decodeError) Unwrap() error        { return e.err }
+
+func validID(id json.RawMessage) bool {
+	switch id[0] {
+	case '"':
+		return true
+	case 'n': // null: treated as absent
+		return true
+	}
+	_, err := strconv.ParseFloat(string(id), 64)
+	return err == nil
+}
+
+// Encode builds the envelope {"type": typ, "payload": payload}. A payload
+// that is already JSON ([]byte or json.RawMessage) is used as it is.
+func Encode(typ string, payload any) ([]byte, error) { return EncodeWithID(typ, payload, nil) }
+
+// EncodeWithID is Encode with the request ID a reply answers.
+func EncodeWithID(typ string, payload any, id json.RawMessage) ([]byte, error) {
+	buf := make([]byte, 0, 64)
+	buf = append(buf, `{"type":`...)
+	buf = appendString(buf, typ)
+	if payload != nil {
+		buf = append(buf, `,"payload":`...)
+		switch p := payload.(type) {
+		case json.RawMessage:
+			if !json.Valid(p) {
+				return nil, errors.New("typed: payload is not valid JSON")
+			}
+			buf = append(buf, p...)
+		case []byte:
+			if !json.Valid(p) {
+				return nil, errors.New("typed: payload is not valid JSON")
+			}
+			buf = append(buf, p...)
+		default:
+			b, err := json.Marshal(payload)
+			if err != nil {
+				return nil, err
+			}
+			buf = append(buf, b...)
+		}
+	}
+	if len(id) > 0 && string(id) != "null" {
+		buf = append(buf, `,"id":`...)
+		buf = append(buf, id...)
+	}
+	buf = append(buf, '}')
+	return buf, nil
+}
+
+func appendString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			b, _ := json.Marshal(s)
+			return append(buf, b...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
+}
