@@ -2,7 +2,9 @@ package actors
 
 import (
 	"errors"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -10,18 +12,18 @@ import (
 // session writes, can be made to block like a client that stopped reading,
 // and checks that no two writes ever overlap.
 type MemConn struct {
-	mu        sync.Mutex
-	cond      *sync.Cond
-	frames    []Frame
-	blocked   bool
-	closed    bool
-	code      int
-	reason    string
-	closes    int
-	writing   bool
-	overlaps  int
-	discardOK bool // count frames without keeping them
-	count     int
+	mu         sync.Mutex
+	cond       *sync.Cond
+	frames     []Frame
+	blocked    bool
+	closed     bool
+	code       int
+	reason     string
+	closes     int
+	inflight   atomic.Int32
+	overlapped atomic.Int32
+	discardOK  bool // count frames without keeping them
+	count      int
 }
 
 // ErrMemConnClosed is returned by writes to a closed MemConn.
@@ -45,13 +47,13 @@ func NewCountingMemConn() *MemConn {
 // Write records p; while the conn is blocked it waits, like a socket whose
 // peer stopped reading.
 func (c *MemConn) Write(binary bool, p []byte) error {
+	if c.inflight.Add(1) > 1 {
+		c.overlapped.Add(1)
+	}
+	defer c.inflight.Add(-1)
+	runtime.Gosched() // widen the window in which an overlap would show
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.writing {
-		c.overlaps++
-	}
-	c.writing = true
-	defer func() { c.writing = false }()
 	for c.blocked && !c.closed {
 		c.cond.Wait()
 	}
@@ -135,7 +137,5 @@ func (c *MemConn) Closed() (closed bool, code int, reason string) {
 // Overlaps returns how many writes began while another was in progress
 // (always 0 if the session keeps its promise of one writer).
 func (c *MemConn) Overlaps() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.overlaps
+	return int(c.overlapped.Load())
 }
