@@ -28,3 +28,13 @@ type Frame struct {
 	Data   []byte
 	Binary bool
 }
+
+// Batcher is implemented by a Conn that can hold back the frames of a batch
+// and send them together (transport's connections do, to pay one system
+// call per batch instead of one per frame). The session calls BeginBatch
+// before writing the frames it took from its queue and EndBatch after them;
+// an error from EndBatch is a write error.
+type Batcher interface {
+	BeginBatch()
+	EndBatch() error
+}

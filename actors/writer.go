@@ -69,6 +69,14 @@ func (s *Session) writeLoop() {
 // call, however many messages were waiting.
 func (s *Session) writeBatch(batch []Frame) (err error) {
 	_ = s.conn.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+	if b, ok := s.conn.(Batcher); ok {
+		b.BeginBatch()
+		defer func() {
+			if e := b.EndBatch(); err == nil {
+				err = e
+			}
+		}()
+	}
 	for i := 0; i < len(batch); {
 		f := batch[i]
 		if s.opts.Coalesce && !f.Binary && i+1 < len(batch) && !batch[i+1].Binary {

@@ -51,7 +51,8 @@ type Config struct {
 	// subprotocol, under which queued messages are coalesced into one
 	// frame of newline-separated envelopes.
 	DisableNDJSON bool
-	// Logger receives Troupe's own logs (default: discard).
+	// Logger receives Troupe's own logs (default slog.Default()); the actor
+	// library's informational chatter is held back below Warn.
 	Logger *slog.Logger
 }
 
@@ -93,7 +94,7 @@ func (c Config) WithDefaults() Config {
 		c.MaxQueuedBytes = actors.DefaultMaxQueuedBytes
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+		c.Logger = slog.Default()
 	}
 	return c
 }

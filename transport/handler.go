@@ -112,7 +112,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(h.cfg.MaxMessageSize)
-	conn := &wsConn{ws: ws, raw: hc.conn}
+	conn := &wsConn{ws: ws, raw: hc.conn, cork: hc.cork}
 
 	s := h.sys.NewSession(conn, actors.Info{
 		Header:      r.Header,

@@ -15,8 +15,25 @@ import (
 // per-write context: a context with a deadline arms a timer on every write,
 // and an expired one would close the connection behind the session's back.
 type wsConn struct {
-	ws  *websocket.Conn
-	raw net.Conn
+	ws   *websocket.Conn
+	raw  net.Conn
+	cork *corkWriter
+}
+
+// BeginBatch holds back the frames written until EndBatch, which sends them
+// in one system call.
+func (c *wsConn) BeginBatch() {
+	if c.cork != nil {
+		c.cork.cork()
+	}
+}
+
+// EndBatch sends what BeginBatch held back.
+func (c *wsConn) EndBatch() error {
+	if c.cork == nil {
+		return nil
+	}
+	return c.cork.uncork()
 }
 
 func (c *wsConn) Write(binary bool, p []byte) error {
@@ -41,16 +58,27 @@ func (c *wsConn) Close(code int, reason string) error {
 func (c *wsConn) CloseNow() error { return c.ws.CloseNow() }
 
 // hijackCapture remembers the net.Conn that coder/websocket hijacks, so the
-// session can set write deadlines on it.
+// session can set write deadlines on it, and slips a corkWriter under the
+// bufio.Writer that coder/websocket writes frames to.
 type hijackCapture struct {
 	http.ResponseWriter
 	conn net.Conn
+	cork *corkWriter
 }
+
+// writeBufferSize is the bufio.Writer coder/websocket frames into. Data
+// frames pass through it into the cork buffer, so it need not be large; a
+// small one keeps idle connections small.
+const writeBufferSize = 512
 
 func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return c, brw, err
+	}
 	h.conn = c
-	return c, brw, err
+	h.cork = &corkWriter{conn: c}
+	return c, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(h.cork, writeBufferSize)), nil
 }
 
 func (h *hijackCapture) Unwrap() http.ResponseWriter { return h.ResponseWriter }

@@ -1,0 +1,116 @@
+// Command benchserver implements the load generator's wire protocol
+// (bench.echo, room.join, room.leave, room.publish) with Troupe's public API
+// only, so that wsload measures what a user's server would get.
+//
+//	go run ./examples/benchserver -addr 127.0.0.1:9000
+//
+// For many connections raise the open-files limit first (ulimit -n 200000);
+// the server also raises its own soft limit to the hard limit.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"github.com/troupehq/troupe"
+)
+
+type roomReq struct {
+	Room string `json:"room"`
+}
+
+type publish struct {
+	Room string          `json:"room"`
+	Body json.RawMessage `json:"body"`
+}
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:9000", "listen address")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file until the server stops")
+	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	raiseFileLimit()
+
+	settings, err := troupe.SettingsFromEnv()
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv, err := troupe.New(troupe.Config{Settings: settings})
+	if err != nil {
+		log.Fatal(err)
+	}
+	register(srv)
+
+	mux := http.NewServeMux()
+	mux.Handle("/ws", srv)
+	hs := &http.Server{Addr: *addr, Handler: mux}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(ctx)
+		_ = srv.Shutdown(ctx)
+	}()
+	log.Printf("benchserver: ws://%s/ws", *addr)
+	if err := hs.ListenAndServe(); err != http.ErrServerClosed {
+		log.Print(err)
+	}
+	<-stopped
+}
+
+// register installs the protocol's handlers.
+func register(srv *troupe.Server) {
+	troupe.Handle(srv, "bench.echo", func(c *troupe.Context, _ json.RawMessage) error {
+		return c.Reply("bench.echo", c.Payload())
+	})
+	troupe.Handle(srv, "room.join", func(c *troupe.Context, m roomReq) error {
+		if m.Room == "" {
+			return troupe.NewError("invalid_payload", "room is required")
+		}
+		if err := c.Join(m.Room); err != nil {
+			return err
+		}
+		return c.Reply("room.joined", m)
+	})
+	troupe.Handle(srv, "room.leave", func(c *troupe.Context, m roomReq) error {
+		if err := c.Leave(m.Room); err != nil && err != troupe.ErrNotMember {
+			return err
+		}
+		return c.Reply("room.left", m)
+	})
+	troupe.Handle(srv, "room.publish", func(c *troupe.Context, m publish) error {
+		if m.Room == "" {
+			return troupe.NewError("invalid_payload", "room is required")
+		}
+		return c.Server().Broadcast(m.Room, "room.message", m)
+	})
+}
+
+func raiseFileLimit() {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+}
