@@ -45,6 +45,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	srv.http = h
+	// A keepalive browsers can send (they cannot send WebSocket pings, and
+	// pongs do not reset the idle timeout); an application's own "ping"
+	// handler replaces it.
+	srv.router.HandleEnvelope("ping", func(c *Context, env *typed.Envelope) error {
+		return c.Reply("pong", env.Payload)
+	})
 	srv.rooms = rooms.New(srv.sys, rooms.Config{
 		NewHandler: cfg.NewRoomHandler,
 		Encode:     typed.Encode,

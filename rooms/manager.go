@@ -113,6 +113,9 @@ func (m *Manager) wait(ctx context.Context, reply chan error) error {
 // not exist). The list is taken inside the room actor, so it is consistent
 // with the joins and leaves acknowledged before the call.
 func (m *Manager) Members(ctx context.Context, room string) ([]*actors.Session, error) {
+	if m.isStopped() {
+		return nil, ErrStopped
+	}
 	if _, ok := m.live.Load(room); !ok {
 		return nil, nil
 	}
@@ -133,6 +136,9 @@ func (m *Manager) RoomsOf(s *actors.Session) []string { return m.index.of(s) }
 
 // Rooms returns the names of the rooms that exist (have members), sorted.
 func (m *Manager) Rooms() []string {
+	if m.isStopped() {
+		return nil
+	}
 	var out []string
 	m.live.Range(func(k, _ any) bool {
 		out = append(out, k.(string))
@@ -151,6 +157,9 @@ func (m *Manager) Broadcast(room string, typ string, payload any) error {
 // BroadcastExcept is Broadcast to every member but except (typically the
 // sender).
 func (m *Manager) BroadcastExcept(room string, except *actors.Session, typ string, payload any) error {
+	if m.isStopped() {
+		return ErrStopped
+	}
 	b, err := m.encode(typ, payload)
 	if err != nil {
 		return err
@@ -169,6 +178,9 @@ func (m *Manager) BroadcastFrame(room string, f actors.Frame, except *actors.Ses
 
 // Deliver hands msg to the room's Handler.OnMessage, in the room's order.
 func (m *Manager) Deliver(room string, from *actors.Session, msg any) error {
+	if m.isStopped() {
+		return ErrStopped
+	}
 	v, ok := m.live.Load(room)
 	if !ok {
 		return ErrNoRoom

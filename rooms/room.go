@@ -88,6 +88,12 @@ type roomActor struct {
 func (a *roomActor) Receive(ctx actor.Context) {
 	st := a.st
 	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		// After a restart: the message that failed may have been the one
+		// that emptied the room.
+		if st.joins > 0 {
+			a.checkEmpty(ctx)
+		}
 	case *broadcast:
 		st.fanout(msg.frame, msg.except)
 	case *joinReq:
@@ -115,18 +121,18 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		ctx.Unwatch(msg.s.PID())
 		a.m.index.remove(msg.s, st.name)
 		msg.reply <- nil
+		a.checkEmpty(ctx) // before user code, which may panic
 		a.call(func(r *Room) { a.h.OnLeave(r, msg.s) })
-		a.checkEmpty(ctx)
 	case *actor.Terminated:
 		for _, s := range st.order {
 			if s.PID().Equal(msg.Who) {
 				st.remove(s)
 				a.m.index.remove(s, st.name)
+				a.checkEmpty(ctx)
 				a.call(func(r *Room) { a.h.OnLeave(r, s) })
-				break
+				return
 			}
 		}
-		a.checkEmpty(ctx)
 	case *membersReq:
 		msg.reply <- append([]*actors.Session(nil), st.order...)
 	case *deliver:

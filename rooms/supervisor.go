@@ -52,6 +52,9 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 			ctx.Stop(ref.pid)
 		}
 	case *actor.Stopped:
+		for name := range sv.rooms {
+			sv.m.live.Delete(name)
+		}
 		close(sv.m.stopped)
 	}
 }

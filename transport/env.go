@@ -1,7 +1,9 @@
 package transport
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -100,8 +102,11 @@ func FromLookup(lookup func(string) (string, bool)) (Config, error) {
 // parseDuration accepts Go duration syntax or a bare number of seconds.
 func parseDuration(v string) (time.Duration, error) {
 	v = strings.TrimSpace(v)
-	if f, err := strconv.ParseFloat(v, 64); err == nil {
-		if f < 0 {
+	if f, err := strconv.ParseFloat(v, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		switch {
+		case math.IsNaN(f) || math.IsInf(f, 0) || f >= math.MaxInt64/float64(time.Second):
+			return 0, fmt.Errorf("not a usable number of seconds")
+		case f < 0:
 			return 0, fmt.Errorf("negative duration")
 		}
 		return time.Duration(f * float64(time.Second)), nil

@@ -69,7 +69,8 @@ func validID(id json.RawMessage) bool {
 }
 
 // Encode builds the envelope {"type": typ, "payload": payload}. A payload
-// that is already JSON ([]byte or json.RawMessage) is used as it is.
+// that is already JSON ([]byte or json.RawMessage) is used as it is; a nil
+// or empty one leaves "payload" out.
 func Encode(typ string, payload any) ([]byte, error) { return EncodeWithID(typ, payload, nil) }
 
 // EncodeWithID is Encode with the request ID a reply answers.
@@ -77,26 +78,28 @@ func EncodeWithID(typ string, payload any, id json.RawMessage) ([]byte, error) {
 	buf := make([]byte, 0, 64)
 	buf = append(buf, `{"type":`...)
 	buf = appendString(buf, typ)
-	if payload != nil {
-		buf = append(buf, `,"payload":`...)
-		switch p := payload.(type) {
-		case json.RawMessage:
+	switch p := payload.(type) {
+	case nil:
+	case json.RawMessage:
+		if len(p) > 0 {
 			if !json.Valid(p) {
 				return nil, errors.New("typed: payload is not valid JSON")
 			}
-			buf = append(buf, p...)
-		case []byte:
-			if !json.Valid(p) {
-				return nil, errors.New("typed: payload is not valid JSON")
-			}
-			buf = append(buf, p...)
-		default:
-			b, err := json.Marshal(payload)
-			if err != nil {
-				return nil, err
-			}
-			buf = append(buf, b...)
+			buf = append(append(buf, `,"payload":`...), p...)
 		}
+	case []byte:
+		if len(p) > 0 {
+			if !json.Valid(p) {
+				return nil, errors.New("typed: payload is not valid JSON")
+			}
+			buf = append(append(buf, `,"payload":`...), p...)
+		}
+	default:
+		b, err := json.Marshal(payload)
+		if err != nil {
+			return nil, err
+		}
+		buf = append(append(buf, `,"payload":`...), b...)
 	}
 	if len(id) > 0 && string(id) != "null" {
 		buf = append(buf, `,"id":`...)

@@ -14,6 +14,7 @@ import (
 	"flag"
 	"log"
 	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -35,7 +36,11 @@ type publish struct {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9000", "listen address")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file until the server stops")
+	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (for example 127.0.0.1:6060)")
 	flag.Parse()
+	if *pprofAddr != "" {
+		go func() { log.Print(http.ListenAndServe(*pprofAddr, nil)) }()
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
