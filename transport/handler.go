@@ -77,11 +77,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.active++
 	h.mu.Unlock()
+	handedOff := false
 	defer func() {
-		h.mu.Lock()
-		h.active--
-		h.idle.Broadcast()
-		h.mu.Unlock()
+		if !handedOff {
+			h.done()
+		}
 	}()
 
 	var identity string
@@ -141,20 +141,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.sessions[s.ID()] = s
-	gid := goroutineID()
-	h.readers[gid] = struct{}{}
 	h.mu.Unlock()
 
-	h.serve(s, conn)
+	// The read loop gets a goroutine of its own and ServeHTTP returns: the
+	// net/http connection goroutine, its grown stack and its buffers are
+	// then freed, which is most of what an idle connection would cost.
+	handedOff = true
+	go h.serve(s, conn)
+}
 
+// done marks one connection as finished, for Shutdown's wait.
+func (h *Handler) done() {
 	h.mu.Lock()
-	delete(h.readers, gid)
+	h.active--
+	h.idle.Broadcast()
 	h.mu.Unlock()
 }
 
-// serve runs the read loop on the request's own goroutine: coder/websocket
-// needs a reader at all times for pings, pongs and the close handshake.
+// serve runs the read loop: coder/websocket needs a reader at all times for
+// pings, pongs and the close handshake.
 func (h *Handler) serve(s *actors.Session, conn *wsConn) {
+	gid := goroutineID()
+	h.mu.Lock()
+	h.readers[gid] = struct{}{}
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.readers, gid)
+		h.mu.Unlock()
+		h.done()
+	}()
+
 	hb := newHeartbeat(&h.cfg, conn, s)
 	opened := h.call(s, func() {
 		if h.hooks.OnOpen != nil {

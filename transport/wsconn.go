@@ -2,7 +2,9 @@ package transport
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"time"
@@ -78,7 +80,31 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	h.conn = c
 	h.cork = &corkWriter{conn: c}
-	return c, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(h.cork, writeBufferSize)), nil
+	return c, bufio.NewReadWriter(smallReader(brw.Reader, c), bufio.NewWriterSize(h.cork, writeBufferSize)), nil
+}
+
+// readBufferSize is the bufio.Reader frames are read through. Payloads
+// larger than it are read straight into the message buffer, so it only
+// decides how many small frames one read(2) can fetch; net/http's 4 KiB
+// buffer would be most of an idle connection's memory.
+const readBufferSize = 1024
+
+// smallReader replaces net/http's read buffer with a smaller one holding
+// the same unread bytes (a client may have sent its first frame right
+// behind the handshake).
+func smallReader(br *bufio.Reader, c net.Conn) *bufio.Reader {
+	n := br.Buffered()
+	if n > readBufferSize {
+		return br
+	}
+	left, _ := br.Peek(n)
+	r := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(left)), c), readBufferSize)
+	if n > 0 {
+		// Pull the unread bytes into r's buffer, where coder/websocket
+		// looks for them before it reads from the connection itself.
+		_, _ = r.Peek(n)
+	}
+	return r
 }
 
 func (h *hijackCapture) Unwrap() http.ResponseWriter { return h.ResponseWriter }
