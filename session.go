@@ -43,8 +43,9 @@ var (
 	// ErrSlowConsumer: the session's outbound queue was full; it is being
 	// closed with CloseTryAgainLater.
 	ErrSlowConsumer = actors.ErrSlowConsumer
-	// ErrServerClosed: the server is shutting down or shut down.
-	ErrServerClosed = transport.ErrServerClosed
+	// ErrServerClosed: a rooms call (Join, Leave, Members, Broadcast, ...)
+	// after Shutdown or Close.
+	ErrServerClosed = rooms.ErrStopped
 	// ErrNoSession: SendTo named a session that is not open.
 	ErrNoSession = errNoSession
 	// ErrNotMember: Leave for a session that is not in the room.

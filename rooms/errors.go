@@ -11,7 +11,7 @@ var (
 	// ErrNotMember is returned by Leave for a session that is not a member.
 	ErrNotMember = errors.New("troupe: not a member of the room")
 	// ErrStopped is returned by every call after Shutdown.
-	ErrStopped = errors.New("troupe: rooms stopped")
+	ErrStopped = errors.New("troupe: server closed")
 )
 
 // PanicError is what OnError receives when a room's Handler panicked.
@@ -20,6 +20,7 @@ type PanicError struct {
 	Value any
 }
 
+// Error says which room panicked with what.
 func (e *PanicError) Error() string {
 	return fmt.Sprintf("troupe: room %q handler panicked: %v (room restarted)", e.Room, e.Value)
 }

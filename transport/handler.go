@@ -16,10 +16,6 @@ import (
 	"github.com/troupehq/troupe/actors"
 )
 
-// ErrServerClosed is returned by Shutdown and Close after the first call,
-// and answered (as 503) to upgrades that arrive while shutting down.
-var ErrServerClosed = errors.New("troupe: server closed")
-
 // SubprotocolNDJSON is the subprotocol under which a session coalesces the
 // messages queued for it into one text frame of newline-separated envelopes.
 const SubprotocolNDJSON = "ndjson"
@@ -184,6 +180,12 @@ func (h *Handler) serve(s *actors.Session, conn *wsConn) {
 		typ, data, err := conn.ws.Read(context.Background())
 		if err != nil {
 			code, reason = closeStatus(err)
+			if code == actors.CloseMessageTooBig {
+				// coder/websocket has sent 1009; finish the handshake,
+				// discarding the rest of the message, so the client reads
+				// the close frame instead of a connection reset.
+				_ = conn.ws.Close(websocket.StatusMessageTooBig, reason)
+			}
 			break
 		}
 		hb.touch()

@@ -30,6 +30,7 @@ func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
+// Error returns "code: message".
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // AsError turns any error into the *Error a client is told: the *Error
@@ -57,6 +58,7 @@ type PanicError struct {
 	Value any    // the value passed to panic
 }
 
+// Error says which handler panicked with what.
 func (e *PanicError) Error() string {
 	return fmt.Sprintf("typed: handler for %q panicked: %v", e.Type, e.Value)
 }
