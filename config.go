@@ -3,7 +3,9 @@ package troupe
 import (
 	"errors"
 	"net/http"
+	"time"
 
+	"github.com/troupehq/troupe/rooms"
 	"github.com/troupehq/troupe/transport"
 )
 
@@ -46,6 +48,31 @@ type Config struct {
 	// NewRoomHandler returns the logic for a room, called when the room
 	// starts and on every restart after a panic. Nil: rooms have no logic.
 	NewRoomHandler func(room string) RoomHandler
+
+	// AuthorizeJoin is consulted on every join (Server.Join, Context.Join
+	// and the room protocol's room.join). An error refuses the join and
+	// changes nothing; the client gets an error envelope with code
+	// "forbidden" (or the code of a *troupe.Error).
+	AuthorizeJoin func(s *Session, room string) error
+
+	// RoomProtocol switches on the built-in room protocol: room.join (with
+	// resume from a sequence number), room.publish, room.leave,
+	// room.history and presence.diff. See the README for the wire format.
+	RoomProtocol bool
+	// HistoryMessages and HistoryBytes bound what each room keeps for
+	// resume and room.history (defaults 1000 messages, 1 MiB).
+	HistoryMessages int
+	HistoryBytes    int
+	// HistoryRetention is how long an empty room's sequence and history
+	// are kept for members that come back (default 5 minutes; negative:
+	// not kept).
+	HistoryRetention time.Duration
+	// NewHistory replaces the in-memory history, for example with a
+	// durable store.
+	NewHistory func(room string) rooms.History
+	// MaxMetaBytes bounds the meta a member sends with room.join (default
+	// 1024).
+	MaxMetaBytes int
 }
 
 // ErrForbidden, wrapped in an error returned by Config.Authorize, refuses

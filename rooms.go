@@ -1,12 +1,37 @@
 package troupe
 
-import "context"
+import (
+	"context"
+	"errors"
+
+	"github.com/troupehq/troupe/typed"
+)
 
 // Join makes s a member of room, creating the room on its first join. It
 // returns once the join is in effect: anything broadcast to the room after
 // Join returns reaches s. A session that closes leaves its rooms by itself.
 func (srv *Server) Join(ctx context.Context, room string, s *Session) error {
+	if err := srv.authorizeJoin(s, room); err != nil {
+		return err
+	}
 	return srv.rooms.Join(ctx, room, s)
+}
+
+// authorizeJoin asks Config.AuthorizeJoin; a plain error becomes a
+// "forbidden" *Error for the client.
+func (srv *Server) authorizeJoin(s *Session, room string) error {
+	if srv.cfg.AuthorizeJoin == nil {
+		return nil
+	}
+	err := srv.cfg.AuthorizeJoin(s, room)
+	if err == nil {
+		return nil
+	}
+	var te *typed.Error
+	if errors.As(err, &te) {
+		return err
+	}
+	return typed.NewError("forbidden", err.Error())
 }
 
 // Leave removes s from room (ErrNotMember if it was not in it). A room whose

@@ -2,13 +2,16 @@ package troupe
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/troupehq/troupe/actors"
+	"github.com/troupehq/troupe/internal/wire"
 	"github.com/troupehq/troupe/rooms"
 	"github.com/troupehq/troupe/transport"
 	"github.com/troupehq/troupe/typed"
@@ -39,6 +42,9 @@ func New(cfg Config) (*Server, error) {
 		OnError:   srv.onError,
 		OnClose:   cfg.OnClose,
 		Encode:    typed.Encode,
+		EncodeRequest: func(typ string, payload any, id string) ([]byte, error) {
+			return typed.EncodeWithID(typ, payload, wire.AppendString(nil, id))
+		},
 	})
 	if err != nil {
 		srv.sys.Shutdown()
@@ -52,10 +58,18 @@ func New(cfg Config) (*Server, error) {
 		return c.Reply("pong", env.Payload)
 	})
 	srv.rooms = rooms.New(srv.sys, rooms.Config{
-		NewHandler: cfg.NewRoomHandler,
-		Encode:     typed.Encode,
-		OnError:    func(_ string, err error) { srv.onError(nil, err) },
+		NewHandler:      cfg.NewRoomHandler,
+		Encode:          typed.Encode,
+		OnError:         func(_ string, err error) { srv.onError(nil, err) },
+		Protocol:        cfg.RoomProtocol,
+		HistoryMessages: cfg.HistoryMessages,
+		HistoryBytes:    cfg.HistoryBytes,
+		NewHistory:      cfg.NewHistory,
+		Retention:       cfg.HistoryRetention,
 	})
+	if cfg.RoomProtocol {
+		srv.registerRoomProtocol()
+	}
 	return srv, nil
 }
 
@@ -123,6 +137,9 @@ func (srv *Server) onFrame(s *Session, binary bool, data []byte) {
 			typed.NewError(typed.CodeBadRequest, err.Error()), nil)})
 		return
 	}
+	if srv.resolve(s, env) {
+		return
+	}
 	c := &Context{srv: srv, s: s, env: env}
 	if err := srv.router.Dispatch(c, env); err != nil {
 		var pe *typed.PanicError
@@ -130,7 +147,31 @@ func (srv *Server) onFrame(s *Session, binary bool, data []byte) {
 			srv.onError(s, err)
 		}
 		_ = s.SendFrame(actors.Frame{Data: typed.ErrorEnvelope(typed.ClientError(err), env.ID)})
+		return
 	}
+	if len(env.ID) > 0 && string(env.ID) != "null" && !c.replied {
+		// Every request with an id gets exactly one answer.
+		_ = s.SendText(wire.Envelope(nil, "reply", env.ID, nil))
+	}
+}
+
+// resolve hands a client's answer to a Session.Request waiting for it.
+func (srv *Server) resolve(s *Session, env *typed.Envelope) bool {
+	if (env.Type != "reply" && env.Type != "error") || len(env.ID) < len(actors.RequestIDPrefix)+2 || env.ID[0] != '"' {
+		return false
+	}
+	var id string
+	if json.Unmarshal(env.ID, &id) != nil || !strings.HasPrefix(id, actors.RequestIDPrefix) {
+		return false
+	}
+	var err error
+	payload := env.Payload
+	if env.Type == "error" {
+		var e typed.Error
+		_ = json.Unmarshal(env.Payload, &e)
+		err, payload = &actors.ReplyError{Code: e.Code, Message: e.Message}, nil
+	}
+	return s.Resolve(id, payload, err)
 }
 
 // Shutdown stops the server gracefully: no new connections (503), close 1001

@@ -18,6 +18,8 @@ type Options struct {
 	Coalesce bool
 	// Encode builds a typed envelope for Session.Send.
 	Encode func(typ string, payload any) ([]byte, error)
+	// EncodeRequest builds the envelope of Session.Request, with its id.
+	EncodeRequest func(typ string, payload any, id string) ([]byte, error)
 	// OnError receives errors about the session (slow consumer, write
 	// failures, and whatever EmitError is given).
 	OnError func(s *Session, err error)

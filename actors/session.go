@@ -52,6 +52,8 @@ type Session struct {
 
 	valuesMu sync.Mutex
 	values   map[any]any
+
+	requests requests
 }
 
 // Info describes the connection a session is created for.

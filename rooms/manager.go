@@ -2,8 +2,10 @@ package rooms
 
 import (
 	"context"
+	"encoding/json"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/troupehq/troupe/actors"
@@ -19,7 +21,31 @@ type Config struct {
 	OnError func(room string, err error)
 	// Encode builds the envelopes of Room.Broadcast and Manager.Broadcast.
 	Encode func(typ string, payload any) ([]byte, error)
+
+	// Protocol switches on the built-in room protocol: sequence numbers,
+	// history, resume and presence (see JoinWith, Publish, History).
+	Protocol bool
+	// HistoryMessages and HistoryBytes bound each room's in-memory history
+	// (defaults DefaultHistoryMessages and DefaultHistoryBytes).
+	HistoryMessages int
+	HistoryBytes    int
+	// NewHistory replaces the in-memory history, for example with a
+	// durable store. It is called once per room, when the room starts.
+	NewHistory func(room string) History
+	// Retention is how long the sequence and history of a room that became
+	// empty are kept, so that members coming back can resume (room
+	// protocol only; default DefaultRetention, negative: not kept).
+	Retention time.Duration
+	// PresenceWindow is how long presence changes are gathered into one
+	// presence.diff (default DefaultPresenceWindow).
+	PresenceWindow time.Duration
 }
+
+// DefaultPresenceWindow is the default of Config.PresenceWindow.
+const DefaultPresenceWindow = 50 * time.Millisecond
+
+// DefaultRetention is the default of Config.Retention.
+const DefaultRetention = 5 * time.Minute
 
 // Manager is the entry point to the rooms of one server: it holds the
 // supervisor actor and a lock-free index from room name to room actor, so
@@ -38,10 +64,17 @@ type Manager struct {
 
 // New starts the room supervisor in sys.
 func New(sys *actors.System, cfg Config) *Manager {
+	if cfg.Retention == 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.PresenceWindow <= 0 {
+		cfg.PresenceWindow = DefaultPresenceWindow
+	}
 	m := &Manager{cfg: cfg, sys: sys, root: sys.Root(), stopped: make(chan struct{})}
 	m.index.rooms = make(map[*actors.Session]map[string]struct{})
 	props := actor.PropsFromProducer(func() actor.Actor {
-		return &supervisor{m: m, rooms: make(map[string]*roomRef), byPID: make(map[string]*roomRef)}
+		return &supervisor{m: m, rooms: make(map[string]*roomRef), byPID: make(map[string]*roomRef),
+			dormant: make(map[string]dormant)}
 	})
 	m.sup = m.root.Spawn(props)
 	return m
@@ -67,15 +100,55 @@ func (m *Manager) isStopped() bool {
 // once the room has processed the join, so anything broadcast to the room
 // after Join returns reaches s. Joining a room twice is not an error.
 func (m *Manager) Join(ctx context.Context, room string, s *actors.Session) error {
+	return m.JoinWith(ctx, room, s, nil)
+}
+
+// JoinWith is Join with the room protocol's options: under Config.Protocol
+// the room itself queues room.joined (answering opts.ID) and, with
+// opts.Since, the missed messages on s before any newer message, and tells
+// the other members with presence.diff.
+func (m *Manager) JoinWith(ctx context.Context, room string, s *actors.Session, opts *JoinOptions) error {
 	if !s.IsOpen() {
 		return actors.ErrClosed
 	}
 	if m.isStopped() {
 		return ErrStopped
 	}
-	req := &joinReq{room: room, s: s, reply: make(chan error, 1)}
+	req := &joinReq{room: room, s: s, opts: opts, reply: make(chan error, 1)}
 	m.root.Send(m.sup, req)
 	return m.wait(ctx, req.reply)
+}
+
+// Publish hands body to room under the room protocol: the room stamps the
+// next sequence number, keeps the message in its history and sends
+// room.message to every member, the sender included, then answers id (if
+// any) with room.published. A sender that is not a member gets an error
+// envelope with code not_member from the room; ErrNotMember is returned when
+// the room does not exist at all.
+func (m *Manager) Publish(room string, s *actors.Session, body json.RawMessage, id json.RawMessage) error {
+	if m.isStopped() {
+		return ErrStopped
+	}
+	v, ok := m.live.Load(room)
+	if !ok {
+		return ErrNotMember
+	}
+	m.root.Send(v.(*actor.PID), &publishReq{s: s, body: body, id: id})
+	return nil
+}
+
+// History asks room for up to limit messages below before (0: the newest);
+// the room answers s with room.history carrying id, or not_member.
+func (m *Manager) History(room string, s *actors.Session, before uint64, limit int, id json.RawMessage) error {
+	if m.isStopped() {
+		return ErrStopped
+	}
+	v, ok := m.live.Load(room)
+	if !ok {
+		return ErrNotMember
+	}
+	m.root.Send(v.(*actor.PID), &historyReq{s: s, before: before, limit: limit, id: id})
+	return nil
 }
 
 // Leave removes s from room. It returns ErrNotMember if s was not a member.

@@ -9,6 +9,7 @@ import "github.com/troupehq/troupe/actors"
 type joinReq struct {
 	room  string
 	s     *actors.Session
+	opts  *JoinOptions // room protocol only
 	reply chan error
 }
 
@@ -40,3 +41,6 @@ type roomEmpty struct {
 	name  string
 	joins uint64
 }
+
+// presenceFlush asks a room to send its pending presence.diff.
+type presenceFlush struct{}

@@ -1,6 +1,9 @@
 package rooms
 
 import (
+	"encoding/json"
+	"time"
+
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/troupehq/troupe/actors"
 )
@@ -13,6 +16,15 @@ type roomState struct {
 	members map[string]*actors.Session
 	order   []*actors.Session // join order, for stable member listings
 	joins   uint64            // joins processed, see roomEmpty
+
+	// The room protocol's state (Config.Protocol).
+	proto bool
+	seq   uint64                     // the last sequence number given out
+	hist  History                    // recent messages, for resume and room.history
+	meta  map[string]json.RawMessage // by session ID
+
+	announced     map[string][]byte // members the others were told about, by session ID
+	presenceTimer *time.Timer       // pending presence.diff flush
 }
 
 // Room is the view of a room that Handler methods receive. It is valid only
@@ -99,6 +111,9 @@ func (a *roomActor) Receive(ctx actor.Context) {
 	case *joinReq:
 		st.joins++
 		if _, dup := st.members[msg.s.ID()]; dup {
+			if st.proto && msg.opts != nil {
+				st.joined(msg.s, msg.opts, false)
+			}
 			msg.reply <- nil
 			return
 		}
@@ -111,8 +126,31 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		st.order = append(st.order, msg.s)
 		ctx.Watch(msg.s.PID())
 		a.m.index.add(msg.s, st.name)
+		if st.proto {
+			o := msg.opts
+			if o == nil {
+				o = &JoinOptions{}
+			}
+			if len(o.Meta) > 0 {
+				st.meta[msg.s.ID()] = o.Meta
+			}
+			st.joined(msg.s, o, true)
+			a.presenceChanged(ctx)
+		}
 		msg.reply <- nil // in effect: acknowledge before user code runs
 		a.call(func(r *Room) { a.h.OnJoin(r, msg.s) })
+	case *publishReq:
+		st.publish(msg)
+	case presenceFlush:
+		st.presenceTimer = nil
+		st.flushPresence()
+	case *actor.Stopping:
+		if st.presenceTimer != nil {
+			st.presenceTimer.Stop()
+			st.presenceTimer = nil
+		}
+	case *historyReq:
+		st.history(msg)
 	case *leaveReq:
 		if !st.remove(msg.s) {
 			msg.reply <- ErrNotMember
@@ -120,6 +158,7 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		}
 		ctx.Unwatch(msg.s.PID())
 		a.m.index.remove(msg.s, st.name)
+		a.left(ctx, msg.s)
 		msg.reply <- nil
 		a.checkEmpty(ctx) // before user code, which may panic
 		a.call(func(r *Room) { a.h.OnLeave(r, msg.s) })
@@ -128,6 +167,7 @@ func (a *roomActor) Receive(ctx actor.Context) {
 			if s.PID().Equal(msg.Who) {
 				st.remove(s)
 				a.m.index.remove(s, st.name)
+				a.left(ctx, s)
 				a.checkEmpty(ctx)
 				a.call(func(r *Room) { a.h.OnLeave(r, s) })
 				return
@@ -153,6 +193,32 @@ func (a *roomActor) call(fn func(r *Room)) {
 		}
 	}()
 	fn(&Room{st: a.st, m: a.m})
+}
+
+// left notes, under the room protocol, that s left; the others hear of it
+// with the next presence.diff.
+func (a *roomActor) left(ctx actor.Context, s *actors.Session) {
+	if !a.st.proto {
+		return
+	}
+	if len(a.st.order) == 0 {
+		// Nobody left to tell: forget who was announced, so a room that
+		// comes back from dormancy starts clean.
+		clear(a.st.announced)
+	} else if _, told := a.st.announced[s.ID()]; told {
+		a.presenceChanged(ctx)
+	}
+	// meta is still needed for the leave entry, which announced keeps.
+	delete(a.st.meta, s.ID())
+}
+
+// presenceChanged schedules a presence.diff within the presence window.
+func (a *roomActor) presenceChanged(ctx actor.Context) {
+	if a.st.presenceTimer != nil {
+		return
+	}
+	self, root := ctx.Self(), a.m.root
+	a.st.presenceTimer = time.AfterFunc(a.m.cfg.PresenceWindow, func() { root.Send(self, presenceFlush{}) })
 }
 
 func (a *roomActor) checkEmpty(ctx actor.Context) {

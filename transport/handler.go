@@ -32,6 +32,8 @@ type Hooks struct {
 	OnClose   func(s *actors.Session, code int, reason string)
 	// Encode builds typed envelopes for Session.Send.
 	Encode func(typ string, payload any) ([]byte, error)
+	// EncodeRequest builds the envelopes of Session.Request.
+	EncodeRequest func(typ string, payload any, id string) ([]byte, error)
 }
 
 // Handler is an http.Handler that accepts WebSocket connections.
@@ -120,6 +122,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteTimeout:      h.cfg.WriteTimeout,
 		Coalesce:          ws.Subprotocol() == SubprotocolNDJSON,
 		Encode:            h.hooks.Encode,
+		EncodeRequest:     h.hooks.EncodeRequest,
 		OnError:           h.hooks.OnError,
 		OnClose:           h.onClose,
 	})

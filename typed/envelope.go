@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+
+	"github.com/troupehq/troupe/internal/wire"
 )
 
 // Envelope is one message on the wire. Payload and ID are kept as raw JSON:
@@ -77,7 +79,7 @@ func Encode(typ string, payload any) ([]byte, error) { return EncodeWithID(typ, 
 func EncodeWithID(typ string, payload any, id json.RawMessage) ([]byte, error) {
 	buf := make([]byte, 0, 64)
 	buf = append(buf, `{"type":`...)
-	buf = appendString(buf, typ)
+	buf = wire.AppendString(buf, typ)
 	switch p := payload.(type) {
 	case nil:
 	case json.RawMessage:
@@ -107,16 +109,4 @@ func EncodeWithID(typ string, payload any, id json.RawMessage) ([]byte, error) {
 	}
 	buf = append(buf, '}')
 	return buf, nil
-}
-
-func appendString(buf []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
-			b, _ := json.Marshal(s)
-			return append(buf, b...)
-		}
-	}
-	buf = append(buf, '"')
-	buf = append(buf, s...)
-	return append(buf, '"')
 }

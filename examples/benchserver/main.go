@@ -1,6 +1,8 @@
 // Command benchserver implements the load generator's wire protocol
 // (bench.echo, room.join, room.leave, room.publish) with Troupe's public API
-// only, so that wsload measures what a user's server would get.
+// only, so that wsload measures what a user's server would get: the room
+// messages are Troupe's built-in room protocol (sequence numbers, history,
+// presence), bench.echo is one typed handler.
 //
 //	go run ./examples/benchserver -addr 127.0.0.1:9000
 //
@@ -23,15 +25,6 @@ import (
 
 	"github.com/troupehq/troupe"
 )
-
-type roomReq struct {
-	Room string `json:"room"`
-}
-
-type publish struct {
-	Room string          `json:"room"`
-	Body json.RawMessage `json:"body"`
-}
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9000", "listen address")
@@ -57,7 +50,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv, err := troupe.New(troupe.Config{Settings: settings})
+	srv, err := troupe.New(troupe.Config{Settings: settings, RoomProtocol: true})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -84,31 +77,11 @@ func main() {
 	<-stopped
 }
 
-// register installs the protocol's handlers.
+// register installs what the built-in room protocol does not cover: the
+// protocol's room.join, room.leave and room.publish are Troupe's own.
 func register(srv *troupe.Server) {
 	troupe.Handle(srv, "bench.echo", func(c *troupe.Context, _ json.RawMessage) error {
 		return c.Reply("bench.echo", c.Payload())
-	})
-	troupe.Handle(srv, "room.join", func(c *troupe.Context, m roomReq) error {
-		if m.Room == "" {
-			return troupe.NewError("invalid_payload", "room is required")
-		}
-		if err := c.Join(m.Room); err != nil {
-			return err
-		}
-		return c.Reply("room.joined", m)
-	})
-	troupe.Handle(srv, "room.leave", func(c *troupe.Context, m roomReq) error {
-		if err := c.Leave(m.Room); err != nil && err != troupe.ErrNotMember {
-			return err
-		}
-		return c.Reply("room.left", m)
-	})
-	troupe.Handle(srv, "room.publish", func(c *troupe.Context, m publish) error {
-		if m.Room == "" {
-			return troupe.NewError("invalid_payload", "room is required")
-		}
-		return c.Server().Broadcast(m.Room, "room.message", m)
 	})
 }
 

@@ -283,6 +283,11 @@ func TestMessageTextLimits(t *testing.T) {
 	// The limit counts characters, not bytes: 2000 two-byte characters pass.
 	full := strings.Repeat("ü", 2000)
 	c.send("chat.message", map[string]string{"room": "lobby", "text": full}, 4)
+	// A request with an id is always answered: here by an empty reply, which
+	// leaves before the broadcast that the room sends.
+	if env := c.expect("reply", nil); string(env.ID) != "4" {
+		t.Fatalf("reply id %s, want 4", env.ID)
+	}
 	c.expectMessage("lobby", c.me, full)
 }
 

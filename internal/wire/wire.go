@@ -1,0 +1,59 @@
+// Package wire holds the few JSON building blocks that typed and rooms
+// both write by hand on hot paths (a room encodes every message once, and
+// encoding/json's reflection is most of that cost).
+package wire
+
+import "encoding/json"
+
+// AppendString appends s as a JSON string.
+func AppendString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			b, _ := json.Marshal(s)
+			return append(buf, b...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
+}
+
+// AppendUint appends n in decimal.
+func AppendUint(buf []byte, n uint64) []byte {
+	var tmp [20]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			break
+		}
+	}
+	return append(buf, tmp[i:]...)
+}
+
+// Envelope appends {"type":typ,"id":id,"payload":payload}; id and payload
+// are raw JSON and are left out when empty.
+func Envelope(buf []byte, typ string, id, payload []byte) []byte {
+	buf = append(buf, `{"type":`...)
+	buf = AppendString(buf, typ)
+	if len(id) > 0 && string(id) != "null" {
+		buf = append(buf, `,"id":`...)
+		buf = append(buf, id...)
+	}
+	if len(payload) > 0 {
+		buf = append(buf, `,"payload":`...)
+		buf = append(buf, payload...)
+	}
+	return append(buf, '}')
+}
+
+// Error builds the error envelope {"type":"error","id":id,"payload":{"code","message"}}.
+func Error(id []byte, code, message string) []byte {
+	p := append([]byte(`{"code":`), AppendString(nil, code)...)
+	p = append(p, `,"message":`...)
+	p = AppendString(p, message)
+	p = append(p, '}')
+	return Envelope(make([]byte, 0, len(p)+48), "error", id, p)
+}
