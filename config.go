@@ -73,7 +73,21 @@ type Config struct {
 	// MaxMetaBytes bounds the meta a member sends with room.join (default
 	// 1024).
 	MaxMetaBytes int
+
+	// MaxRoomsPerSession bounds the rooms one session can be in; a join
+	// beyond it fails with code "too_many_rooms" (default 100, negative: no
+	// limit).
+	MaxRoomsPerSession int
+	// MaxRoomMembers bounds the members of one room; a join beyond it fails
+	// with code "room_full" (default 10000, negative: no limit).
+	MaxRoomMembers int
 }
+
+// Room limit defaults.
+const (
+	DefaultMaxRoomsPerSession = 100
+	DefaultMaxRoomMembers     = 10000
+)
 
 // ErrForbidden, wrapped in an error returned by Config.Authorize, refuses
 // the upgrade with 403 instead of 401.

@@ -2,7 +2,6 @@ package troupe
 
 import (
 	"encoding/json"
-	"errors"
 
 	"github.com/troupehq/troupe/rooms"
 	"github.com/troupehq/troupe/typed"
@@ -42,8 +41,6 @@ const (
 	maxHistoryLimit     = 1000
 )
 
-var errNotMember = typed.NewError("not_member", "not a member of the room")
-
 func checkRoom(room string) error {
 	if room == "" || len(room) > maxRoomName {
 		return typed.Errorf(typed.CodeInvalidPayload, "room must be 1 to %d bytes", maxRoomName)
@@ -70,16 +67,13 @@ func (srv *Server) registerRoomProtocol() {
 			return err
 		}
 		c.replied = true // room.joined comes from the room
-		return srv.rooms.JoinWith(c.Context(), m.Room, c.s, &rooms.JoinOptions{Since: m.Since, Meta: m.Meta, ID: c.env.ID})
+		return roomError(srv.rooms.JoinWith(c.Context(), m.Room, c.s, &rooms.JoinOptions{Since: m.Since, Meta: m.Meta, ID: c.env.ID}))
 	})
 	Handle(srv, "room.leave", func(c *Context, m roomMsg) error {
 		if err := checkRoom(m.Room); err != nil {
 			return err
 		}
-		if err := srv.rooms.Leave(c.Context(), m.Room, c.s); err != nil {
-			if errors.Is(err, rooms.ErrNotMember) {
-				return errNotMember
-			}
+		if err := srv.Leave(c.Context(), m.Room, c.s); err != nil {
 			return err
 		}
 		return c.Reply("room.left", m)
@@ -91,10 +85,7 @@ func (srv *Server) registerRoomProtocol() {
 		if len(m.Body) == 0 {
 			return typed.NewError(typed.CodeInvalidPayload, "body is required")
 		}
-		if err := srv.rooms.Publish(m.Room, c.s, m.Body, c.env.ID); err != nil {
-			if errors.Is(err, rooms.ErrNotMember) {
-				return errNotMember
-			}
+		if err := roomError(srv.rooms.Publish(m.Room, c.s, m.Body, c.env.ID)); err != nil {
 			return err
 		}
 		c.replied = true // room.published (or not_member) comes from the room
@@ -108,10 +99,7 @@ func (srv *Server) registerRoomProtocol() {
 			m.Limit = defaultHistoryLimit
 		}
 		m.Limit = min(m.Limit, maxHistoryLimit)
-		if err := srv.rooms.History(m.Room, c.s, m.Before, m.Limit, c.env.ID); err != nil {
-			if errors.Is(err, rooms.ErrNotMember) {
-				return errNotMember
-			}
+		if err := roomError(srv.rooms.History(m.Room, c.s, m.Before, m.Limit, c.env.ID)); err != nil {
 			return err
 		}
 		c.replied = true

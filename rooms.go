@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/troupehq/troupe/rooms"
 	"github.com/troupehq/troupe/typed"
 )
 
@@ -14,7 +15,26 @@ func (srv *Server) Join(ctx context.Context, room string, s *Session) error {
 	if err := srv.authorizeJoin(s, room); err != nil {
 		return err
 	}
-	return srv.rooms.Join(ctx, room, s)
+	return roomError(srv.rooms.Join(ctx, room, s))
+}
+
+// roomError gives the rooms package's errors the code a client sees, while
+// errors.Is still finds them.
+func roomError(err error) error {
+	var code string
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, rooms.ErrNotMember):
+		code = "not_member"
+	case errors.Is(err, rooms.ErrRoomFull):
+		code = "room_full"
+	case errors.Is(err, rooms.ErrTooManyRooms):
+		code = "too_many_rooms"
+	default:
+		return err
+	}
+	return &typed.Error{Code: code, Message: err.Error(), Err: err}
 }
 
 // authorizeJoin asks Config.AuthorizeJoin; a plain error becomes a
@@ -37,7 +57,7 @@ func (srv *Server) authorizeJoin(s *Session, room string) error {
 // Leave removes s from room (ErrNotMember if it was not in it). A room whose
 // last member leaves is stopped.
 func (srv *Server) Leave(ctx context.Context, room string, s *Session) error {
-	return srv.rooms.Leave(ctx, room, s)
+	return roomError(srv.rooms.Leave(ctx, room, s))
 }
 
 // LeaveAll removes s from every room it is in.

@@ -20,11 +20,12 @@ import (
 // Server accepts WebSocket connections and runs their sessions and rooms.
 // It is an http.Handler: mount it wherever the WebSocket endpoint should be.
 type Server struct {
-	cfg    Config
-	sys    *actors.System
-	http   *transport.Handler
-	rooms  *rooms.Manager
-	router *typed.Router[*Context]
+	cfg     Config
+	sys     *actors.System
+	http    *transport.Handler
+	rooms   *rooms.Manager
+	router  *typed.Router[*Context]
+	metrics *metrics
 
 	stopOnce sync.Once
 }
@@ -34,6 +35,7 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	cfg.Settings = cfg.Settings.WithDefaults()
 	srv := &Server{cfg: cfg, router: typed.NewRouter[*Context]()}
+	srv.metrics = newMetrics(srv)
 	srv.sys = actors.NewSystem(cfg.Logger)
 	h, err := transport.NewHandler(srv.sys, cfg.Settings, transport.Hooks{
 		Authorize: srv.authorize(),
@@ -58,19 +60,33 @@ func New(cfg Config) (*Server, error) {
 		return c.Reply("pong", env.Payload)
 	})
 	srv.rooms = rooms.New(srv.sys, rooms.Config{
-		NewHandler:      cfg.NewRoomHandler,
-		Encode:          typed.Encode,
-		OnError:         func(_ string, err error) { srv.onError(nil, err) },
-		Protocol:        cfg.RoomProtocol,
-		HistoryMessages: cfg.HistoryMessages,
-		HistoryBytes:    cfg.HistoryBytes,
-		NewHistory:      cfg.NewHistory,
-		Retention:       cfg.HistoryRetention,
+		NewHandler:         cfg.NewRoomHandler,
+		Encode:             typed.Encode,
+		OnError:            func(_ string, err error) { srv.onError(nil, err) },
+		Protocol:           cfg.RoomProtocol,
+		HistoryMessages:    cfg.HistoryMessages,
+		HistoryBytes:       cfg.HistoryBytes,
+		NewHistory:         cfg.NewHistory,
+		Retention:          cfg.HistoryRetention,
+		MaxMembers:         limit(cfg.MaxRoomMembers, DefaultMaxRoomMembers),
+		MaxRoomsPerSession: limit(cfg.MaxRoomsPerSession, DefaultMaxRoomsPerSession),
 	})
 	if cfg.RoomProtocol {
 		srv.registerRoomProtocol()
 	}
 	return srv, nil
+}
+
+// limit turns a configured limit into the rooms package's form: 0 takes
+// the default, negative means none (0 there).
+func limit(v, def int) int {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 // ServeHTTP upgrades the request to a WebSocket and serves it until it
@@ -117,6 +133,7 @@ func (srv *Server) onFrame(s *Session, binary bool, data []byte) {
 			srv.cfg.OnBinary(s, data)
 			return
 		}
+		srv.metrics.errors.WithLabelValues("unsupported").Inc()
 		_ = s.SendFrame(actors.Frame{Data: typed.ErrorEnvelope(
 			typed.NewError("unsupported", "binary messages are not accepted"), nil)})
 		return
@@ -133,6 +150,7 @@ func (srv *Server) onFrame(s *Session, binary bool, data []byte) {
 			srv.cfg.OnMessage(s, data)
 			return
 		}
+		srv.metrics.errors.WithLabelValues(typed.CodeBadRequest).Inc()
 		_ = s.SendFrame(actors.Frame{Data: typed.ErrorEnvelope(
 			typed.NewError(typed.CodeBadRequest, err.Error()), nil)})
 		return
@@ -141,14 +159,18 @@ func (srv *Server) onFrame(s *Session, binary bool, data []byte) {
 		return
 	}
 	c := &Context{srv: srv, s: s, env: env}
+	start := time.Now()
 	if err := srv.router.Dispatch(c, env); err != nil {
 		var pe *typed.PanicError
 		if errors.As(err, &pe) {
 			srv.onError(s, err)
 		}
-		_ = s.SendFrame(actors.Frame{Data: typed.ErrorEnvelope(typed.ClientError(err), env.ID)})
+		ce := typed.ClientError(err)
+		srv.metrics.observe(env.Type, ce.Code != typed.CodeUnknownType, start, ce.Code)
+		_ = s.SendFrame(actors.Frame{Data: typed.ErrorEnvelope(ce, env.ID)})
 		return
 	}
+	srv.metrics.observe(env.Type, true, start, "")
 	if len(env.ID) > 0 && string(env.ID) != "null" && !c.replied {
 		// Every request with an id gets exactly one answer.
 		_ = s.SendText(wire.Envelope(nil, "reply", env.ID, nil))

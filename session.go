@@ -52,6 +52,11 @@ var (
 	ErrNotMember = rooms.ErrNotMember
 	// ErrNoRoom: DeliverToRoom named a room with no members.
 	ErrNoRoom = rooms.ErrNoRoom
+	// ErrRoomFull: a join beyond MaxRoomMembers (client code "room_full").
+	ErrRoomFull = rooms.ErrRoomFull
+	// ErrTooManyRooms: a join beyond MaxRoomsPerSession (client code
+	// "too_many_rooms").
+	ErrTooManyRooms = rooms.ErrTooManyRooms
 )
 
 // Close codes Troupe sends or reports; see the README's table.

@@ -45,6 +45,7 @@ type Session struct {
 	closeCode   int
 	closeReason string
 	closeSent   bool
+	finalCode   int // the code OnClose reports
 	writers     sync.WaitGroup
 
 	open     atomic.Bool // mirrors state == stateOpen for IsOpen without the lock
@@ -203,6 +204,14 @@ func (s *Session) EmitError(err error) {
 	}
 }
 
+// CloseCode returns the close code OnClose reported (or will report, once a
+// close has begun); 0 while the session is open.
+func (s *Session) CloseCode() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.finalCode
+}
+
 // QueueLen returns how many frames are accepted and not yet written.
 func (s *Session) QueueLen() int {
 	s.mu.Lock()
@@ -214,6 +223,7 @@ func (s *Session) QueueLen() int {
 // the actor so that the sender (often a room) never runs user callbacks.
 func (s *Session) overflow() {
 	if s.beginClose(CloseTryAgainLater, "slow consumer: outbound queue full", true) {
+		s.sys.overflows.Add(1)
 		s.sys.root.Send(s.pid, &reportError{err: ErrSlowConsumer})
 	}
 }
@@ -239,6 +249,7 @@ func (s *Session) beginClose(code int, reason string, discard bool) bool {
 		return false
 	}
 	s.state = stateClosing
+	s.finalCode = code
 	s.open.Store(false)
 	s.closeCode, s.closeReason = code, reason
 	if discard {
@@ -279,6 +290,7 @@ func (s *Session) Finish(peerCode int, peerReason string) {
 		code, reason = s.closeCode, s.closeReason
 	}
 	s.state = stateFinished
+	s.finalCode = code
 	s.open.Store(false)
 	s.discard = true
 	s.dropQueueLocked()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -704,11 +705,17 @@ type failConn struct {
 	once   sync.Once
 	closed chan struct{}
 	code   atomic.Int32
+	err    error // what Write fails with
 }
 
+// errTimeout is a write that hit the write deadline: a client too slow to
+// take its batch, which OnError hears about.
+var errTimeout = fmt.Errorf("write tcp: %w", os.ErrDeadlineExceeded)
+
+// errReset is a connection that went away, which only OnClose reports.
 var errReset = errors.New("connection reset")
 
-func (c *failConn) Write(bool, []byte) error         { return errReset }
+func (c *failConn) Write(bool, []byte) error         { return c.err }
 func (c *failConn) SetWriteDeadline(time.Time) error { return nil }
 func (c *failConn) Close(code int, _ string) error {
 	c.once.Do(func() { c.code.Store(int32(code)); close(c.closed) })
@@ -716,17 +723,17 @@ func (c *failConn) Close(code int, _ string) error {
 }
 func (c *failConn) CloseNow() error { return c.Close(actors.CloseAbnormal, "") }
 
-func TestWriteFailureIsReportedAndDropsSession(t *testing.T) {
+func TestWriteTimeoutIsReportedAndDropsSession(t *testing.T) {
 	sys := newSystem(t)
-	conn := &failConn{closed: make(chan struct{})}
+	conn := &failConn{closed: make(chan struct{}), err: errTimeout}
 	h := newHooks()
 	s := newSession(t, sys, conn, h.options(actors.Options{}))
 
 	if err := s.SendText([]byte("hello")); err != nil {
 		t.Fatalf("send: %v", err)
 	}
-	if err := h.nextError(t); !errors.Is(err, errReset) {
-		t.Fatalf("OnError got %v, want an error wrapping %v", err, errReset)
+	if err := h.nextError(t); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("OnError got %v, want an error wrapping %v", err, os.ErrDeadlineExceeded)
 	}
 	select {
 	case <-conn.closed:
@@ -745,6 +752,35 @@ func TestWriteFailureIsReportedAndDropsSession(t *testing.T) {
 	s.Finish(actors.CloseAbnormal, "")
 	if ev := h.nextClose(t); ev.code != actors.CloseAbnormal {
 		t.Fatalf("OnClose code %d, want %d", ev.code, actors.CloseAbnormal)
+	}
+}
+
+// A connection that breaks is not an error to report: OnClose says 1006.
+func TestBrokenConnectionDropsSessionWithoutError(t *testing.T) {
+	sys := newSystem(t)
+	conn := &failConn{closed: make(chan struct{}), err: errReset}
+	h := newHooks()
+	s := newSession(t, sys, conn, h.options(actors.Options{}))
+
+	if err := s.SendText([]byte("hello")); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	select {
+	case <-conn.closed:
+	case <-time.After(wait):
+		t.Fatal("failed connection was not closed")
+	}
+	if s.IsOpen() {
+		t.Fatal("session still open after its connection failed")
+	}
+	s.Finish(actors.CloseAbnormal, "")
+	if ev := h.nextClose(t); ev.code != actors.CloseAbnormal {
+		t.Fatalf("OnClose code %d, want %d", ev.code, actors.CloseAbnormal)
+	}
+	select {
+	case err := <-h.errs:
+		t.Fatalf("OnError got %v for a broken connection", err)
+	default:
 	}
 }
 
@@ -1012,7 +1048,7 @@ func TestBatcherBracketsEveryWrite(t *testing.T) {
 
 func TestBatcherEndErrorIsAWriteError(t *testing.T) {
 	sys := newSystem(t)
-	errFlush := errors.New("flush failed")
+	errFlush := fmt.Errorf("flush failed: %w", os.ErrDeadlineExceeded)
 	conn := &batchConn{MemConn: actors.NewMemConn(), endErr: errFlush}
 	h := newHooks()
 	s := newSession(t, sys, conn, h.options(actors.Options{}))

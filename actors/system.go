@@ -18,7 +18,18 @@ type System struct {
 	logger   *slog.Logger
 	props    *actor.Props
 	sessions atomic.Int64
+
+	framesOut atomic.Uint64
+	bytesOut  atomic.Uint64
+	overflows atomic.Uint64
 }
+
+// Sent returns how many frames and bytes sessions have written (a
+// coalesced batch counts each message in it).
+func (sys *System) Sent() (frames, bytes uint64) { return sys.framesOut.Load(), sys.bytesOut.Load() }
+
+// Overflows returns how many sessions were closed as slow consumers.
+func (sys *System) Overflows() uint64 { return sys.overflows.Load() }
 
 // NewSystem creates an actor system whose own logging goes to logger, with
 // its informational chatter (start-up, dead letters) held back at Warn

@@ -2,7 +2,9 @@ package actors
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 )
@@ -52,10 +54,16 @@ func (s *Session) writeLoop() {
 		wasOpen := s.state == stateOpen
 		s.mu.Unlock()
 		clear(batch)
+		if err == nil {
+			s.sys.framesOut.Add(uint64(len(batch)))
+			s.sys.bytesOut.Add(uint64(nbytes))
+		}
 		if err != nil {
-			if wasOpen {
-				// Through the actor: the writer must never run user code
-				// (Finish waits for it).
+			if wasOpen && errors.Is(err, os.ErrDeadlineExceeded) {
+				// A client too slow to take a batch within WriteTimeout
+				// is worth telling; a connection that simply went away
+				// is reported by OnClose (1006). Through the actor: the
+				// writer must never run user code (Finish waits for it).
 				s.sys.root.Send(s.pid, &reportError{err: fmt.Errorf("troupe: write: %w", err)})
 			}
 			s.beginClose(CloseAbnormal, "write failed", true)

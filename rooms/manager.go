@@ -36,6 +36,12 @@ type Config struct {
 	// empty are kept, so that members coming back can resume (room
 	// protocol only; default DefaultRetention, negative: not kept).
 	Retention time.Duration
+	// MaxMembers bounds the members of one room (0: no limit); a join
+	// beyond it fails with ErrRoomFull.
+	MaxMembers int
+	// MaxRoomsPerSession bounds the rooms one session is in (0: no limit);
+	// a join beyond it fails with ErrTooManyRooms.
+	MaxRoomsPerSession int
 	// PresenceWindow is how long presence changes are gathered into one
 	// presence.diff (default DefaultPresenceWindow).
 	PresenceWindow time.Duration
@@ -55,7 +61,7 @@ type Manager struct {
 	sys     *actors.System
 	root    *actor.RootContext
 	sup     *actor.PID
-	live    sync.Map // room name -> *actor.PID
+	live    sync.Map // room name -> *roomRef of a running room
 	index   sessionIndex
 	stopped chan struct{}
 
@@ -114,6 +120,9 @@ func (m *Manager) JoinWith(ctx context.Context, room string, s *actors.Session, 
 	if m.isStopped() {
 		return ErrStopped
 	}
+	if max := m.cfg.MaxRoomsPerSession; max > 0 && m.index.count(s) >= max && !m.index.has(s, room) {
+		return ErrTooManyRooms
+	}
 	req := &joinReq{room: room, s: s, opts: opts, reply: make(chan error, 1)}
 	m.root.Send(m.sup, req)
 	return m.wait(ctx, req.reply)
@@ -133,7 +142,7 @@ func (m *Manager) Publish(room string, s *actors.Session, body json.RawMessage, 
 	if !ok {
 		return ErrNotMember
 	}
-	m.root.Send(v.(*actor.PID), &publishReq{s: s, body: body, id: id})
+	m.root.Send(v.(*roomRef).pid, &publishReq{s: s, body: body, id: id})
 	return nil
 }
 
@@ -147,7 +156,7 @@ func (m *Manager) History(room string, s *actors.Session, before uint64, limit i
 	if !ok {
 		return ErrNotMember
 	}
-	m.root.Send(v.(*actor.PID), &historyReq{s: s, before: before, limit: limit, id: id})
+	m.root.Send(v.(*roomRef).pid, &historyReq{s: s, before: before, limit: limit, id: id})
 	return nil
 }
 
@@ -245,7 +254,7 @@ func (m *Manager) BroadcastExcept(room string, except *actors.Session, typ strin
 // nil). The room actor does the fan-out; the caller never waits on members.
 func (m *Manager) BroadcastFrame(room string, f actors.Frame, except *actors.Session) {
 	if v, ok := m.live.Load(room); ok {
-		m.root.Send(v.(*actor.PID), &broadcast{frame: f, except: except})
+		m.root.Send(v.(*roomRef).pid, &broadcast{frame: f, except: except})
 	}
 }
 
@@ -258,7 +267,7 @@ func (m *Manager) Deliver(room string, from *actors.Session, msg any) error {
 	if !ok {
 		return ErrNoRoom
 	}
-	m.root.Send(v.(*actor.PID), &deliver{from: from, msg: msg})
+	m.root.Send(v.(*roomRef).pid, &deliver{from: from, msg: msg})
 	return nil
 }
 
@@ -272,6 +281,18 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Sizes returns the member count of every room, for metrics. The counts
+// are read without asking the rooms, so a room busy with a join may be one
+// behind.
+func (m *Manager) Sizes() []int {
+	var out []int
+	m.live.Range(func(_, v any) bool {
+		out = append(out, int(v.(*roomRef).st.size.Load()))
+		return true
+	})
+	return out
 }
 
 // sessionIndex maps each session to its rooms, for RoomsOf and LeaveAll.
@@ -301,6 +322,19 @@ func (x *sessionIndex) remove(s *actors.Session, room string) {
 		}
 	}
 	x.mu.Unlock()
+}
+
+func (x *sessionIndex) count(s *actors.Session) int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.rooms[s])
+}
+
+func (x *sessionIndex) has(s *actors.Session, room string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	_, ok := x.rooms[s][room]
+	return ok
 }
 
 func (x *sessionIndex) of(s *actors.Session) []string {

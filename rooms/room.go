@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"encoding/json"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -16,6 +17,7 @@ type roomState struct {
 	members map[string]*actors.Session
 	order   []*actors.Session // join order, for stable member listings
 	joins   uint64            // joins processed, see roomEmpty
+	size    atomic.Int32      // len(order), for metrics read from other goroutines
 
 	// The room protocol's state (Config.Protocol).
 	proto bool
@@ -83,6 +85,7 @@ func (st *roomState) remove(s *actors.Session) bool {
 			copy(st.order[i:], st.order[i+1:])
 			st.order[len(st.order)-1] = nil
 			st.order = st.order[:len(st.order)-1]
+			st.size.Store(int32(len(st.order)))
 			break
 		}
 	}
@@ -122,8 +125,13 @@ func (a *roomActor) Receive(ctx actor.Context) {
 			a.checkEmpty(ctx)
 			return
 		}
+		if max := a.m.cfg.MaxMembers; max > 0 && len(st.order) >= max {
+			msg.reply <- ErrRoomFull
+			return
+		}
 		st.members[msg.s.ID()] = msg.s
 		st.order = append(st.order, msg.s)
+		st.size.Store(int32(len(st.order)))
 		ctx.Watch(msg.s.PID())
 		a.m.index.add(msg.s, st.name)
 		if st.proto {

@@ -147,7 +147,7 @@ func (sv *supervisor) start(ctx actor.Context, st *roomState) *roomRef {
 	ref := &roomRef{pid: ctx.Spawn(props), st: st, forwarded: st.joins}
 	sv.rooms[name] = ref
 	sv.byPID[ref.pid.Id] = ref
-	m.live.Store(name, ref.pid)
+	m.live.Store(name, ref)
 	return ref
 }
 

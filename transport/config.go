@@ -47,6 +47,23 @@ type Config struct {
 	// cross-site WebSocket hijacking: only use it for servers that do not
 	// rely on cookies.
 	InsecureSkipOriginCheck bool
+	// MaxConnections bounds the open connections; upgrades beyond it are
+	// answered 503 (default 10000, negative: no limit; env
+	// WEBSOCKET_MAX_CONNECTIONS).
+	MaxConnections int
+	// HandshakeTimeout bounds the upgrade, the Authorize hook included
+	// (its request's context ends then); a hook still running is refused
+	// with 401 (default 10s; env WEBSOCKET_HANDSHAKE_TIMEOUT).
+	HandshakeTimeout time.Duration
+	// RateLimit is how many messages per second one client may send on
+	// average, RateBurst how many at once. A message over the limit is
+	// answered with an error envelope (code "rate_limited") and not
+	// handled; a client that sends more than RateBurst messages in a row
+	// over the limit is closed with 1008 (defaults 100/s, burst 200;
+	// negative RateLimit: no limit; env WEBSOCKET_RATE_LIMIT, where 0 means
+	// no limit, and WEBSOCKET_RATE_BURST).
+	RateLimit float64
+	RateBurst int
 	// DisableNDJSON stops the server from offering the "ndjson"
 	// subprotocol, under which queued messages are coalesced into one
 	// frame of newline-separated envelopes.
@@ -63,6 +80,10 @@ const (
 	DefaultIdleTimeout    = 60 * time.Second
 	DefaultMaxMessageSize = 65536
 	DefaultWriteTimeout   = actors.DefaultWriteTimeout
+	DefaultMaxConnections = 10000
+	DefaultHandshake      = 10 * time.Second
+	DefaultRateLimit      = 100
+	DefaultRateBurst      = 200
 )
 
 // WithDefaults returns c with every unset field at its default. It is
@@ -93,6 +114,18 @@ func (c Config) WithDefaults() Config {
 	if c.MaxQueuedBytes == 0 {
 		c.MaxQueuedBytes = actors.DefaultMaxQueuedBytes
 	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshake
+	}
+	if c.RateLimit == 0 {
+		c.RateLimit = DefaultRateLimit
+	}
+	if c.RateBurst == 0 {
+		c.RateBurst = DefaultRateBurst
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -106,6 +139,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("troupe: MaxMessageSize %d is negative", c.MaxMessageSize)
 	case c.MaxQueuedMessages < 0:
 		return fmt.Errorf("troupe: MaxQueuedMessages %d is negative", c.MaxQueuedMessages)
+	case c.RateBurst < 0:
+		return fmt.Errorf("troupe: RateBurst %d is negative", c.RateBurst)
 	case c.MaxQueuedBytes < 0:
 		return fmt.Errorf("troupe: MaxQueuedBytes %d is negative", c.MaxQueuedBytes)
 	}

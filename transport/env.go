@@ -21,6 +21,10 @@ const (
 	EnvQueueMessages  = "WEBSOCKET_SEND_QUEUE_MESSAGES"
 	EnvQueueBytes     = "WEBSOCKET_SEND_QUEUE_BYTES"
 	EnvAllowedOrigins = "WEBSOCKET_ALLOWED_ORIGINS"
+	EnvMaxConnections = "WEBSOCKET_MAX_CONNECTIONS"
+	EnvHandshake      = "WEBSOCKET_HANDSHAKE_TIMEOUT"
+	EnvRateLimit      = "WEBSOCKET_RATE_LIMIT"
+	EnvRateBurst      = "WEBSOCKET_RATE_BURST"
 )
 
 // FromEnv returns the defaults overridden by the WEBSOCKET_* variables of
@@ -65,19 +69,36 @@ func FromLookup(lookup func(string) (string, bool)) (Config, error) {
 	dur(EnvPongTimeout, &c.PongTimeout, false)
 	dur(EnvIdleTimeout, &c.IdleTimeout, true)
 	dur(EnvWriteTimeout, &c.WriteTimeout, false)
+	dur(EnvHandshake, &c.HandshakeTimeout, false)
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{EnvPongTimeout, c.PongTimeout}, {EnvWriteTimeout, c.WriteTimeout}} {
+	}{{EnvPongTimeout, c.PongTimeout}, {EnvWriteTimeout, c.WriteTimeout}, {EnvHandshake, c.HandshakeTimeout}} {
 		if err == nil && d.v < 0 {
 			err = fmt.Errorf("troupe: %s must not be negative", d.name)
 		}
 	}
 	integer(EnvMaxMessageSize, &c.MaxMessageSize)
-	var qm, qb int64
+	var qm, qb, mc, rb int64
 	integer(EnvQueueMessages, &qm)
 	integer(EnvQueueBytes, &qb)
+	integer(EnvMaxConnections, &mc)
+	integer(EnvRateBurst, &rb)
 	c.MaxQueuedMessages, c.MaxQueuedBytes = int(qm), int(qb)
+	c.MaxConnections, c.RateBurst = int(mc), int(rb)
+	if v, ok := lookup(EnvRateLimit); ok && err == nil {
+		f, e := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		switch {
+		case e != nil || math.IsNaN(f) || math.IsInf(f, 0):
+			err = fmt.Errorf("troupe: %s=%q: want a number of messages per second (0 for no limit)", EnvRateLimit, v)
+		case f < 0:
+			err = fmt.Errorf("troupe: %s=%q: must not be negative", EnvRateLimit, v)
+		case f == 0:
+			c.RateLimit = -1
+		default:
+			c.RateLimit = f
+		}
+	}
 	if v, ok := lookup(EnvAutoPingPong); ok && err == nil {
 		b, e := strconv.ParseBool(strings.TrimSpace(v))
 		if e != nil {

@@ -14,6 +14,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/troupehq/troupe/actors"
+	"github.com/troupehq/troupe/internal/wire"
+	"golang.org/x/time/rate"
 )
 
 // SubprotocolNDJSON is the subprotocol under which a session coalesces the
@@ -41,6 +43,8 @@ type Handler struct {
 	cfg   Config
 	sys   *actors.System
 	hooks Hooks
+
+	stats Stats
 
 	mu       sync.Mutex
 	idle     *sync.Cond // signalled when active drops
@@ -70,7 +74,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
+		h.stats.refused(http.StatusServiceUnavailable)
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if h.cfg.MaxConnections > 0 && h.active >= h.cfg.MaxConnections {
+		h.mu.Unlock()
+		h.stats.refused(http.StatusServiceUnavailable)
+		http.Error(w, "too many connections", http.StatusServiceUnavailable)
 		return
 	}
 	h.active++
@@ -84,11 +95,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var identity string
 	if h.hooks.Authorize != nil {
-		id, status, err := h.hooks.Authorize(r)
+		ctx, cancel := context.WithTimeout(r.Context(), h.cfg.HandshakeTimeout)
+		id, status, err := h.hooks.Authorize(r.WithContext(ctx))
+		late := ctx.Err() != nil
+		cancel()
+		if err == nil && late {
+			err, status = errors.New("authentication timed out"), http.StatusUnauthorized
+		}
 		if err != nil {
 			if status == 0 {
 				status = http.StatusUnauthorized
 			}
+			h.stats.refused(status)
 			http.Error(w, err.Error(), status)
 			return
 		}
@@ -171,7 +189,13 @@ func (h *Handler) serve(s *actors.Session, conn *wsConn) {
 		h.done()
 	}()
 
+	h.stats.Opened.Add(1)
 	hb := newHeartbeat(&h.cfg, conn, s)
+	var limit *rate.Limiter
+	if h.cfg.RateLimit > 0 {
+		limit = rate.NewLimiter(rate.Limit(h.cfg.RateLimit), h.cfg.RateBurst)
+	}
+	over := 0 // messages refused in a row
 	opened := h.call(s, func() {
 		if h.hooks.OnOpen != nil {
 			h.hooks.OnOpen(s)
@@ -192,6 +216,18 @@ func (h *Handler) serve(s *actors.Session, conn *wsConn) {
 			break
 		}
 		hb.touch()
+		h.stats.MessagesIn.Add(1)
+		h.stats.BytesIn.Add(uint64(len(data)))
+		if limit != nil && !limit.Allow() {
+			h.stats.RateLimited.Add(1)
+			if over++; over > h.cfg.RateBurst {
+				_ = s.CloseWith(actors.ClosePolicyViolation, "rate limit exceeded")
+				continue // keep reading until the close handshake ends
+			}
+			_ = s.SendText(rateLimited)
+			continue
+		}
+		over = 0
 		if h.hooks.OnFrame != nil {
 			h.call(s, func() { h.hooks.OnFrame(s, typ == websocket.MessageBinary, data) })
 		}
@@ -202,7 +238,11 @@ func (h *Handler) serve(s *actors.Session, conn *wsConn) {
 	}
 	hb.stop()
 	s.Finish(code, reason)
+	h.stats.closed(s.CloseCode())
 }
+
+// rateLimited answers a message over the rate limit.
+var rateLimited = wire.Error(nil, "rate_limited", "too many messages; slow down")
 
 // call runs user code for s; a panic is reported to OnError and the session
 // lives on. It reports whether fn returned normally.

@@ -80,7 +80,23 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	h.conn = c
 	h.cork = &corkWriter{conn: c}
-	return c, bufio.NewReadWriter(smallReader(brw.Reader, c), bufio.NewWriterSize(h.cork, writeBufferSize)), nil
+	cc := &corkedConn{Conn: c, cork: h.cork}
+	return cc, bufio.NewReadWriter(smallReader(brw.Reader, cc), bufio.NewWriterSize(h.cork, writeBufferSize)), nil
+}
+
+// corkedConn is the connection coder/websocket sees. When it closes the
+// connection right after writing a close frame (it does so on receiving the
+// peer's close), the frame may still sit in the cork buffer: Close sends
+// what is buffered first.
+type corkedConn struct {
+	net.Conn
+	cork *corkWriter
+}
+
+func (c *corkedConn) Close() error {
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = c.cork.uncork()
+	return c.Conn.Close()
 }
 
 // readBufferSize is the bufio.Reader frames are read through. Payloads

@@ -20,7 +20,13 @@ const (
 type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Err is the Go error behind this one, for errors.Is and errors.As on
+	// the server; it is not sent to the client.
+	Err error `json:"-"`
 }
+
+// Unwrap returns Err.
+func (e *Error) Unwrap() error { return e.Err }
 
 // NewError returns an *Error with the given code and message.
 func NewError(code, message string) *Error { return &Error{Code: code, Message: message} }

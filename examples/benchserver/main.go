@@ -50,6 +50,14 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// A benchmark measures raw throughput and many connections: unless the
+	// environment says otherwise, no rate limit and a high connection cap.
+	if _, set := os.LookupEnv("WEBSOCKET_RATE_LIMIT"); !set {
+		settings.RateLimit = -1
+	}
+	if _, set := os.LookupEnv("WEBSOCKET_MAX_CONNECTIONS"); !set {
+		settings.MaxConnections = 200000
+	}
 	srv, err := troupe.New(troupe.Config{Settings: settings, RoomProtocol: true})
 	if err != nil {
 		log.Fatal(err)

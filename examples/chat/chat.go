@@ -10,6 +10,10 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/troupehq/troupe"
 )
 
@@ -140,6 +144,9 @@ func newServer(settings troupe.Settings) (http.Handler, *troupe.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /", http.FileServerFS(page))
 	mux.Handle("GET /ws", srv)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(srv.Metrics(), collectors.NewGoCollector())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux, srv, nil
 }
 

@@ -1,0 +1,139 @@
+package troupe
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics returns the server's Prometheus collector. Troupe keeps it up to
+// date itself; register it where your metrics are served:
+//
+//	reg := prometheus.NewRegistry()
+//	reg.MustRegister(srv.Metrics())
+//	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+//
+// Counters are read from atomics at scrape time, so the message paths pay
+// one atomic add per message (or per batch) and nothing per scrape.
+func (srv *Server) Metrics() prometheus.Collector { return srv.metrics }
+
+// roomSizeBuckets are the buckets of troupe_room_members.
+var roomSizeBuckets = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000}
+
+type metrics struct {
+	srv *Server
+
+	errors  *prometheus.CounterVec   // error envelopes sent, by code
+	latency *prometheus.HistogramVec // handler time, by registered type
+
+	connsActive, connsTotal, refused            *prometheus.Desc
+	msgsIn, bytesIn, msgsOut, bytesOut, rateLtd *prometheus.Desc
+	closes, slow, roomsActive, roomMembers      *prometheus.Desc
+	queued, queueMax                            *prometheus.Desc
+}
+
+func newMetrics(srv *Server) *metrics {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("troupe_"+name, help, labels, nil)
+	}
+	return &metrics{
+		srv: srv,
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "troupe_errors_total", Help: "Error envelopes sent to clients, by code.",
+		}, []string{"code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "troupe_handler_duration_seconds",
+			Help:    "Time spent in typed handlers, by message type (unregistered types count as \"unknown\").",
+			Buckets: []float64{.00001, .00005, .0001, .0005, .001, .005, .01, .05, .1, .5, 1},
+		}, []string{"type"}),
+		connsActive: d("connections_active", "Open WebSocket connections."),
+		connsTotal:  d("connections_total", "WebSocket connections accepted."),
+		refused:     d("connections_refused_total", "Upgrades refused, by HTTP status.", "status"),
+		msgsIn:      d("messages_received_total", "Messages received from clients."),
+		bytesIn:     d("received_bytes_total", "Payload bytes received from clients."),
+		msgsOut:     d("messages_sent_total", "Messages written to clients."),
+		bytesOut:    d("sent_bytes_total", "Payload bytes written to clients."),
+		rateLtd:     d("rate_limited_total", "Messages refused by the per-session rate limit."),
+		closes:      d("closes_total", "Sessions closed, by close code.", "code"),
+		slow:        d("slow_consumers_total", "Sessions closed because their outbound queue overflowed."),
+		roomsActive: d("rooms_active", "Rooms with members."),
+		roomMembers: d("room_members", "Members per room, over the rooms that exist at scrape time."),
+		queued:      d("outbound_queued_messages", "Messages accepted for clients and not yet written, all sessions."),
+		queueMax:    d("outbound_queue_max", "The longest outbound queue of any session."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	m.errors.Describe(ch)
+	m.latency.Describe(ch)
+	for _, d := range []*prometheus.Desc{m.connsActive, m.connsTotal, m.refused, m.msgsIn, m.bytesIn,
+		m.msgsOut, m.bytesOut, m.rateLtd, m.closes, m.slow, m.roomsActive, m.roomMembers, m.queued, m.queueMax} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	m.errors.Collect(ch)
+	m.latency.Collect(ch)
+	st := m.srv.http.Stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	sessions := m.srv.Sessions()
+	gauge(m.connsActive, float64(len(sessions)))
+	counter(m.connsTotal, st.Opened.Load())
+	for status, n := range st.Refused() {
+		counter(m.refused, n, strconv.Itoa(status))
+	}
+	counter(m.msgsIn, st.MessagesIn.Load())
+	counter(m.bytesIn, st.BytesIn.Load())
+	frames, bytes := m.srv.sys.Sent()
+	counter(m.msgsOut, frames)
+	counter(m.bytesOut, bytes)
+	counter(m.rateLtd, st.RateLimited.Load())
+	for code, n := range st.Closes() {
+		counter(m.closes, n, strconv.Itoa(code))
+	}
+	counter(m.slow, m.srv.sys.Overflows())
+
+	sizes := m.srv.rooms.Sizes()
+	gauge(m.roomsActive, float64(len(sizes)))
+	buckets := make(map[float64]uint64, len(roomSizeBuckets))
+	var sum float64
+	for _, n := range sizes {
+		sum += float64(n)
+		for _, b := range roomSizeBuckets {
+			if float64(n) <= b {
+				buckets[b]++
+			}
+		}
+	}
+	ch <- prometheus.MustNewConstHistogram(m.roomMembers, uint64(len(sizes)), sum, buckets)
+
+	total, longest := 0, 0
+	for _, s := range sessions {
+		n := s.QueueLen()
+		total += n
+		longest = max(longest, n)
+	}
+	gauge(m.queued, float64(total))
+	gauge(m.queueMax, float64(longest))
+}
+
+// observe records one handled message: its handler time and, if it was
+// answered with an error envelope, the error's code.
+func (m *metrics) observe(typ string, known bool, start time.Time, errCode string) {
+	if !known {
+		typ = "unknown"
+	}
+	m.latency.WithLabelValues(typ).Observe(time.Since(start).Seconds())
+	if errCode != "" {
+		m.errors.WithLabelValues(errCode).Inc()
+	}
+}

@@ -1,0 +1,65 @@
+package transport
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Stats are the handler's counters, kept with atomics on the hot paths and
+// read by the metrics collector at scrape time.
+type Stats struct {
+	Opened      atomic.Uint64 // connections upgraded
+	MessagesIn  atomic.Uint64 // messages read from clients
+	BytesIn     atomic.Uint64 // payload bytes of those messages
+	RateLimited atomic.Uint64 // messages refused by the rate limit
+
+	mu      sync.Mutex
+	closes  map[int]uint64 // by close code
+	refuses map[int]uint64 // upgrades refused, by HTTP status
+}
+
+func (st *Stats) closed(code int) {
+	st.mu.Lock()
+	if st.closes == nil {
+		st.closes = make(map[int]uint64)
+	}
+	st.closes[code]++
+	st.mu.Unlock()
+}
+
+func (st *Stats) refused(status int) {
+	st.mu.Lock()
+	if st.refuses == nil {
+		st.refuses = make(map[int]uint64)
+	}
+	st.refuses[status]++
+	st.mu.Unlock()
+}
+
+// Closes returns how many sessions closed, by close code.
+func (st *Stats) Closes() map[int]uint64 { return st.snapshot(st.closes) }
+
+// Refused returns how many upgrades were refused, by HTTP status
+// (503 for the connection limit or shutdown, 401/403 from Authorize).
+func (st *Stats) Refused() map[int]uint64 { return st.snapshot(st.refuses) }
+
+func (st *Stats) snapshot(m map[int]uint64) map[int]uint64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := make(map[int]uint64, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// Stats returns the handler's counters.
+func (h *Handler) Stats() *Stats { return &h.stats }
+
+// Active returns how many connections are open or upgrading.
+func (h *Handler) Active() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.active
+}
+
