@@ -151,8 +151,12 @@ func (s *Session) Send(typ string, payload any) error {
 //
 // SendFrame never blocks on the network: it counts the frame against the
 // queue limits and posts it to the session actor's mailbox.
-func (s *Session) SendFrame(f Frame) error {
-	n := len(f.Data)
+func (s *Session) SendFrame(f Frame) error { return s.SendShared(&Shared{frame: f}) }
+
+// SendShared is SendFrame for a frame prepared once with Share and queued
+// on many sessions.
+func (s *Session) SendShared(sh *Shared) error {
+	n := len(sh.frame.Data)
 	s.mu.Lock()
 	if s.state != stateOpen {
 		s.mu.Unlock()
@@ -168,7 +172,7 @@ func (s *Session) SendFrame(f Frame) error {
 	s.queued++
 	s.queuedBytes += n
 	s.mu.Unlock()
-	s.sys.root.Send(s.pid, &outbound{frame: f})
+	s.sys.root.Send(s.pid, sh)
 	return nil
 }
 

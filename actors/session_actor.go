@@ -12,7 +12,7 @@ type sessionActor struct{ s *Session }
 func (a *sessionActor) Receive(ctx actor.Context) {
 	s := a.s
 	switch m := ctx.Message().(type) {
-	case *outbound:
+	case *Shared:
 		s.mu.Lock()
 		if s.discard {
 			s.queued--

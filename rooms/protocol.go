@@ -74,66 +74,100 @@ func (st *roomState) joined(s *actors.Session, o *JoinOptions, fresh bool) {
 	}
 }
 
-// flushPresence sends one presence.diff with everyone who joined or left
-// since the last one. Diffs are batched (Config.PresenceWindow) so that a
-// burst of joins costs each member a few frames, not one per joiner; a
-// member that joins and leaves inside one window is never announced. It runs
-// before every room.message too, so no member ever sees a message from
-// someone it has not been told about.
+// presenceEvent is a join or leave not yet told to the other members.
+type presenceEvent struct {
+	s     *actors.Session
+	join  bool
+	entry []byte // {"id","meta"} as the others see it
+}
+
+// flushPresence sends the presence.diff of the joins and leaves since the
+// last one. Diffs are gathered (Config.PresenceWindow) so that a burst of
+// joins costs each member a few frames, not one per joiner, and they are
+// exact: each client is told the difference between the members it knew
+// and the members now. Members from before the window share one diff; a
+// member that joined inside the window knew the members of its room.joined,
+// so it gets the changes after its own join. A member that joins and leaves
+// inside one window is never announced to those who never saw it. It runs
+// before every room.message, so no member sees a message from someone it
+// has not been told about.
 func (st *roomState) flushPresence() {
 	if st.presenceTimer != nil {
 		st.presenceTimer.Stop()
 		st.presenceTimer = nil
 	}
-	var joins, leaves [][]byte
-	var joiners []*actors.Session
-	for _, m := range st.order {
-		if _, ok := st.announced[m.ID()]; !ok {
-			e := st.appendMember(nil, m)
-			st.announced[m.ID()] = e
-			joins = append(joins, e)
-			joiners = append(joiners, m)
-		}
-	}
-	for id, e := range st.announced {
-		if _, ok := st.members[id]; !ok {
-			delete(st.announced, id)
-			leaves = append(leaves, e)
-		}
-	}
-	if len(joins)+len(leaves) == 0 || len(st.order) == 0 {
+	events := st.events
+	st.events = nil
+	joinedAt := st.joinedAt
+	st.joinedAt = nil
+	if len(events) == 0 || len(st.order) == 0 {
 		return
 	}
-	// Members that were there before get one shared diff. A new joiner
-	// learnt the members of its time from room.joined; it gets the same
-	// diff without its own entry, or nothing if that was all of it.
-	diff := func(joins [][]byte) []byte {
-		p := append(make([]byte, 0, 64), `{"room":`...)
-		p = wire.AppendString(p, st.name)
-		p = append(p, `,"joins":`...)
-		p = appendList(p, joins)
-		p = append(p, `,"leaves":`...)
-		p = appendList(p, leaves)
-		p = append(p, '}')
-		return wire.Envelope(nil, "presence.diff", nil, p)
-	}
-	shared := actors.Frame{Data: diff(joins)}
-	isNew := make(map[*actors.Session]bool, len(joiners))
-	for _, j := range joiners {
-		isNew[j] = true
-	}
+	shared := st.diff(events)
 	for _, m := range st.order {
-		if !isNew[m] {
-			_ = m.SendFrame(shared)
+		p, isNew := joinedAt[m]
+		switch {
+		case !isNew && shared != nil:
+			_ = m.SendShared(shared)
+		case isNew:
+			if d := st.diff(events[p+1:]); d != nil {
+				_ = m.SendShared(d)
+			}
 		}
 	}
-	for i, j := range joiners {
-		if len(joins) == 1 && len(leaves) == 0 {
-			break
+}
+
+// diff encodes the net change that events make: a member whose first event
+// is a join was absent before them, one whose first is a leave was present;
+// its last event says whether it is present now. It returns nil if nothing
+// changed.
+func (st *roomState) diff(events []presenceEvent) *actors.Shared {
+	type change struct{ first, last int }
+	order := make([]*actors.Session, 0, len(events))
+	changes := make(map[*actors.Session]*change, len(events))
+	for i, e := range events {
+		if c := changes[e.s]; c != nil {
+			c.last = i
+		} else {
+			changes[e.s] = &change{first: i, last: i}
+			order = append(order, e.s)
 		}
-		others := append(append(make([][]byte, 0, len(joins)-1), joins[:i]...), joins[i+1:]...)
-		_ = j.SendText(diff(others))
 	}
+	var joins, leaves [][]byte
+	for _, s := range order {
+		c := changes[s]
+		was, is := !events[c.first].join, events[c.last].join
+		switch {
+		case !was && is:
+			joins = append(joins, events[c.last].entry)
+		case was && !is:
+			leaves = append(leaves, events[c.last].entry)
+		}
+	}
+	if len(joins)+len(leaves) == 0 {
+		return nil
+	}
+	p := append(make([]byte, 0, 64), `{"room":`...)
+	p = wire.AppendString(p, st.name)
+	p = append(p, `,"joins":`...)
+	p = appendList(p, joins)
+	p = append(p, `,"leaves":`...)
+	p = appendList(p, leaves)
+	p = append(p, '}')
+	return actors.Share(actors.Frame{Data: wire.Envelope(nil, "presence.diff", nil, p)})
+}
+
+// notePresence records a join or leave for the next presence.diff.
+func (st *roomState) notePresence(s *actors.Session, join bool) {
+	if join {
+		if st.joinedAt == nil {
+			st.joinedAt = make(map[*actors.Session]int)
+		}
+		st.joinedAt[s] = len(st.events)
+	} else {
+		delete(st.joinedAt, s)
+	}
+	st.events = append(st.events, presenceEvent{s: s, join: join, entry: st.appendMember(nil, s)})
 }
 
 func appendList(p []byte, items [][]byte) []byte {

@@ -25,8 +25,9 @@ type roomState struct {
 	hist  History                    // recent messages, for resume and room.history
 	meta  map[string]json.RawMessage // by session ID
 
-	announced     map[string][]byte // members the others were told about, by session ID
-	presenceTimer *time.Timer       // pending presence.diff flush
+	events        []presenceEvent         // joins and leaves since the last presence.diff
+	joinedAt      map[*actors.Session]int // members that joined since then: their join's index in events
+	presenceTimer *time.Timer             // pending presence.diff flush
 }
 
 // Room is the view of a room that Handler methods receive. It is valid only
@@ -68,9 +69,10 @@ func (r *Room) BroadcastFrame(f actors.Frame) { r.st.fanout(f, nil) }
 // member whose queue is full is closed with 1013 by its own session, and a
 // closed member is removed when its Terminated arrives.
 func (st *roomState) fanout(f actors.Frame, except *actors.Session) {
+	sh := actors.Share(f)
 	for _, s := range st.order {
 		if s != except {
-			_ = s.SendFrame(f)
+			_ = s.SendShared(sh)
 		}
 	}
 }
@@ -143,6 +145,7 @@ func (a *roomActor) Receive(ctx actor.Context) {
 				st.meta[msg.s.ID()] = o.Meta
 			}
 			st.joined(msg.s, o, true)
+			st.notePresence(msg.s, true)
 			a.presenceChanged(ctx)
 		}
 		msg.reply <- nil // in effect: acknowledge before user code runs
@@ -210,13 +213,12 @@ func (a *roomActor) left(ctx actor.Context, s *actors.Session) {
 		return
 	}
 	if len(a.st.order) == 0 {
-		// Nobody left to tell: forget who was announced, so a room that
-		// comes back from dormancy starts clean.
-		clear(a.st.announced)
-	} else if _, told := a.st.announced[s.ID()]; told {
+		// Nobody left to tell.
+		a.st.events, a.st.joinedAt = nil, nil
+	} else {
+		a.st.notePresence(s, false) // before meta goes: the entry carries it
 		a.presenceChanged(ctx)
 	}
-	// meta is still needed for the leave entry, which announced keeps.
 	delete(a.st.meta, s.ID())
 }
 

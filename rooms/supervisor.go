@@ -124,7 +124,6 @@ func (sv *supervisor) spawn(ctx actor.Context, name string) *roomRef {
 	if m.cfg.Protocol {
 		st.proto = true
 		st.meta = make(map[string]json.RawMessage)
-		st.announced = make(map[string][]byte)
 		if m.cfg.NewHistory != nil {
 			st.hist = m.cfg.NewHistory(name)
 		} else {
