@@ -64,6 +64,7 @@ const (
 	CloseNormal          = actors.CloseNormal
 	CloseGoingAway       = actors.CloseGoingAway
 	CloseAbnormal        = actors.CloseAbnormal
+	CloseInvalidData     = actors.CloseInvalidData
 	ClosePolicyViolation = actors.ClosePolicyViolation
 	CloseMessageTooBig   = actors.CloseMessageTooBig
 	CloseInternalError   = actors.CloseInternalError

@@ -9,6 +9,8 @@ const (
 	CloseGoingAway = 1001
 	// CloseUnsupportedData: a frame of a kind the server does not accept.
 	CloseUnsupportedData = 1003
+	// CloseInvalidData: a text message that is not valid UTF-8.
+	CloseInvalidData = 1007
 	// CloseNoStatus: the peer closed without a status code.
 	CloseNoStatus = 1005
 	// CloseAbnormal: the connection dropped without a close frame

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"github.com/troupehq/troupe/actors"
@@ -228,6 +229,11 @@ func (h *Handler) serve(s *actors.Session, conn *wsConn) {
 			continue
 		}
 		over = 0
+		if typ == websocket.MessageText && !utf8.Valid(data) {
+			// RFC 6455 8.1: a text message must be UTF-8.
+			_ = s.CloseWith(actors.CloseInvalidData, "text message is not valid UTF-8")
+			continue // read on until the close handshake ends
+		}
 		if h.hooks.OnFrame != nil {
 			h.call(s, func() { h.hooks.OnFrame(s, typ == websocket.MessageBinary, data) })
 		}
