@@ -135,10 +135,11 @@ func newFrameRig(f *testing.F) *frameRig {
 
 // FuzzFrames sends each input as one frame (text or binary) over a real
 // WebSocket connection to a running server. Every input must be answered
-// with valid JSON envelopes, each error one carrying a code and a message;
-// text that is not a JSON object is answered with exactly one bad_request
-// error, a binary frame with exactly one "unsupported" error, and a frame
-// over the size limit with close 1009. The connection must keep working
+// with valid JSON envelopes in valid UTF-8 text frames, each error one
+// carrying a code and a message; text that is not a JSON object is answered
+// with exactly one bad_request error, a binary frame with exactly one
+// "unsupported" error, a frame over the size limit with close 1009, and
+// text that is not UTF-8 with close 1007. The connection must keep working
 // after every other input, no panic but the application's own may reach
 // OnError, and a new client must still be served (echo, join, publish to
 // itself, leave).
@@ -154,6 +155,15 @@ func (rig *frameRig) check(t *testing.T, binary bool, data []byte) {
 	if rig.client == nil {
 		rig.client = rig.dial(t)
 	}
+	t.Cleanup(func() {
+		if t.Failed() && rig.client != nil {
+			// Answers may still be on their way: the next input starts on
+			// a new connection, so that it is judged on its own (the
+			// engine runs more inputs while it minimizes a failing one).
+			_ = rig.client.CloseNow()
+			rig.client = nil
+		}
+	})
 	typ := websocket.MessageText
 	if binary {
 		typ = websocket.MessageBinary
@@ -164,16 +174,27 @@ func (rig *frameRig) check(t *testing.T, binary bool, data []byte) {
 		t.Fatalf("write: %v", err)
 	}
 
-	if len(data) > fuzzMaxMessage {
-		rig.expectClose(t, ctx, websocket.StatusMessageTooBig)
+	if len(data) > fuzzMaxMessage || (!binary && !utf8.Valid(data)) {
+		want := websocket.StatusMessageTooBig
+		if len(data) <= fuzzMaxMessage {
+			// RFC 6455, section 8.1: text that is not UTF-8 fails the
+			// connection. Were it answered, its bytes could reach other
+			// clients (in an echoed id, or a raw JSON payload broadcast to
+			// a room), whose browsers would then fail their connections.
+			want = websocket.StatusInvalidFramePayloadData
+		}
+		// The sentinel goes too (its write may fail once the server has
+		// closed): an answer to it means the connection was served on.
+		sentinel := rig.sentinel()
+		_ = rig.client.Write(ctx, websocket.MessageText, sentinelFrame(sentinel))
+		rig.expectClose(t, ctx, want, sentinel)
 		rig.checkErrors(t)
 		rig.checkFreshClient(t)
 		return
 	}
 
-	sentinel := fmt.Sprintf("%s-%d", rig.nonce, rig.inputs)
-	msg := fmt.Sprintf(`{"type":"echo","payload":%q,"id":%q}`, sentinel, sentinel)
-	if err := rig.client.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+	sentinel := rig.sentinel()
+	if err := rig.client.Write(ctx, websocket.MessageText, sentinelFrame(sentinel)); err != nil {
 		t.Fatalf("the connection did not survive the input: write: %v", err)
 	}
 	answers := rig.readUntilSentinel(t, ctx, sentinel)
@@ -192,6 +213,16 @@ func (rig *frameRig) check(t *testing.T, binary bool, data []byte) {
 	if rig.inputs%fuzzFreshEvery == 1 {
 		rig.checkFreshClient(t)
 	}
+}
+
+// sentinel returns a marker for the current input that the fuzzer cannot
+// produce by chance.
+func (rig *frameRig) sentinel() string { return fmt.Sprintf("%s-%d", rig.nonce, rig.inputs) }
+
+// sentinelFrame is an echo request whose answer marks the end of the answers
+// to the input sent before it.
+func sentinelFrame(sentinel string) []byte {
+	return fmt.Appendf(nil, `{"type":"echo","payload":%q,"id":%q}`, sentinel, sentinel)
 }
 
 // wireEnvelope is an envelope as the client reads it.
@@ -226,9 +257,9 @@ func (rig *frameRig) readUntilSentinel(t *testing.T, ctx context.Context, sentin
 	}
 }
 
-// readEnvelope reads one frame, which must be a text frame holding one JSON
-// object with a type; an error envelope must be valid UTF-8 and carry a
-// code and a message.
+// readEnvelope reads one frame, which must be a valid UTF-8 text frame
+// holding one JSON object with a type; an error envelope must carry a code
+// and a message.
 func readEnvelope(t *testing.T, ctx context.Context, c *websocket.Conn) wireEnvelope {
 	t.Helper()
 	typ, frame, err := c.Read(ctx)
@@ -238,15 +269,15 @@ func readEnvelope(t *testing.T, ctx context.Context, c *websocket.Conn) wireEnve
 	if typ != websocket.MessageText {
 		t.Fatalf("server sent a binary frame: %q", frame)
 	}
+	if !utf8.Valid(frame) {
+		t.Fatalf("server sent a text frame that is not valid UTF-8: %q", frame)
+	}
 	var e wireEnvelope
 	if err := json.Unmarshal(frame, &e); err != nil || e.Type == "" {
 		t.Fatalf("server sent %q, not one envelope (%v)", frame, err)
 	}
 	if e.Type == "error" {
 		var p wireError
-		if !utf8.Valid(frame) {
-			t.Fatalf("error envelope is not valid UTF-8: %q", frame)
-		}
 		if err := json.Unmarshal(e.Payload, &p); err != nil || p.Code == nil || *p.Code == "" || p.Message == nil {
 			t.Fatalf("error envelope without code and message: %q", frame)
 		}
@@ -268,8 +299,9 @@ func expectOnlyError(t *testing.T, answers []wireEnvelope, code string) {
 }
 
 // expectClose reads until the connection ends, which must be with a close
-// frame carrying want, and forgets the client.
-func (rig *frameRig) expectClose(t *testing.T, ctx context.Context, want websocket.StatusCode) {
+// frame carrying want, and forgets the client. The echo of sentinel, sent
+// after the input, must not come.
+func (rig *frameRig) expectClose(t *testing.T, ctx context.Context, want websocket.StatusCode, sentinel string) {
 	t.Helper()
 	c := rig.client
 	rig.client = nil
@@ -280,6 +312,9 @@ func (rig *frameRig) expectClose(t *testing.T, ctx context.Context, want websock
 			var e wireEnvelope
 			if json.Unmarshal(frame, &e) != nil || e.Type == "" {
 				t.Fatalf("server sent %q, not one envelope", frame)
+			}
+			if e.Type == "echo" && string(e.ID) == `"`+sentinel+`"` {
+				t.Fatalf("the server went on serving the connection, want close %d", want)
 			}
 			continue
 		}

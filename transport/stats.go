@@ -62,4 +62,3 @@ func (h *Handler) Active() int {
 	defer h.mu.Unlock()
 	return h.active
 }
-

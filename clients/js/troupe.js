@@ -132,7 +132,7 @@ export class Client {
     this._handlers = new Map(); // server requests, by type
     this._rooms = new Map();
     this._waiters = []; // connect() promises
-    this._timers = { reconnect: null, connect: null, ping: null, pong: null };
+    this._timers = { reconnect: null, connect: null, ping: null };
     this._pingKey = null;
   }
 
@@ -177,7 +177,7 @@ export class Client {
     for (const w of this._waiters.splice(0)) w.reject(err);
     this._outbox = [];
     for (const key of [...this._pending.keys()]) this._settle(key, null, err);
-    for (const room of this._rooms.values()) room._onDisconnect();
+    for (const room of this._rooms.values()) room._onClose(err);
     const ws = this._ws;
     this._ws = null;
     this._status.emit('closed', { code, reason, wasClean: true });
@@ -283,9 +283,11 @@ export class Client {
   }
 
   // _request sends a request and resolves with the whole answer envelope.
-  // onAnswer(env, err), if given, runs synchronously when the answer is
-  // read, before any later frame is handled: rooms use it to take in
-  // room.joined before the messages that follow it.
+  // onAnswer(env, err), if given, runs synchronously when the request is
+  // settled, before any later frame is handled (promise callbacks run only
+  // after the whole frame): rooms use it to update their join state in
+  // order with the messages that follow. With queue false a request is
+  // refused ("disconnected") instead of waiting for a connection.
   _request(type, payload, { timeout, onAnswer, queue = true } = {}) {
     if (this._state === 'closed') {
       return Promise.reject(new TroupeError('closed', 'client is closed'));
@@ -511,11 +513,9 @@ export class Client {
       const room = this._rooms.get(p.room);
       if (room) room._onEnvelope(env);
     }
-    let answered = false;
     if (env.id !== undefined && env.id !== null) {
       const key = idKey(env.id);
       if (this._pending.has(key)) {
-        answered = true;
         if (env.type === 'error') {
           const e = p || {};
           this._settle(key, env, new TroupeError(e.code || 'error', e.message || 'error', e));
@@ -529,7 +529,9 @@ export class Client {
       }
     }
     const n = this._messages.emit(env.type, p, env) + this._messages.emit('*', p, env);
-    if (env.type === 'error' && !answered && n === 0 && typeof console !== 'undefined') {
+    if (env.type === 'error' && env.id == null && n === 0 && typeof console !== 'undefined') {
+      // An error that answers no request and that nobody listens for
+      // would otherwise vanish.
       console.warn('troupe: error from server', p);
     }
   }
@@ -741,6 +743,15 @@ export class Room {
     this._joined = false;
     this._joining = null;
     this._recoverAt = null;
+  }
+
+  _onClose(err) {
+    this._onDisconnect();
+    this._want = false;
+    for (const w of this._joinWaiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
   }
 
   // _onEnvelope takes in an envelope about this room, synchronously and in
