@@ -1,6 +1,7 @@
 package troupe
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
@@ -54,6 +55,12 @@ type Config struct {
 	// changes nothing; the client gets an error envelope with code
 	// "forbidden" (or the code of a *troupe.Error).
 	AuthorizeJoin func(s *Session, room string) error
+
+	// CheckPublish, if set, sees every room.publish of the room protocol
+	// before the room does; an error refuses it (the client gets an error
+	// envelope: the code of a *troupe.Error, else "forbidden") and nothing
+	// is published. Use it to validate bodies or to make rooms read-only.
+	CheckPublish func(s *Session, room string, body json.RawMessage) error
 
 	// RoomProtocol switches on the built-in room protocol: room.join (with
 	// resume from a sequence number), room.publish, room.leave,

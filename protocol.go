@@ -15,6 +15,7 @@ import (
 type joinMsg struct {
 	Room  string          `json:"room"`
 	Since *uint64         `json:"since"`
+	Epoch string          `json:"epoch"`
 	Meta  json.RawMessage `json:"meta"`
 }
 
@@ -67,7 +68,7 @@ func (srv *Server) registerRoomProtocol() {
 			return err
 		}
 		c.replied = true // room.joined comes from the room
-		return roomError(srv.rooms.JoinWith(c.Context(), m.Room, c.s, &rooms.JoinOptions{Since: m.Since, Meta: m.Meta, ID: c.env.ID}))
+		return roomError(srv.rooms.JoinWith(c.Context(), m.Room, c.s, &rooms.JoinOptions{Since: m.Since, Epoch: m.Epoch, Meta: m.Meta, ID: c.env.ID}))
 	})
 	Handle(srv, "room.leave", func(c *Context, m roomMsg) error {
 		if err := checkRoom(m.Room); err != nil {
@@ -84,6 +85,11 @@ func (srv *Server) registerRoomProtocol() {
 		}
 		if len(m.Body) == 0 {
 			return typed.NewError(typed.CodeInvalidPayload, "body is required")
+		}
+		if srv.cfg.CheckPublish != nil {
+			if err := srv.cfg.CheckPublish(c.s, m.Room, m.Body); err != nil {
+				return asForbidden(err)
+			}
 		}
 		if err := roomError(srv.rooms.Publish(m.Room, c.s, m.Body, c.env.ID)); err != nil {
 			return err

@@ -43,7 +43,12 @@ func (srv *Server) authorizeJoin(s *Session, room string) error {
 	if srv.cfg.AuthorizeJoin == nil {
 		return nil
 	}
-	err := srv.cfg.AuthorizeJoin(s, room)
+	return asForbidden(srv.cfg.AuthorizeJoin(s, room))
+}
+
+// asForbidden gives a refusal from application code the client code
+// "forbidden", unless it is a *typed.Error with a code of its own.
+func asForbidden(err error) error {
 	if err == nil {
 		return nil
 	}
@@ -51,7 +56,7 @@ func (srv *Server) authorizeJoin(s *Session, room string) error {
 	if errors.As(err, &te) {
 		return err
 	}
-	return typed.NewError("forbidden", err.Error())
+	return &typed.Error{Code: "forbidden", Message: err.Error(), Err: err}
 }
 
 // Leave removes s from room (ErrNotMember if it was not in it). A room whose

@@ -22,6 +22,11 @@ type JoinOptions struct {
 	Meta json.RawMessage
 	// ID is the request id room.joined answers.
 	ID json.RawMessage
+	// Epoch is the room incarnation the client's Since counts in (from an
+	// earlier room.joined). A room whose state was forgotten and started
+	// again numbers from 1 anew: a Since from another epoch cannot be
+	// recovered.
+	Epoch string
 }
 
 type publishReq struct {
@@ -51,7 +56,7 @@ func (st *roomState) joined(s *actors.Session, o *JoinOptions, fresh bool) {
 	recovered := false
 	var missed []Entry
 	if o.Since != nil && fresh {
-		if *o.Since <= st.seq {
+		if *o.Since <= st.seq && (o.Epoch == "" || o.Epoch == st.epoch) {
 			missed, recovered = st.hist.Since(*o.Since)
 		}
 	} else if o.Since != nil {
@@ -61,6 +66,8 @@ func (st *roomState) joined(s *actors.Session, o *JoinOptions, fresh bool) {
 	p = wire.AppendString(p, st.name)
 	p = append(p, `,"seq":`...)
 	p = wire.AppendUint(p, st.seq)
+	p = append(p, `,"epoch":`...)
+	p = wire.AppendString(p, st.epoch)
 	p = append(p, `,"members":`...)
 	p = st.appendMembers(p, st.order)
 	if recovered {

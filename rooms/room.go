@@ -21,6 +21,7 @@ type roomState struct {
 
 	// The room protocol's state (Config.Protocol).
 	proto bool
+	epoch string                     // this incarnation of the room's numbering
 	seq   uint64                     // the last sequence number given out
 	hist  History                    // recent messages, for resume and room.history
 	meta  map[string]json.RawMessage // by session ID

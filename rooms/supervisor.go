@@ -1,6 +1,8 @@
 package rooms
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"time"
 
@@ -123,6 +125,7 @@ func (sv *supervisor) spawn(ctx actor.Context, name string) *roomRef {
 	st := &roomState{name: name, members: make(map[string]*actors.Session)}
 	if m.cfg.Protocol {
 		st.proto = true
+		st.epoch = newEpoch()
 		st.meta = make(map[string]json.RawMessage)
 		if m.cfg.NewHistory != nil {
 			st.hist = m.cfg.NewHistory(name)
@@ -165,4 +168,11 @@ func (sv *supervisor) HandleFailure(_ *actor.ActorSystem, s actor.Supervisor, ch
 	if sv.m.cfg.OnError != nil {
 		sv.m.sys.SafeCall(func() { sv.m.cfg.OnError(err.Room, err) })
 	}
+}
+
+// newEpoch names a new incarnation of a room's numbering.
+func newEpoch() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -712,7 +712,11 @@ export class Room {
     const payload = { room: this.name };
     if (this.meta !== undefined) payload.meta = this.meta;
     const since = rejoin && this._lastSeq !== null ? this._lastSeq : null;
-    if (since !== null) payload.since = since;
+    if (since !== null) {
+      payload.since = since;
+      // The room's incarnation: numbers from an earlier one mean nothing.
+      if (this._epoch) payload.epoch = this._epoch;
+    }
     const joining = { since };
     this._joining = joining;
     this.client
@@ -790,6 +794,7 @@ export class Room {
     this._joined = true;
     this._members = Array.isArray(p.members) ? p.members.map((m) => ({ ...m })) : [];
     const seq = typeof p.seq === 'number' ? p.seq : 0;
+    if (typeof p.epoch === 'string') this._epoch = p.epoch;
     // On a resume the missed messages follow (since < seq <= p.seq), so the
     // mark stays at since; a room that restarted from a lower sequence
     // number starts over from it.
