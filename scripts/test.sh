@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The one test command: sets up what the tests need on a fresh Debian
+# machine that has only Go, then runs every test.
+#
+#   bash scripts/test.sh
+#
+# It installs (only what is missing): a C compiler for the race detector,
+# Node.js and npm for the JavaScript client's tests, and the npm packages
+# of package-lock.json (npm ci).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# apt_install installs Debian packages, as root or through sudo.
+apt_updated=0
+apt_install() {
+	local sudo=()
+	if [ "$(id -u)" -ne 0 ]; then
+		sudo=(sudo)
+	fi
+	if [ "$apt_updated" -eq 0 ]; then
+		"${sudo[@]}" apt-get update -q
+		apt_updated=1
+	fi
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "$@"
+}
+
+missing=()
+# go test -race needs cgo, hence a C compiler.
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+# The JavaScript client's tests run under Node.js (20 or later is what
+# they are written for; Debian's own nodejs works too).
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ "${#missing[@]}" -gt 0 ]; then
+	echo "test.sh: installing ${missing[*]}"
+	apt_install "${missing[@]}"
+fi
+
+# ---- Browser tests: install Chromium here when they need it. ----
+# (Placeholder: the end-to-end browser test will need Debian's chromium
+# package; add its check and apt_install call in this section.)
+# ---- end of browser tests section ----
+
+# The npm packages the tests use (ws), exactly as package-lock.json pins them.
+if [ ! -f node_modules/ws/package.json ]; then
+	echo "test.sh: npm ci"
+	npm ci --no-audit --no-fund
+fi
+
+go version
+node --version
+go test -race -count=1 ./...
