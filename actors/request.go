@@ -38,6 +38,10 @@ const RequestIDPrefix = "srv-"
 // for the client to answer with that id, until ctx ends or the session
 // closes. The answer's payload is returned; an error envelope becomes a
 // *ReplyError.
+//
+// The answer is read by the session's read loop, which also runs its
+// handlers: call Request from another goroutine (go func() {...}()), not
+// from a handler or callback of the same session, or it can only time out.
 func (s *Session) Request(ctx context.Context, typ string, payload any) (json.RawMessage, error) {
 	if s.opts.EncodeRequest == nil {
 		return nil, ErrNoEncoder

@@ -56,15 +56,15 @@ func (h *memoryHistory) at(i int) *Entry { return &h.ring[(h.head+i)%len(h.ring)
 
 func (h *memoryHistory) Append(seq uint64, payload []byte) {
 	h.last = seq
+	if len(payload) > h.maxBytes {
+		return // too large to keep at all; Since will report it missing
+	}
 	for h.n > 0 && (h.n >= h.maxMsgs || h.bytes+len(payload) > h.maxBytes) {
 		old := h.at(0)
 		h.bytes -= len(old.Payload)
 		*old = Entry{}
 		h.head = (h.head + 1) % len(h.ring)
 		h.n--
-	}
-	if len(payload) > h.maxBytes {
-		return // too large to keep at all; Since will report it missing
 	}
 	if h.n == len(h.ring) {
 		grown := make([]Entry, min(max(2*len(h.ring), 16), h.maxMsgs))

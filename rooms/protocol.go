@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"bytes"
 	"encoding/json"
 
 	"github.com/troupehq/troupe/actors"
@@ -52,15 +53,11 @@ func MemberID(s *actors.Session) string {
 }
 
 // joined queues room.joined and, with Since, the missed messages on s.
-func (st *roomState) joined(s *actors.Session, o *JoinOptions, fresh bool) {
+func (st *roomState) joined(s *actors.Session, o *JoinOptions) {
 	recovered := false
 	var missed []Entry
-	if o.Since != nil && fresh {
-		if *o.Since <= st.seq && (o.Epoch == "" || o.Epoch == st.epoch) {
-			missed, recovered = st.hist.Since(*o.Since)
-		}
-	} else if o.Since != nil {
-		recovered = true // already a member: it missed nothing
+	if o.Since != nil && *o.Since <= st.seq && (o.Epoch == "" || o.Epoch == st.epoch) {
+		missed, recovered = st.hist.Since(*o.Since)
 	}
 	p := append(make([]byte, 0, 64+48*len(st.order)), `{"room":`...)
 	p = wire.AppendString(p, st.name)
@@ -143,12 +140,17 @@ func (st *roomState) diff(events []presenceEvent) *actors.Shared {
 	var joins, leaves [][]byte
 	for _, s := range order {
 		c := changes[s]
-		was, is := !events[c.first].join, events[c.last].join
+		first, last := events[c.first], events[c.last]
+		was, is := !first.join, last.join
 		switch {
 		case !was && is:
-			joins = append(joins, events[c.last].entry)
+			joins = append(joins, last.entry)
 		case was && !is:
-			leaves = append(leaves, events[c.last].entry)
+			leaves = append(leaves, last.entry)
+		case was && is && !bytes.Equal(first.entry, last.entry):
+			// Left and came back with other meta: replace the entry.
+			leaves = append(leaves, first.entry)
+			joins = append(joins, last.entry)
 		}
 	}
 	if len(joins)+len(leaves) == 0 {

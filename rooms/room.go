@@ -118,7 +118,13 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		st.joins++
 		if _, dup := st.members[msg.s.ID()]; dup {
 			if st.proto && msg.opts != nil {
-				st.joined(msg.s, msg.opts, false)
+				st.joined(msg.s, msg.opts)
+				// Its list is now the members of this moment: later
+				// diffs start from here, as for a new joiner.
+				if st.joinedAt == nil {
+					st.joinedAt = make(map[*actors.Session]int)
+				}
+				st.joinedAt[msg.s] = len(st.events) - 1
 			}
 			msg.reply <- nil
 			return
@@ -145,7 +151,7 @@ func (a *roomActor) Receive(ctx actor.Context) {
 			if len(o.Meta) > 0 {
 				st.meta[msg.s.ID()] = o.Meta
 			}
-			st.joined(msg.s, o, true)
+			st.joined(msg.s, o)
 			st.notePresence(msg.s, true)
 			a.presenceChanged(ctx)
 		}
