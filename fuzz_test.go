@@ -40,7 +40,6 @@ const fuzzFreshEvery = 64
 // fuzzing worker so that each input costs a frame and a round trip, not a
 // connection.
 type frameRig struct {
-	srv    *troupe.Server
 	ts     *httptest.Server
 	url    string
 	nonce  string // makes the sentinel unguessable for the fuzzer
@@ -51,13 +50,9 @@ type frameRig struct {
 	errs []error // what OnError received and the rig has not checked yet
 }
 
+// fuzzRoom is the room a room protocol request names.
 type fuzzRoom struct {
 	Room string `json:"room"`
-}
-
-type fuzzPublish struct {
-	Room string          `json:"room"`
-	Body json.RawMessage `json:"body"`
 }
 
 func newFrameRig(f *testing.F) *frameRig {
@@ -74,7 +69,10 @@ func newFrameRig(f *testing.F) *frameRig {
 			// waits for an answer (so it answers pings only then).
 			PingInterval: -1,
 			IdleTimeout:  -1,
+			// Thousands of inputs a second are the point here.
+			RateLimit: -1,
 		},
+		RoomProtocol: true,
 		OnError: func(_ *troupe.Session, err error) {
 			rig.mu.Lock()
 			rig.errs = append(rig.errs, err)
@@ -87,30 +85,6 @@ func newFrameRig(f *testing.F) *frameRig {
 	troupe.Handle(srv, "echo", func(c *troupe.Context, _ json.RawMessage) error {
 		return c.Reply("echo", c.Payload())
 	})
-	troupe.Handle(srv, "room.join", func(c *troupe.Context, m fuzzRoom) error {
-		if m.Room == "" {
-			return troupe.NewError(typed.CodeInvalidPayload, "room is required")
-		}
-		if err := c.Join(m.Room); err != nil {
-			return err
-		}
-		return c.Reply("room.joined", m)
-	})
-	troupe.Handle(srv, "room.leave", func(c *troupe.Context, m fuzzRoom) error {
-		if err := c.Leave(m.Room); err != nil && !errors.Is(err, troupe.ErrNotMember) {
-			return err
-		}
-		return c.Reply("room.left", m)
-	})
-	troupe.Handle(srv, "room.publish", func(c *troupe.Context, m fuzzPublish) error {
-		if m.Room == "" {
-			return troupe.NewError(typed.CodeInvalidPayload, "room is required")
-		}
-		if err := c.Server().Broadcast(m.Room, "room.message", m); err != nil {
-			return err
-		}
-		return c.Reply("room.published", fuzzRoom{Room: m.Room})
-	})
 	troupe.Handle(srv, "fail", func(*troupe.Context, struct{}) error {
 		return errors.New("plain failure")
 	})
@@ -120,7 +94,6 @@ func newFrameRig(f *testing.F) *frameRig {
 	troupe.Handle(srv, "boom", func(*troupe.Context, struct{}) error {
 		panic(fuzzPanic)
 	})
-	rig.srv = srv
 	rig.ts = httptest.NewServer(srv)
 	rig.url = "ws" + strings.TrimPrefix(rig.ts.URL, "http")
 	f.Cleanup(func() {
@@ -134,15 +107,15 @@ func newFrameRig(f *testing.F) *frameRig {
 }
 
 // FuzzFrames sends each input as one frame (text or binary) over a real
-// WebSocket connection to a running server. Every input must be answered
-// with valid JSON envelopes in valid UTF-8 text frames, each error one
-// carrying a code and a message; text that is not a JSON object is answered
-// with exactly one bad_request error, a binary frame with exactly one
-// "unsupported" error, a frame over the size limit with close 1009, and
-// text that is not UTF-8 with close 1007. The connection must keep working
-// after every other input, no panic but the application's own may reach
-// OnError, and a new client must still be served (echo, join, publish to
-// itself, leave).
+// WebSocket connection to a server with typed handlers and the built-in
+// room protocol. Whatever the server sends back must be valid UTF-8 text
+// frames holding one JSON envelope each, every error envelope with a code
+// and a message; text that is not a JSON object is answered with exactly
+// one bad_request error, a binary frame with exactly one "unsupported"
+// error, a frame over the size limit with close 1009, and text that is not
+// UTF-8 with close 1007. The connection must keep working after every other
+// input, no panic but the application's own may reach OnError, and a new
+// client must still be served (echo, join, publish to itself, leave).
 func FuzzFrames(f *testing.F) {
 	rig := newFrameRig(f)
 	f.Fuzz(func(t *testing.T, binary bool, data []byte) {
@@ -194,14 +167,20 @@ func (rig *frameRig) check(t *testing.T, binary bool, data []byte) {
 	}
 
 	sentinel := rig.sentinel()
-	if err := rig.client.Write(ctx, websocket.MessageText, sentinelFrame(sentinel)); err != nil {
-		t.Fatalf("the connection did not survive the input: write: %v", err)
+	markers := [][]byte{sentinelFrame(sentinel)}
+	if room, ok := roomOf(data); ok {
+		// A room protocol request may be answered by its room actor, after
+		// the echo: a request to the same room, answered in the room's
+		// order, comes back after it.
+		markers = append(markers, roomSentinelFrame(sentinel, room))
 	}
-	answers := rig.readUntilSentinel(t, ctx, sentinel)
+	for _, m := range markers {
+		if err := rig.client.Write(ctx, websocket.MessageText, m); err != nil {
+			t.Fatalf("the connection did not survive the input: write: %v", err)
+		}
+	}
+	answers := rig.readUntilSentinels(t, ctx, sentinel, len(markers))
 
-	if len(answers) == 0 {
-		t.Fatalf("no answer to the input")
-	}
 	trimmed := bytes.TrimLeft(data, " \t\r\n")
 	switch {
 	case binary:
@@ -225,6 +204,30 @@ func sentinelFrame(sentinel string) []byte {
 	return fmt.Appendf(nil, `{"type":"echo","payload":%q,"id":%q}`, sentinel, sentinel)
 }
 
+// roomOf returns the room a room protocol request names, read the way the
+// server reads the envelope.
+func roomOf(data []byte) (string, bool) {
+	env, err := typed.Decode(data)
+	if err != nil || !strings.HasPrefix(env.Type, "room.") {
+		return "", false
+	}
+	var m fuzzRoom
+	if json.Unmarshal(env.Payload, &m) != nil {
+		return "", false
+	}
+	return m.Room, true
+}
+
+// roomSentinelFrame asks room for its history (or gets not_member, or
+// invalid_payload for a bad name), under an id that marks the answer.
+func roomSentinelFrame(sentinel, room string) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"type": "room.history", "id": sentinel + "-room",
+		"payload": map[string]any{"room": room, "limit": 1},
+	})
+	return b
+}
+
 // wireEnvelope is an envelope as the client reads it.
 type wireEnvelope struct {
 	Type    string          `json:"type"`
@@ -237,24 +240,38 @@ type wireError struct {
 	Message *string `json:"message"`
 }
 
-// readUntilSentinel reads frames until the echo of the sentinel and returns
-// the answers before it: every frame but room messages, which a broadcast
-// from an earlier input may still be delivering.
-func (rig *frameRig) readUntilSentinel(t *testing.T, ctx context.Context, sentinel string) []wireEnvelope {
+// readUntilSentinels reads frames until the answers to the n markers sent
+// after the input (the echo, and the room request if there was one) and
+// returns the answers to the input: every frame before them but room
+// messages and presence diffs, which come from the rooms when they come.
+func (rig *frameRig) readUntilSentinels(t *testing.T, ctx context.Context, sentinel string, n int) []wireEnvelope {
 	t.Helper()
 	var answers []wireEnvelope
-	for {
+	for seen := 0; seen < n; {
 		e := readEnvelope(t, ctx, rig.client)
-		if e.Type == "echo" && string(e.ID) == `"`+sentinel+`"` {
+		switch {
+		case e.Type == "echo" && string(e.ID) == `"`+sentinel+`"`:
 			if string(e.Payload) != `"`+sentinel+`"` {
 				t.Fatalf("sentinel echoed with payload %s", e.Payload)
 			}
-			return answers
-		}
-		if e.Type != "room.message" {
+			seen++
+		case string(e.ID) == `"`+sentinel+`-room"`:
+			seen++
+		case e.Type == "room.message" || e.Type == "presence.diff":
+		default:
+			if seen > 0 && n > 1 && !fromRoom(e) {
+				t.Fatalf("%s %s came after the answer to the next request", e.Type, e.Payload)
+			}
 			answers = append(answers, e)
 		}
 	}
+	return answers
+}
+
+// fromRoom reports whether an answer may come from a room actor, and so
+// after the echo that followed its request.
+func fromRoom(e wireEnvelope) bool {
+	return e.Type == "room.joined" || e.Type == "room.published" || e.Type == "room.history" || e.Type == "error"
 }
 
 // readEnvelope reads one frame, which must be a valid UTF-8 text frame
@@ -363,25 +380,34 @@ func (rig *frameRig) checkFreshClient(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), fuzzWait)
 	defer cancel()
 	room := fmt.Sprintf("fresh-%s-%d", rig.nonce, rig.inputs)
-	steps := []struct{ send, want, payload string }{
-		{`{"type":"echo","payload":"fresh"}`, "echo", `"fresh"`},
-		{`{"type":"room.join","payload":{"room":"` + room + `"}}`, "room.joined", `{"room":"` + room + `"}`},
-		{`{"type":"room.publish","payload":{"room":"` + room + `","body":"hi"}}`, "room.message", `{"room":"` + room + `","body":"hi"}`},
-		{`{"type":"room.leave","payload":{"room":"` + room + `"}}`, "room.left", `{"room":"` + room + `"}`},
+	steps := []struct {
+		send, want string
+		check      func(p json.RawMessage) bool
+	}{
+		{`{"type":"echo","payload":"fresh"}`, "echo", func(p json.RawMessage) bool { return string(p) == `"fresh"` }},
+		{`{"type":"room.join","payload":{"room":"` + room + `"}}`, "room.joined", func(p json.RawMessage) bool {
+			var m fuzzRoom
+			return json.Unmarshal(p, &m) == nil && m.Room == room
+		}},
+		{`{"type":"room.publish","payload":{"room":"` + room + `","body":"hi"}}`, "room.message", func(p json.RawMessage) bool {
+			var m struct {
+				Room string          `json:"room"`
+				Body json.RawMessage `json:"body"`
+			}
+			return json.Unmarshal(p, &m) == nil && m.Room == room && string(m.Body) == `"hi"`
+		}},
+		{`{"type":"room.leave","payload":{"room":"` + room + `"}}`, "room.left", func(p json.RawMessage) bool {
+			var m fuzzRoom
+			return json.Unmarshal(p, &m) == nil && m.Room == room
+		}},
 	}
 	for _, s := range steps {
 		if err := c.Write(ctx, websocket.MessageText, []byte(s.send)); err != nil {
 			t.Fatalf("fresh client: write %s: %v", s.send, err)
 		}
-		for {
-			e := readEnvelope(t, ctx, c)
-			if e.Type == "room.published" {
-				continue // the publish's own acknowledgement, in either order with the message
-			}
-			if e.Type != s.want || string(e.Payload) != s.payload {
-				t.Fatalf("fresh client: sent %s, got %s %s, want %s %s", s.send, e.Type, e.Payload, s.want, s.payload)
-			}
-			break
+		e := readEnvelope(t, ctx, c)
+		if e.Type != s.want || !s.check(e.Payload) {
+			t.Fatalf("fresh client: sent %s, got %s %s, want %s", s.send, e.Type, e.Payload, s.want)
 		}
 	}
 	_ = c.Close(websocket.StatusNormalClosure, "")

@@ -105,6 +105,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	sizes := m.srv.rooms.Sizes()
 	gauge(m.roomsActive, float64(len(sizes)))
 	buckets := make(map[float64]uint64, len(roomSizeBuckets))
+	for _, b := range roomSizeBuckets {
+		buckets[b] = 0 // every bucket in every scrape, empty ones too
+	}
 	var sum float64
 	for _, n := range sizes {
 		sum += float64(n)

@@ -43,7 +43,10 @@ func New(cfg Config) (*Server, error) {
 		OnFrame:   srv.onFrame,
 		OnError:   srv.onError,
 		OnClose:   cfg.OnClose,
-		Encode:    typed.Encode,
+		OnRateLimited: func(*Session) {
+			srv.metrics.errors.WithLabelValues("rate_limited").Inc()
+		},
+		Encode: typed.Encode,
 		EncodeRequest: func(typ string, payload any, id string) ([]byte, error) {
 			return typed.EncodeWithID(typ, payload, wire.AppendString(nil, id))
 		},

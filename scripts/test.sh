@@ -5,6 +5,7 @@
 #   bash scripts/test.sh
 #
 # It installs (only what is missing): a C compiler for the race detector,
+# Chromium for the browser test,
 # Node.js and npm for the JavaScript client's tests, and the npm packages
 # of package-lock.json (npm ci).
 set -euo pipefail
@@ -37,8 +38,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # ---- Browser tests: install Chromium here when they need it. ----
-# (Placeholder: the end-to-end browser test will need Debian's chromium
-# package; add its check and apt_install call in this section.)
+# The chat example's browser test (tests/browser_test.go) drives Debian's
+# chromium headless, and fails rather than skips without it.
+if ! command -v chromium >/dev/null 2>&1; then
+	echo "test.sh: installing chromium"
+	apt_install chromium
+fi
 # ---- end of browser tests section ----
 
 # The npm packages the tests use (ws), exactly as package-lock.json pins them.

@@ -58,8 +58,8 @@ type Config struct {
 	// RateLimit is how many messages per second one client may send on
 	// average, RateBurst how many at once. A message over the limit is
 	// answered with an error envelope (code "rate_limited") and not
-	// handled; a client that sends more than RateBurst messages in a row
-	// over the limit is closed with 1008 (defaults 100/s, burst 200;
+	// handled; a client whose refused messages outnumber its accepted ones
+	// by more than RateBurst is closed with 1008 (defaults 100/s, burst 200;
 	// negative RateLimit: no limit; env WEBSOCKET_RATE_LIMIT, where 0 means
 	// no limit, and WEBSOCKET_RATE_BURST).
 	RateLimit float64

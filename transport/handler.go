@@ -33,6 +33,8 @@ type Hooks struct {
 	OnFrame   func(s *actors.Session, binary bool, data []byte)
 	OnError   func(s *actors.Session, err error)
 	OnClose   func(s *actors.Session, code int, reason string)
+	// OnRateLimited is told of every "rate_limited" answer sent.
+	OnRateLimited func(s *actors.Session)
 	// Encode builds typed envelopes for Session.Send.
 	Encode func(typ string, payload any) ([]byte, error)
 	// EncodeRequest builds the envelopes of Session.Request.
@@ -51,6 +53,7 @@ type Handler struct {
 	idle     *sync.Cond // signalled when active drops
 	closed   bool
 	active   int                 // ServeHTTP calls in progress
+	conns    int                 // connections against MaxConnections: upgrading, or open until OnClose
 	readers  map[uint64]struct{} // goroutine IDs of running read loops
 	sessions map[string]*actors.Session
 }
@@ -79,16 +82,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	if h.cfg.MaxConnections > 0 && h.active >= h.cfg.MaxConnections {
+	if h.cfg.MaxConnections > 0 && h.conns >= h.cfg.MaxConnections {
 		h.mu.Unlock()
 		h.stats.refused(http.StatusServiceUnavailable)
 		http.Error(w, "too many connections", http.StatusServiceUnavailable)
 		return
 	}
 	h.active++
+	h.conns++
 	h.mu.Unlock()
 	handedOff := false
+	var s *actors.Session
 	defer func() {
+		if s == nil {
+			// No session: no OnClose to give the place back.
+			h.mu.Lock()
+			h.conns--
+			h.mu.Unlock()
+		}
 		if !handedOff {
 			h.done()
 		}
@@ -96,13 +107,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var identity string
 	if h.hooks.Authorize != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), h.cfg.HandshakeTimeout)
-		id, status, err := h.hooks.Authorize(r.WithContext(ctx))
-		late := ctx.Err() != nil
-		cancel()
-		if err == nil && late {
-			err, status = errors.New("authentication timed out"), http.StatusUnauthorized
-		}
+		id, status, err := h.authorize(r)
 		if err != nil {
 			if status == 0 {
 				status = http.StatusUnauthorized
@@ -125,13 +130,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws, err := websocket.Accept(hc, r, opts)
 	if err != nil {
+		if hc.status >= 400 {
+			h.stats.refused(hc.status)
+		}
 		h.cfg.Logger.Debug("troupe: upgrade refused", "remote", r.RemoteAddr, "err", err)
 		return
 	}
 	ws.SetReadLimit(h.cfg.MaxMessageSize)
 	conn := &wsConn{ws: ws, raw: hc.conn, cork: hc.cork}
 
-	s := h.sys.NewSession(conn, actors.Info{
+	s = h.sys.NewSession(conn, actors.Info{
 		Header:      r.Header,
 		RemoteAddr:  r.RemoteAddr,
 		Subprotocol: ws.Subprotocol(),
@@ -168,6 +176,41 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go h.serve(s, conn)
 }
 
+// authorize runs the Authorize hook under HandshakeTimeout. A hook that
+// ignores its request's context is not waited for past the deadline: the
+// client is refused then, and the hook's late answer is discarded.
+func (h *Handler) authorize(r *http.Request) (string, int, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.HandshakeTimeout)
+	defer cancel()
+	type result struct {
+		id     string
+		status int
+		err    error
+	}
+	done := make(chan result, 1)
+	rc := r.WithContext(ctx)
+	go func() {
+		var res result
+		defer func() {
+			if p := recover(); p != nil {
+				res = result{status: http.StatusInternalServerError, err: fmt.Errorf("troupe: panic in Authorize: %v", p)}
+			}
+			done <- res
+		}()
+		res.id, res.status, res.err = h.hooks.Authorize(rc)
+	}()
+	timedOut := errors.New("authentication timed out")
+	select {
+	case res := <-done:
+		if res.err == nil && ctx.Err() != nil {
+			return "", http.StatusUnauthorized, timedOut
+		}
+		return res.id, res.status, res.err
+	case <-ctx.Done():
+		return "", http.StatusUnauthorized, timedOut
+	}
+}
+
 // done marks one connection as finished, for Shutdown's wait.
 func (h *Handler) done() {
 	h.mu.Lock()
@@ -196,7 +239,7 @@ func (h *Handler) serve(s *actors.Session, conn *wsConn) {
 	if h.cfg.RateLimit > 0 {
 		limit = rate.NewLimiter(rate.Limit(h.cfg.RateLimit), h.cfg.RateBurst)
 	}
-	over := 0 // messages refused in a row
+	over := 0 // strikes: refusals not yet paid back by accepted messages
 	opened := h.call(s, func() {
 		if h.hooks.OnOpen != nil {
 			h.hooks.OnOpen(s)
@@ -218,6 +261,12 @@ func (h *Handler) serve(s *actors.Session, conn *wsConn) {
 		}
 		hb.touch()
 		h.stats.MessagesIn.Add(1)
+		if !s.IsOpen() {
+			// Closing (by this side: 1007, 1008, Close): what the client
+			// sends meanwhile is read, for the handshake's sake, and
+			// dropped.
+			continue
+		}
 		h.stats.BytesIn.Add(uint64(len(data)))
 		if limit != nil && !limit.Allow() {
 			h.stats.RateLimited.Add(1)
@@ -225,10 +274,18 @@ func (h *Handler) serve(s *actors.Session, conn *wsConn) {
 				_ = s.CloseWith(actors.ClosePolicyViolation, "rate limit exceeded")
 				continue // keep reading until the close handshake ends
 			}
+			if h.hooks.OnRateLimited != nil {
+				// Before the send: the client may read the answer before
+				// SendText returns.
+				h.hooks.OnRateLimited(s)
+			}
 			_ = s.SendText(rateLimited)
 			continue
 		}
-		over = 0
+		// A refusal costs a strike, an accepted message pays one back: a
+		// client well over the limit runs out of strikes and is closed,
+		// one that only touches it is not.
+		over = max(over-1, 0)
 		if typ == websocket.MessageText && !utf8.Valid(data) {
 			// RFC 6455 8.1: a text message must be UTF-8.
 			_ = s.CloseWith(actors.CloseInvalidData, "text message is not valid UTF-8")
@@ -266,6 +323,7 @@ func (h *Handler) call(s *actors.Session, fn func()) (ok bool) {
 func (h *Handler) onClose(s *actors.Session, code int, reason string) {
 	h.mu.Lock()
 	delete(h.sessions, s.ID())
+	h.conns--
 	h.mu.Unlock()
 	if h.hooks.OnClose != nil {
 		h.call(s, func() { h.hooks.OnClose(s, code, reason) })

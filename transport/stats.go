@@ -37,17 +37,19 @@ func (st *Stats) refused(status int) {
 }
 
 // Closes returns how many sessions closed, by close code.
-func (st *Stats) Closes() map[int]uint64 { return st.snapshot(st.closes) }
+func (st *Stats) Closes() map[int]uint64 { return st.snapshot(&st.closes) }
 
 // Refused returns how many upgrades were refused, by HTTP status
 // (503 for the connection limit or shutdown, 401/403 from Authorize).
-func (st *Stats) Refused() map[int]uint64 { return st.snapshot(st.refuses) }
+func (st *Stats) Refused() map[int]uint64 { return st.snapshot(&st.refuses) }
 
-func (st *Stats) snapshot(m map[int]uint64) map[int]uint64 {
+// snapshot copies *m under the lock: the map itself is created by the
+// first closed or refused call, so even reading the field needs the lock.
+func (st *Stats) snapshot(m *map[int]uint64) map[int]uint64 {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	out := make(map[int]uint64, len(m))
-	for k, v := range m {
+	out := make(map[int]uint64, len(*m))
+	for k, v := range *m {
 		out[k] = v
 	}
 	return out

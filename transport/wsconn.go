@@ -64,8 +64,14 @@ func (c *wsConn) CloseNow() error { return c.ws.CloseNow() }
 // bufio.Writer that coder/websocket writes frames to.
 type hijackCapture struct {
 	http.ResponseWriter
-	conn net.Conn
-	cork *corkWriter
+	conn   net.Conn
+	cork   *corkWriter
+	status int // the status coder/websocket answered with, if it refused
+}
+
+func (h *hijackCapture) WriteHeader(code int) {
+	h.status = code
+	h.ResponseWriter.WriteHeader(code)
 }
 
 // writeBufferSize is the bufio.Writer coder/websocket frames into. Data

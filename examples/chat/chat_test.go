@@ -8,15 +8,18 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/troupehq/troupe"
+	"github.com/troupehq/troupe/examples/chat/chatserver"
 )
 
 // wait bounds every wait for the server, so a missing message fails the
@@ -31,29 +34,46 @@ type (
 		Payload json.RawMessage `json:"payload"`
 		ID      json.RawMessage `json:"id"`
 	}
-	wireMember struct {
+	wireWelcome struct {
 		ID   string `json:"id"`
 		Name string `json:"name"`
 	}
+	wireMember struct {
+		ID   string          `json:"id"`
+		Meta json.RawMessage `json:"meta"`
+	}
 	wireJoined struct {
-		Room    string       `json:"room"`
-		You     wireMember   `json:"you"`
-		Members []wireMember `json:"members"`
+		Room      string       `json:"room"`
+		Seq       uint64       `json:"seq"`
+		Members   []wireMember `json:"members"`
+		Recovered bool         `json:"recovered"`
 	}
 	wirePresence struct {
-		Room   string      `json:"room"`
-		Joined *wireMember `json:"joined"`
-		Left   *wireMember `json:"left"`
+		Room   string       `json:"room"`
+		Joins  []wireMember `json:"joins"`
+		Leaves []wireMember `json:"leaves"`
+	}
+	wireBody struct {
+		Text string `json:"text"`
 	}
 	wireMessage struct {
-		Room string     `json:"room"`
-		From wireMember `json:"from"`
-		Text string     `json:"text"`
-		TS   int64      `json:"ts"`
+		Room string   `json:"room"`
+		Seq  uint64   `json:"seq"`
+		From string   `json:"from"`
+		Body wireBody `json:"body"`
+	}
+	wirePublished struct {
+		Room string `json:"room"`
+		Seq  uint64 `json:"seq"`
+	}
+	wireHistory struct {
+		Room     string        `json:"room"`
+		Messages []wireMessage `json:"messages"`
 	}
 	wireTyping struct {
-		Room string     `json:"room"`
-		From wireMember `json:"from"`
+		Room string `json:"room"`
+		From string `json:"from"`
+		Name string `json:"name"`
 	}
 	wireError struct {
 		Code    string `json:"code"`
@@ -64,9 +84,9 @@ type (
 // startChat serves the chat on 127.0.0.1 and stops it when the test ends.
 func startChat(t *testing.T) *httptest.Server {
 	t.Helper()
-	handler, srv, err := newServer(troupe.Settings{})
+	handler, srv, err := chatserver.New(troupe.Settings{})
 	if err != nil {
-		t.Fatalf("newServer: %v", err)
+		t.Fatalf("chatserver.New: %v", err)
 	}
 	ts := httptest.NewServer(handler)
 	t.Cleanup(ts.Close)
@@ -85,19 +105,26 @@ func startChat(t *testing.T) *httptest.Server {
 type client struct {
 	t    *testing.T
 	conn *websocket.Conn
-	me   wireMember // set by join
+	me   wireWelcome // from chat.welcome
 }
 
-func dial(t *testing.T, ts *httptest.Server) *client {
+func wsURL(ts *httptest.Server, name string) string {
+	return "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws?name=" + url.QueryEscape(name)
+}
+
+// dial connects as name and reads the chat.welcome that comes first.
+func dial(t *testing.T, ts *httptest.Server, name string) *client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.URL, "http")+"/ws", nil)
+	conn, _, err := websocket.Dial(ctx, wsURL(ts, name), nil)
 	if err != nil {
-		t.Fatalf("dial: %v", err)
+		t.Fatalf("dial as %q: %v", name, err)
 	}
 	t.Cleanup(func() { _ = conn.CloseNow() })
-	return &client{t: t, conn: conn}
+	c := &client{t: t, conn: conn}
+	c.expect("chat.welcome", &c.me)
+	return c
 }
 
 func (c *client) send(typ string, payload any, id any) {
@@ -173,238 +200,287 @@ func (c *client) expectError(code string, id string) {
 	}
 }
 
-// join joins room as name and returns the member list of the reply.
-func (c *client) join(room, name string) []wireMember {
+// join joins room with meta (nil: none) and returns room.joined.
+func (c *client) join(room string, meta any) wireJoined {
 	c.t.Helper()
-	c.send("chat.join", map[string]string{"room": room, "name": name}, "join-"+room)
+	p := map[string]any{"room": room}
+	if meta != nil {
+		p["meta"] = meta
+	}
+	c.send("room.join", p, "join-"+room)
 	var j wireJoined
-	env := c.expect("chat.joined", &j)
+	env := c.expect("room.joined", &j)
 	if string(env.ID) != `"join-`+room+`"` {
-		c.t.Fatalf("chat.joined id %s, want the request's", env.ID)
+		c.t.Fatalf("room.joined id %s, want the request's", env.ID)
 	}
 	if j.Room != room {
-		c.t.Fatalf("chat.joined room %q, want %q", j.Room, room)
+		c.t.Fatalf("room.joined room %q, want %q", j.Room, room)
 	}
-	c.me = j.You
-	return j.Members
+	return j
 }
 
-func (c *client) expectPresence(room string, joined, left *wireMember) {
+func (c *client) publish(room, text string, id any) {
 	c.t.Helper()
-	var p wirePresence
-	c.expect("chat.presence", &p)
-	want := wirePresence{Room: room, Joined: joined, Left: left}
-	if !reflect.DeepEqual(p, want) {
-		c.t.Fatalf("presence %+v, want %+v", p, want)
-	}
+	c.send("room.publish", map[string]any{"room": room, "body": map[string]string{"text": text}}, id)
 }
 
-func (c *client) expectMessage(room string, from wireMember, text string) wireMessage {
+func (c *client) expectMessage(room string, seq uint64, from, text string) {
 	c.t.Helper()
 	var m wireMessage
-	c.expect("chat.message", &m)
-	if m.Room != room || m.From != from || m.Text != text {
-		c.t.Fatalf("message %+v, want room %q from %+v text %q", m, room, from, text)
+	c.expect("room.message", &m)
+	if want := (wireMessage{Room: room, Seq: seq, From: from, Body: wireBody{Text: text}}); m != want {
+		c.t.Fatalf("message %+v, want %+v", m, want)
 	}
-	return m
 }
 
-func TestJoinRepliesWithMembersAndTellsTheOthers(t *testing.T) {
-	ts := startChat(t)
-	alice, bob := dial(t, ts), dial(t, ts)
-
-	if got := alice.join("lobby", "alice"); !reflect.DeepEqual(got, []wireMember{alice.me}) {
-		t.Fatalf("alice sees members %+v, want only herself %+v", got, alice.me)
+func (c *client) expectPresence(want wirePresence) {
+	c.t.Helper()
+	var p wirePresence
+	c.expect("presence.diff", &p)
+	if !sameMembers(p.Joins, want.Joins) || !sameMembers(p.Leaves, want.Leaves) || p.Room != want.Room {
+		c.t.Fatalf("presence.diff %+v, want %+v", p, want)
 	}
-	if alice.me.Name != "alice" || alice.me.ID == "" {
-		t.Fatalf("alice is %+v", alice.me)
-	}
-
-	got := bob.join("lobby", "bob")
-	if want := []wireMember{alice.me, bob.me}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("bob sees members %+v, want %+v", got, want)
-	}
-	if bob.me.ID == alice.me.ID {
-		t.Fatalf("two sessions share the id %q", bob.me.ID)
-	}
-	alice.expectPresence("lobby", &bob.me, nil)
 }
 
-func TestJoinNames(t *testing.T) {
-	ts := startChat(t)
-	c := dial(t, ts)
-
-	c.join("a", "  carol  ")
-	if c.me.Name != "carol" {
-		t.Errorf("name %q, want it trimmed to %q", c.me.Name, "carol")
+// sameMembers compares member lists, their meta as JSON values.
+func sameMembers(got, want []wireMember) bool {
+	if len(got) != len(want) {
+		return false
 	}
-	c.join("b", " \t ")
-	if c.me.Name != "anon" {
-		t.Errorf("blank name became %q, want anon", c.me.Name)
+	for i := range got {
+		if got[i].ID != want[i].ID || !sameJSON(got[i].Meta, want[i].Meta) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameJSON(a, b json.RawMessage) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return len(a) == len(b)
+	}
+	var x, y any
+	return json.Unmarshal(a, &x) == nil && json.Unmarshal(b, &y) == nil && reflect.DeepEqual(x, y)
+}
+
+func TestWelcomeNamesEveryConnectionApart(t *testing.T) {
+	ts := startChat(t)
+
+	carol := dial(t, ts, "  carol  ")
+	if carol.me.Name != "carol" || !strings.HasPrefix(carol.me.ID, "carol#") {
+		t.Errorf("welcome %+v, want the trimmed name carol and an id carol#…", carol.me)
+	}
+	if anon := dial(t, ts, " \t "); anon.me.Name != "anon" || !strings.HasPrefix(anon.me.ID, "anon#") {
+		t.Errorf("blank name: welcome %+v, want anon", anon.me)
 	}
 	long := strings.Repeat("é", 32) // 32 characters, 64 bytes
-	c.join("c", long)
-	if c.me.Name != long {
+	if c := dial(t, ts, long); c.me.Name != long {
 		t.Errorf("32-character name became %q", c.me.Name)
 	}
-	c.send("chat.join", map[string]string{"room": "d", "name": long + "x"}, 1)
-	c.expectError("invalid", "1")
-	c.send("chat.join", map[string]string{"room": "  ", "name": "dave"}, 2)
-	c.expectError("invalid", "2")
-}
-
-func TestMessageReachesEveryMemberWithSenderAndTime(t *testing.T) {
-	ts := startChat(t)
-	alice, bob, outsider := dial(t, ts), dial(t, ts), dial(t, ts)
-	alice.join("lobby", "alice")
-	bob.join("lobby", "bob")
-	alice.expectPresence("lobby", &bob.me, nil)
-	outsider.join("elsewhere", "eve")
-
-	before := time.Now().UnixMilli()
-	alice.send("chat.message", map[string]string{"room": "lobby", "text": "hello, bob"}, nil)
-	m := alice.expectMessage("lobby", alice.me, "hello, bob")
-	bob.expectMessage("lobby", alice.me, "hello, bob")
-	after := time.Now().UnixMilli()
-	if m.TS < before || m.TS > after {
-		t.Errorf("ts %d is not the send time (between %d and %d)", m.TS, before, after)
+	// Two people with one name are two members.
+	ann1, ann2 := dial(t, ts, "ann"), dial(t, ts, "ann")
+	if ann1.me.ID == ann2.me.ID {
+		t.Errorf("two connections named ann share the id %q", ann1.me.ID)
 	}
 
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	conn, resp, err := websocket.Dial(ctx, wsURL(ts, long+"x"), nil)
+	if err == nil {
+		conn.CloseNow()
+		t.Fatal("a 33-character name was accepted")
+	}
+	if resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("33-character name: %v, want 401", err)
+	}
+}
+
+func TestJoinWithMetaAndPresence(t *testing.T) {
+	ts := startChat(t)
+	alice, bob := dial(t, ts, "alice"), dial(t, ts, "bob")
+	aliceMeta := json.RawMessage(`{"status":"here","client":"test"}`)
+	bobMeta := json.RawMessage(`{"status":"away"}`)
+
+	j := alice.join("lobby", aliceMeta)
+	if want := []wireMember{{ID: alice.me.ID, Meta: aliceMeta}}; !sameMembers(j.Members, want) {
+		t.Fatalf("alice sees members %+v, want %+v", j.Members, want)
+	}
+	if j.Seq != 0 {
+		t.Fatalf("a new room's seq is %d, want 0", j.Seq)
+	}
+
+	j = bob.join("lobby", bobMeta)
+	want := []wireMember{{ID: alice.me.ID, Meta: aliceMeta}, {ID: bob.me.ID, Meta: bobMeta}}
+	if !sameMembers(j.Members, want) {
+		t.Fatalf("bob sees members %+v, want %+v", j.Members, want)
+	}
+	alice.expectPresence(wirePresence{Room: "lobby", Joins: []wireMember{{ID: bob.me.ID, Meta: bobMeta}}})
+
+	// A dropped connection is a leave, announced with the same id and meta.
+	_ = bob.conn.CloseNow()
+	alice.expectPresence(wirePresence{Room: "lobby", Leaves: []wireMember{{ID: bob.me.ID, Meta: bobMeta}}})
+
+	carol := dial(t, ts, "carol")
+	j = carol.join("lobby", nil)
+	if want := []wireMember{{ID: alice.me.ID, Meta: aliceMeta}, {ID: carol.me.ID}}; !sameMembers(j.Members, want) {
+		t.Fatalf("after bob dropped, carol sees %+v, want %+v", j.Members, want)
+	}
+}
+
+func TestPublishReachesEveryMemberInSequence(t *testing.T) {
+	ts := startChat(t)
+	alice, bob, outsider := dial(t, ts, "alice"), dial(t, ts, "bob"), dial(t, ts, "eve")
+	alice.join("lobby", nil)
+	bob.join("lobby", nil)
+	alice.expectPresence(wirePresence{Room: "lobby", Joins: []wireMember{{ID: bob.me.ID}}})
+	outsider.join("elsewhere", nil)
+
+	alice.publish("lobby", "hello, bob", 1)
+	alice.expectMessage("lobby", 1, alice.me.ID, "hello, bob")
+	var pub wirePublished
+	if env := alice.expect("room.published", &pub); string(env.ID) != "1" || pub != (wirePublished{"lobby", 1}) {
+		t.Fatalf("room.published %+v id %s, want seq 1 and id 1", pub, env.ID)
+	}
+	bob.expectMessage("lobby", 1, alice.me.ID, "hello, bob")
+
+	bob.publish("lobby", "hi alice", nil)
+	alice.expectMessage("lobby", 2, bob.me.ID, "hi alice")
+	bob.expectMessage("lobby", 2, bob.me.ID, "hi alice")
+
 	// The outsider's next message is its own: nothing from lobby came first.
-	outsider.send("chat.message", map[string]string{"room": "elsewhere", "text": "anyone?"}, nil)
-	outsider.expectMessage("elsewhere", outsider.me, "anyone?")
+	outsider.publish("elsewhere", "anyone?", nil)
+	outsider.expectMessage("elsewhere", 1, outsider.me.ID, "anyone?")
+
+	// A page that joins later loads what was said from the history.
+	carol := dial(t, ts, "carol")
+	if j := carol.join("lobby", nil); j.Seq != 2 {
+		t.Fatalf("carol joined at seq %d, want 2", j.Seq)
+	}
+	carol.send("room.history", map[string]any{"room": "lobby", "limit": 100}, "h")
+	var h wireHistory
+	if env := carol.expect("room.history", &h); string(env.ID) != `"h"` {
+		t.Fatalf("room.history id %s", env.ID)
+	}
+	want := []wireMessage{
+		{Room: "lobby", Seq: 1, From: alice.me.ID, Body: wireBody{"hello, bob"}},
+		{Room: "lobby", Seq: 2, From: bob.me.ID, Body: wireBody{"hi alice"}},
+	}
+	if !reflect.DeepEqual(h.Messages, want) {
+		t.Fatalf("history %+v, want %+v", h.Messages, want)
+	}
 }
 
-func TestMessageTextLimits(t *testing.T) {
+// TestRejoinResumes checks what the page's reconnect relies on: a rejoin
+// with the last seq seen gets exactly the missed messages and "recovered".
+func TestRejoinResumes(t *testing.T) {
 	ts := startChat(t)
-	c := dial(t, ts)
-	c.join("lobby", "alice")
+	alice, bob := dial(t, ts, "alice"), dial(t, ts, "bob")
+	alice.join("lobby", nil)
+	alice.publish("lobby", "one", nil)
+	alice.expectMessage("lobby", 1, alice.me.ID, "one")
+	if j := bob.join("lobby", nil); j.Seq != 1 {
+		t.Fatalf("bob joined at seq %d, want 1", j.Seq)
+	}
+	alice.expectPresence(wirePresence{Room: "lobby", Joins: []wireMember{{ID: bob.me.ID}}})
+	_ = bob.conn.CloseNow()
+	alice.expectPresence(wirePresence{Room: "lobby", Leaves: []wireMember{{ID: bob.me.ID}}})
 
-	c.send("chat.message", map[string]string{"room": "lobby", "text": ""}, 1)
-	c.expectError("invalid", "1")
-	c.send("chat.message", map[string]string{"room": "lobby", "text": " \n\t "}, 2)
-	c.expectError("invalid", "2")
-	c.send("chat.message", map[string]string{"room": "lobby", "text": strings.Repeat("x", 2001)}, 3)
-	c.expectError("invalid", "3")
+	alice.publish("lobby", "two", nil)
+	alice.expectMessage("lobby", 2, alice.me.ID, "two")
+	alice.publish("lobby", "three", nil)
+	alice.expectMessage("lobby", 3, alice.me.ID, "three")
 
-	// The limit counts characters, not bytes: 2000 two-byte characters pass.
-	full := strings.Repeat("ü", 2000)
-	c.send("chat.message", map[string]string{"room": "lobby", "text": full}, 4)
-	c.expectMessage("lobby", c.me, full)
-}
-
-func TestNotMember(t *testing.T) {
-	ts := startChat(t)
-	alice, bob := dial(t, ts), dial(t, ts)
-	alice.join("lobby", "alice")
-
-	bob.send("chat.message", map[string]string{"room": "lobby", "text": "let me in"}, "m")
-	bob.expectError("not_member", `"m"`)
-	bob.send("chat.typing", map[string]string{"room": "lobby"}, "t")
-	bob.expectError("not_member", `"t"`)
-	bob.send("chat.leave", map[string]string{"room": "lobby"}, "l")
-	bob.expectError("not_member", `"l"`)
-
-	// None of it reached the room: alice's next message is her own.
-	alice.send("chat.message", map[string]string{"room": "lobby", "text": "quiet here"}, nil)
-	alice.expectMessage("lobby", alice.me, "quiet here")
+	back := dial(t, ts, "bob")
+	back.send("room.join", map[string]any{"room": "lobby", "since": 1}, 9)
+	var j wireJoined
+	back.expect("room.joined", &j)
+	if !j.Recovered || j.Seq != 3 {
+		t.Fatalf("rejoin since 1: %+v, want recovered at seq 3", j)
+	}
+	back.expectMessage("lobby", 2, alice.me.ID, "two")
+	back.expectMessage("lobby", 3, alice.me.ID, "three")
+	alice.publish("lobby", "four", nil)
+	back.expectMessage("lobby", 4, alice.me.ID, "four")
 }
 
 func TestTypingGoesToTheOthersOnly(t *testing.T) {
 	ts := startChat(t)
-	alice, bob := dial(t, ts), dial(t, ts)
-	alice.join("lobby", "alice")
-	bob.join("lobby", "bob")
-	alice.expectPresence("lobby", &bob.me, nil)
+	alice, bob, carol := dial(t, ts, "alice"), dial(t, ts, "bob"), dial(t, ts, "carol")
+	alice.join("lobby", nil)
+	bob.join("lobby", nil)
+	alice.expectPresence(wirePresence{Room: "lobby", Joins: []wireMember{{ID: bob.me.ID}}})
+	carol.join("elsewhere", nil)
 
 	bob.send("chat.typing", map[string]string{"room": "lobby"}, nil)
 	var ty wireTyping
 	alice.expect("chat.typing", &ty)
-	if want := (wireTyping{Room: "lobby", From: bob.me}); ty != want {
+	if want := (wireTyping{Room: "lobby", From: bob.me.ID, Name: "bob"}); ty != want {
 		t.Fatalf("typing %+v, want %+v", ty, want)
 	}
 
-	// The room fanned the typing notice out before alice got it, so a typing
-	// notice for bob would be in his queue before this message.
-	alice.send("chat.message", map[string]string{"room": "lobby", "text": "go on"}, nil)
-	bob.expectMessage("lobby", alice.me, "go on")
+	// The room fanned the notice out before alice got it, and a message
+	// from the room comes after it in every member's queue: had bob or
+	// carol been sent the notice, they would read it first.
+	alice.publish("lobby", "go on", nil)
+	bob.expectMessage("lobby", 1, alice.me.ID, "go on")
+	carol.publish("elsewhere", "quiet", nil)
+	carol.expectMessage("elsewhere", 1, carol.me.ID, "quiet")
 }
 
-func TestLeave(t *testing.T) {
+func TestInvalidTextIsRefused(t *testing.T) {
 	ts := startChat(t)
-	alice, bob := dial(t, ts), dial(t, ts)
-	alice.join("lobby", "alice")
-	bob.join("lobby", "bob")
-	alice.expectPresence("lobby", &bob.me, nil)
+	c := dial(t, ts, "alice")
+	c.join("lobby", nil)
 
-	bob.send("chat.leave", map[string]string{"room": "lobby"}, 7)
-	var left struct {
-		Room string `json:"room"`
+	for i, body := range []any{
+		map[string]string{"text": ""},
+		map[string]string{"text": " \n\t "},
+		map[string]string{"text": strings.Repeat("x", 2001)},
+		map[string]string{"text": "hi", "name": "mallory"},
+		map[string]int{"text": 5},
+		"just a string",
+		map[string]string{},
+	} {
+		c.send("room.publish", map[string]any{"room": "lobby", "body": body}, i)
+		c.expectError("invalid", strconv.Itoa(i))
 	}
-	if env := bob.expect("chat.left", &left); string(env.ID) != "7" || left.Room != "lobby" {
-		t.Fatalf("chat.left %s id %s, want room lobby and id 7", env.Payload, env.ID)
-	}
-	alice.expectPresence("lobby", nil, &bob.me)
 
-	bob.send("chat.message", map[string]string{"room": "lobby", "text": "still here?"}, 8)
-	bob.expectError("not_member", "8")
-
-	// Back in, bob is a member again and alice hears of it.
-	if got := bob.join("lobby", "bob"); len(got) != 2 {
-		t.Fatalf("members after rejoining: %+v", got)
-	}
-	alice.expectPresence("lobby", &bob.me, nil)
+	// The limit counts characters, not bytes: 2000 two-byte characters
+	// pass, and they are the room's first message: nothing refused took a
+	// sequence number.
+	full := strings.Repeat("ü", 2000)
+	c.publish("lobby", full, nil)
+	c.expectMessage("lobby", 1, c.me.ID, full)
 }
 
-func TestDisconnectTellsEveryRoom(t *testing.T) {
+func TestNotMember(t *testing.T) {
 	ts := startChat(t)
-	alice, bob := dial(t, ts), dial(t, ts)
-	for _, room := range []string{"lobby", "games"} {
-		alice.join(room, "alice")
-		bob.join(room, "bob")
-		alice.expectPresence(room, &bob.me, nil)
-	}
+	alice, bob := dial(t, ts, "alice"), dial(t, ts, "bob")
+	alice.join("lobby", nil)
 
-	// Dropped without a close handshake, as when a laptop lid shuts.
-	_ = bob.conn.CloseNow()
+	bob.publish("lobby", "let me in", "m")
+	bob.expectError("not_member", `"m"`)
+	bob.send("chat.typing", map[string]string{"room": "lobby"}, "t")
+	bob.expectError("not_member", `"t"`)
+	bob.send("room.history", map[string]string{"room": "lobby"}, "h")
+	bob.expectError("not_member", `"h"`)
 
-	left := map[string]bool{}
-	for range 2 {
-		var p wirePresence
-		alice.expect("chat.presence", &p)
-		if p.Left == nil || *p.Left != bob.me || p.Joined != nil {
-			t.Fatalf("presence %+v, want bob %+v left", p, bob.me)
-		}
-		left[p.Room] = true
-	}
-	if !left["lobby"] || !left["games"] {
-		t.Fatalf("bob was announced as gone from %v, want lobby and games", left)
-	}
-
-	// The rooms forgot him: a newcomer finds only alice there.
-	carol := dial(t, ts)
-	if got := carol.join("lobby", "carol"); !reflect.DeepEqual(got, []wireMember{alice.me, carol.me}) {
-		t.Fatalf("members after bob dropped: %+v", got)
-	}
+	// None of it reached the room: alice's next message is her own, and
+	// the first of the room.
+	alice.publish("lobby", "quiet here", nil)
+	alice.expectMessage("lobby", 1, alice.me.ID, "quiet here")
 }
 
-func TestPingKeepsThePageAlive(t *testing.T) {
-	ts := startChat(t)
-	c := dial(t, ts)
-	c.send("chat.ping", nil, 42)
-	if env := c.expect("chat.pong", nil); string(env.ID) != "42" {
-		t.Fatalf("chat.pong id %s, want 42", env.ID)
-	}
-}
-
-func TestPageIsServed(t *testing.T) {
+func TestPageAndClientAreServed(t *testing.T) {
 	ts := startChat(t)
 	for _, tc := range []struct {
 		path, ctype, contains string
 	}{
-		{"/", "text/html", `<script src="app.js"></script>`},
-		{"/app.js", "javascript", `new WebSocket(`},
+		{"/", "text/html", `<script type="module" src="app.js"></script>`},
+		{"/app.js", "javascript", `import { Client } from '/troupe.js';`},
+		{"/troupe.js", "javascript", `export class Client`},
 		{"/style.css", "text/css", `.messages`},
+		{"/metrics", "text/plain", `troupe_connections_active`},
 	} {
 		resp, err := ts.Client().Get(ts.URL + tc.path)
 		if err != nil {
@@ -424,6 +500,10 @@ func TestPageIsServed(t *testing.T) {
 		if !strings.Contains(string(body), tc.contains) {
 			t.Errorf("GET %s: body does not contain %q", tc.path, tc.contains)
 		}
+		// The page and its scripts load nothing from other origins.
+		if tc.path != "/metrics" && !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'self'") {
+			t.Errorf("GET %s: Content-Security-Policy %q", tc.path, resp.Header.Get("Content-Security-Policy"))
+		}
 	}
 }
 
@@ -441,13 +521,14 @@ func TestRunShutsDownGracefully(t *testing.T) {
 
 	dctx, dcancel := context.WithTimeout(context.Background(), wait)
 	defer dcancel()
-	conn, _, err := websocket.Dial(dctx, "ws://"+ln.Addr().String()+"/ws", nil)
+	conn, _, err := websocket.Dial(dctx, "ws://"+ln.Addr().String()+"/ws?name=alice", nil)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
 	defer conn.CloseNow()
 	c := &client{t: t, conn: conn}
-	c.join("lobby", "alice")
+	c.expect("chat.welcome", &c.me)
+	c.join("lobby", nil)
 
 	cancel()
 	rctx, rcancel := context.WithTimeout(context.Background(), wait)

@@ -1,25 +1,15 @@
-// Command chat is a multi-room chat built on Troupe: a page at "/" and the
-// WebSocket it talks to at "/ws".
+// Command chat is a multi-room chat built on Troupe's room protocol: a page
+// at "/" (plain JavaScript, using the JavaScript client served at
+// "/troupe.js"), the WebSocket it talks to at "/ws" and Prometheus metrics
+// at "/metrics".
 //
 //	go run ./examples/chat -addr 127.0.0.1:8080
 //
 // then open http://127.0.0.1:8080/ in two windows. Connection settings come
-// from the WEBSOCKET_* environment variables (see troupe.SettingsFromEnv).
-//
-// The protocol is typed envelopes {"type", "payload", "id"}:
-//
-//	chat.join    {room, name}  -> reply chat.joined {room, you, members: [{id, name}]},
-//	                              others get chat.presence {room, joined: {id, name}}
-//	chat.leave   {room}        -> reply chat.left {room},
-//	                              others get chat.presence {room, left: {id, name}}
-//	chat.message {room, text}  -> every member gets chat.message {room, from, text, ts}
-//	chat.typing  {room}        -> the others get chat.typing {room, from}
-//	chat.ping                  -> reply chat.pong (keeps an idle page connected)
-//
-// Errors come back as {"type": "error", "payload": {code, message}, "id"}
-// with code "invalid" (bad room, name or text) or "not_member" (writing to,
-// or leaving, a room the client is not in). A client whose connection closes
-// leaves its rooms, and the others get chat.presence with "left".
+// from the WEBSOCKET_* environment variables (see troupe.SettingsFromEnv);
+// a malformed one stops the command with exit status 2. The server itself is
+// package chatserver, which documents what the chat adds to the room
+// protocol.
 package main
 
 import (
@@ -36,6 +26,7 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe"
+	"github.com/troupehq/troupe/examples/chat/chatserver"
 )
 
 // shutdownTimeout bounds each step of a graceful stop, so that a client that
@@ -74,7 +65,7 @@ func main() {
 // http.Server.Shutdown alone would not do: it forgets connections once they
 // are upgraded.
 func run(ctx context.Context, ln net.Listener, settings troupe.Settings) error {
-	handler, srv, err := newServer(settings)
+	handler, srv, err := chatserver.New(settings)
 	if err != nil {
 		_ = ln.Close()
 		return err
