@@ -247,8 +247,12 @@ type wireError struct {
 func (rig *frameRig) readUntilSentinels(t *testing.T, ctx context.Context, sentinel string, n int) []wireEnvelope {
 	t.Helper()
 	var answers []wireEnvelope
-	for seen := 0; seen < n; {
-		e := readEnvelope(t, ctx, rig.client)
+	seen := 0
+	waiting := func() string {
+		return fmt.Sprintf("answer to the requests sent after the input (%d of %d answered: the echo, then the room.history for its room)", seen, n)
+	}
+	for seen < n {
+		e := readEnvelope(t, ctx, rig.client, waiting)
 		switch {
 		case e.Type == "echo" && string(e.ID) == `"`+sentinel+`"`:
 			if string(e.Payload) != `"`+sentinel+`"` {
@@ -276,12 +280,12 @@ func fromRoom(e wireEnvelope) bool {
 
 // readEnvelope reads one frame, which must be a valid UTF-8 text frame
 // holding one JSON object with a type; an error envelope must carry a code
-// and a message.
-func readEnvelope(t *testing.T, ctx context.Context, c *websocket.Conn) wireEnvelope {
+// and a message. waiting says what was expected, should nothing come.
+func readEnvelope(t *testing.T, ctx context.Context, c *websocket.Conn, waiting func() string) wireEnvelope {
 	t.Helper()
 	typ, frame, err := c.Read(ctx)
 	if err != nil {
-		t.Fatalf("the connection did not survive the input: read: %v", err)
+		t.Fatalf("no %s: read: %v", waiting(), err)
 	}
 	if typ != websocket.MessageText {
 		t.Fatalf("server sent a binary frame: %q", frame)
@@ -405,7 +409,7 @@ func (rig *frameRig) checkFreshClient(t *testing.T) {
 		if err := c.Write(ctx, websocket.MessageText, []byte(s.send)); err != nil {
 			t.Fatalf("fresh client: write %s: %v", s.send, err)
 		}
-		e := readEnvelope(t, ctx, c)
+		e := readEnvelope(t, ctx, c, func() string { return "fresh client: answer to " + s.send })
 		if e.Type != s.want || !s.check(e.Payload) {
 			t.Fatalf("fresh client: sent %s, got %s %s, want %s", s.send, e.Type, e.Payload, s.want)
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/troupehq/troupe/actors"
+	"github.com/troupehq/troupe/internal/wire"
 )
 
 // Config configures a Manager.
@@ -142,6 +143,14 @@ func (m *Manager) Publish(room string, s *actors.Session, body json.RawMessage, 
 	if !ok {
 		return ErrNotMember
 	}
+	if !m.index.has(s, room) {
+		// Answered here, not by the room: a room whose last member just
+		// left may be stopping, and a request in its mailbox would be
+		// lost. A member's room cannot be stopping: the index changes
+		// before a join or leave is acknowledged.
+		_ = s.SendText(wire.Error(id, "not_member", "not a member of room "+room))
+		return nil
+	}
 	m.root.Send(v.(*roomRef).pid, &publishReq{s: s, body: body, id: id})
 	return nil
 }
@@ -155,6 +164,14 @@ func (m *Manager) History(room string, s *actors.Session, before uint64, limit i
 	v, ok := m.live.Load(room)
 	if !ok {
 		return ErrNotMember
+	}
+	if !m.index.has(s, room) {
+		// Answered here, not by the room: a room whose last member just
+		// left may be stopping, and a request in its mailbox would be
+		// lost. A member's room cannot be stopping: the index changes
+		// before a join or leave is acknowledged.
+		_ = s.SendText(wire.Error(id, "not_member", "not a member of room "+room))
+		return nil
 	}
 	m.root.Send(v.(*roomRef).pid, &historyReq{s: s, before: before, limit: limit, id: id})
 	return nil
