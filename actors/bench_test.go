@@ -13,7 +13,7 @@ func BenchmarkSessionSend(b *testing.B) {
 	sys := actors.NewSystem(nil)
 	defer sys.Shutdown()
 	conn := actors.NewCountingMemConn()
-	s := sys.NewSession(conn, actors.Info{}, actors.Options{MaxQueuedMessages: 1 << 20, MaxQueuedBytes: 1 << 30})
+	s := sys.NewSession(conn, actors.Info{}, actors.Options{MaxQueuedMessages: b.N + 1, MaxQueuedBytes: 1 << 40})
 	defer s.Finish(actors.CloseNormal, "")
 	f := actors.Frame{Data: []byte(`{"type":"bench","payload":"0123456789abcdef"}`)}
 	b.ReportAllocs()

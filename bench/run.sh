@@ -30,7 +30,8 @@ usage: bench/run.sh [-d DURATION] [-n ROUNDS] [-s SCENARIOS] [-o DIR] [-p]
   -o DIR        keep every run's JSON, summary and server log in DIR
                 (env OUT; default: a temporary directory, removed)
   -p            write a CPU profile of Troupe's server for every run into
-                the output directory (go tool pprof -top FILE)
+                the output directory, NAME.cpu.pprof (use with -o; read
+                with go tool pprof -top FILE)
 
 environment: WSLOAD_DIR (wsload's module, default ../shared/bench/wsload
 next to the repository), SERVER_CPU (1), LOAD_CPU (0), PORT (19300, the
@@ -70,12 +71,17 @@ done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/troupe-bench.XXXXXX")
 server_pid=""
+load_pid=""
 
-# cleanup stops the server still running, if any, and removes the
-# temporary directory. It runs on every exit, normal or not.
+# cleanup stops the load generator and the server still running, if any,
+# and removes the temporary directory. It runs on every exit, normal or not.
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
+	if [[ -n $load_pid ]]; then
+		kill -TERM "$load_pid" 2>/dev/null || true
+		wait "$load_pid" 2>/dev/null || true
+	fi
 	if [[ -n $server_pid ]]; then
 		stop_server
 	fi
@@ -86,12 +92,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-if [[ -z $OUT ]]; then
-	results=$work/results
-else
-	results=$OUT
-fi
+results=${OUT:-$work/results}
 mkdir -p "$results"
+results=$(cd "$results" && pwd) # absolute: the summary runs elsewhere
 
 # write_summarizer writes the Go program (standard library only) that
 # turns the runs' JSON lines into the tables.
@@ -268,7 +271,8 @@ func main() {
 					drops[k] += v
 				}
 				if sc == "conns" {
-					notes = append(notes, fmt.Sprintf("r%d: %v opened, %v failed, %v alive", r, x.num("opened"), x.num("failed"), x.num("alive_after_hold")))
+					notes = append(notes, fmt.Sprintf("r%d: %v opened, %v failed, %v alive, %.0f conns/s", r,
+						x.num("opened"), x.num("failed"), x.num("alive_after_hold"), x.num("connects_per_s")))
 				}
 				if x.num("tail_receivers") > 0 && !boolOf(x.raw["drain_complete"]) {
 					notes = append(notes, fmt.Sprintf("r%d: drain incomplete", r))
@@ -340,7 +344,9 @@ start_server() {
 	server_pid=$!
 	for _ in $(seq 200); do
 		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-			return 0
+			if kill -0 "$server_pid" 2>/dev/null; then
+				return 0
+			fi
 		fi
 		if ! kill -0 "$server_pid" 2>/dev/null; then
 			echo "$kind exited at start; log:" >&2
@@ -414,16 +420,25 @@ run_one() {
 	local attempt=0
 	while :; do
 		wait_quiet
+		# A fresh port per run, skipping any that something else listens on.
 		local port=$next_port
-		next_port=$((next_port + 1))
+		while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+			port=$((port + 1))
+		done
+		next_port=$((port + 1))
 		local prof=""
 		if [[ -n $PROFILE && $kind == benchserver ]]; then
 			prof="$results/$name.cpu.pprof"
 		fi
 		start_server "$kind" "$port" "$results/$name.log" "$prof"
+		# In the background and waited for, so that a signal is handled at
+		# once (bash runs traps only between foreground commands).
 		# shellcheck disable=SC2086 # args is a list of flags
 		taskset -c "$LOAD_CPU" "$work/wsload" $args -url "ws://127.0.0.1:$port/ws" \
-			-pid "$server_pid" -json >"$results/$name.txt" 2>&1 || true
+			-pid "$server_pid" -json >"$results/$name.txt" 2>&1 &
+		load_pid=$!
+		wait "$load_pid" || true
+		load_pid=""
 		awk '/^VmHWM/ {print $2}' "/proc/$server_pid/status" >"$results/$name.hwm" 2>/dev/null || true
 		stop_server
 		tail -n 1 "$results/$name.txt" >"$results/$name.json"

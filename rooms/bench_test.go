@@ -22,7 +22,9 @@ func BenchmarkBroadcast(b *testing.B) {
 			sessions := make([]*actors.Session, n)
 			for i := range conns {
 				conns[i] = actors.NewCountingMemConn()
-				sessions[i] = sys.NewSession(conns[i], actors.Info{}, actors.Options{MaxQueuedMessages: 1 << 20, MaxQueuedBytes: 1 << 30})
+				// Every member may queue all b.N messages: the benchmark
+				// measures delivery, not the slow-consumer limit.
+				sessions[i] = sys.NewSession(conns[i], actors.Info{}, actors.Options{MaxQueuedMessages: b.N + 1, MaxQueuedBytes: 1 << 40})
 				if err := m.Join(ctx, "r", sessions[i]); err != nil {
 					b.Fatal(err)
 				}

@@ -235,8 +235,26 @@ func (a *roomActor) presenceChanged(ctx actor.Context) {
 		return
 	}
 	self, root := ctx.Self(), a.m.root
-	a.st.presenceTimer = time.AfterFunc(a.m.cfg.PresenceWindow, func() { root.Send(self, presenceFlush{}) })
+	a.st.presenceTimer = time.AfterFunc(a.presenceWindow(), func() { root.Send(self, presenceFlush{}) })
 }
+
+// presenceWindow grows with the room: every diff is a frame to every member,
+// and in a join storm a large room would otherwise wake each of its members
+// twenty times a second (measured: 10,000 clients joining 100 rooms went
+// 5x slower with a fixed 50 ms window). A room of up to 10 members waits
+// the configured window; larger ones wait proportionally longer, up to
+// maxPresenceWindow. Diffs still go out before any room.message, so no
+// member sees a message from someone it has not been told about.
+func (a *roomActor) presenceWindow() time.Duration {
+	w := a.m.cfg.PresenceWindow
+	if n := len(a.st.order); n > 10 {
+		w = w * time.Duration(n) / 10
+	}
+	return min(w, max(maxPresenceWindow, a.m.cfg.PresenceWindow))
+}
+
+// maxPresenceWindow caps presenceWindow's growth.
+const maxPresenceWindow = time.Second
 
 func (a *roomActor) checkEmpty(ctx actor.Context) {
 	if len(a.st.order) == 0 {
