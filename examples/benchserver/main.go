@@ -66,7 +66,7 @@ func main() {
 
 	mux := http.NewServeMux()
 	mux.Handle("/ws", srv)
-	hs := &http.Server{Addr: *addr, Handler: mux}
+	hs := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)

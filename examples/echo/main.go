@@ -8,6 +8,7 @@ import (
 	"flag"
 	"log"
 	"net/http"
+	"time"
 
 	"github.com/troupehq/troupe"
 )
@@ -23,7 +24,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	http.Handle("/ws", srv)
+	mux := http.NewServeMux()
+	mux.Handle("/ws", srv)
+	hs := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	log.Printf("echo: ws://%s/ws", *addr)
-	log.Fatal(http.ListenAndServe(*addr, nil))
+	log.Fatal(hs.ListenAndServe())
 }
