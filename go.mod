@@ -10,7 +10,7 @@ require (
 	github.com/google/uuid v1.6.0
 	github.com/prometheus/client_golang v1.25.0
 	go.uber.org/goleak v1.3.0
-	golang.org/x/time v0.3.0
+	golang.org/x/time v0.16.0
 )
 
 require (
