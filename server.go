@@ -250,9 +250,9 @@ func (srv *Server) BroadcastAll(typ string, payload any) error {
 	if err != nil {
 		return err
 	}
-	f := actors.Frame{Data: b}
+	sh := actors.Share(actors.Frame{Data: b})
 	for _, s := range srv.Sessions() {
-		_ = s.SendFrame(f)
+		_ = s.SendShared(sh)
 	}
 	return nil
 }

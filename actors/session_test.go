@@ -1066,3 +1066,29 @@ func TestBatcherEndErrorIsAWriteError(t *testing.T) {
 		t.Fatal("session still open after a failed batch")
 	}
 }
+
+// A text frame with a newline of its own cannot share a coalesced frame: the
+// client splits at '\n' and would get broken pieces.
+func TestCoalesceKeepsFramesWithNewlinesApart(t *testing.T) {
+	sys := newSystem(t)
+	conn := actors.NewMemConn()
+	s := newSession(t, sys, conn, actors.Options{Coalesce: true})
+
+	sent := []string{"a", "b", "two\nlines", "c", "d"}
+	conn.Block()
+	for i, m := range sent {
+		if err := s.SendText([]byte(m)); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	barrier(t, sys, s)
+	conn.Unblock()
+	s.Close("done")
+	waitClosed(t, conn)
+
+	got := texts(conn.Frames())
+	want := []string{"a\nb", "two\nlines", "c\nd"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("frames %q, want %q", got, want)
+	}
+}

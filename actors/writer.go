@@ -73,7 +73,7 @@ func (s *Session) writeLoop() {
 }
 
 // writeBatch writes frames under one deadline. With Coalesce, consecutive
-// text frames are joined with '\n' into a single frame: one write, one system
+// joinable text frames are joined with '\n' into a single frame: one write, one system
 // call, however many messages were waiting.
 func (s *Session) writeBatch(batch []Frame) (err error) {
 	_ = s.conn.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
@@ -87,10 +87,10 @@ func (s *Session) writeBatch(batch []Frame) (err error) {
 	}
 	for i := 0; i < len(batch); {
 		f := batch[i]
-		if s.opts.Coalesce && !f.Binary && i+1 < len(batch) && !batch[i+1].Binary {
+		if s.opts.Coalesce && joinable(f) && i+1 < len(batch) && joinable(batch[i+1]) {
 			buf := batchPool.Get().(*bytes.Buffer)
 			j := i
-			for ; j < len(batch) && !batch[j].Binary; j++ {
+			for ; j < len(batch) && joinable(batch[j]); j++ {
 				if j > i {
 					buf.WriteByte('\n')
 				}
@@ -112,6 +112,11 @@ func (s *Session) writeBatch(batch []Frame) (err error) {
 	}
 	return nil
 }
+
+// joinable reports whether f can share a coalesced frame: a text message
+// with no newline of its own (envelopes never have one; raw text sent with
+// SendText might, and would split into broken lines).
+func joinable(f Frame) bool { return !f.Binary && bytes.IndexByte(f.Data, '\n') < 0 }
 
 // writeClose sends the close frame and waits for the handshake (bounded by
 // the connection's own timeouts). It runs on the writer goroutine, never on

@@ -261,13 +261,13 @@ func (h *Handler) serve(s *actors.Session, conn *wsConn) {
 		}
 		hb.touch()
 		h.stats.MessagesIn.Add(1)
+		h.stats.BytesIn.Add(uint64(len(data)))
 		if !s.IsOpen() {
 			// Closing (by this side: 1007, 1008, Close): what the client
 			// sends meanwhile is read, for the handshake's sake, and
 			// dropped.
 			continue
 		}
-		h.stats.BytesIn.Add(uint64(len(data)))
 		if limit != nil && !limit.Allow() {
 			h.stats.RateLimited.Add(1)
 			if over++; over > h.cfg.RateBurst {
@@ -292,7 +292,7 @@ func (h *Handler) serve(s *actors.Session, conn *wsConn) {
 			continue // read on until the close handshake ends
 		}
 		if h.hooks.OnFrame != nil {
-			h.call(s, func() { h.hooks.OnFrame(s, typ == websocket.MessageBinary, data) })
+			h.frame(s, typ == websocket.MessageBinary, data)
 		}
 	}
 	if !opened {
@@ -318,6 +318,17 @@ func (h *Handler) call(s *actors.Session, fn func()) (ok bool) {
 	}()
 	fn()
 	return true
+}
+
+// frame hands one message to OnFrame, like call but without a closure to
+// allocate for every message.
+func (h *Handler) frame(s *actors.Session, binary bool, data []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.EmitError(fmt.Errorf("troupe: panic in handler: %v", r))
+		}
+	}()
+	h.hooks.OnFrame(s, binary, data)
 }
 
 func (h *Handler) onClose(s *actors.Session, code int, reason string) {
