@@ -77,36 +77,22 @@ func Encode(typ string, payload any) ([]byte, error) { return EncodeWithID(typ, 
 
 // EncodeWithID is Encode with the request ID a reply answers.
 func EncodeWithID(typ string, payload any, id json.RawMessage) ([]byte, error) {
-	buf := make([]byte, 0, 64)
-	buf = append(buf, `{"type":`...)
-	buf = wire.AppendString(buf, typ)
-	switch p := payload.(type) {
+	var p []byte
+	switch v := payload.(type) {
 	case nil:
 	case json.RawMessage:
-		if len(p) > 0 {
-			if !json.Valid(p) {
-				return nil, errors.New("typed: payload is not valid JSON")
-			}
-			buf = append(append(buf, `,"payload":`...), p...)
-		}
+		p = v
 	case []byte:
-		if len(p) > 0 {
-			if !json.Valid(p) {
-				return nil, errors.New("typed: payload is not valid JSON")
-			}
-			buf = append(append(buf, `,"payload":`...), p...)
-		}
+		p = v
 	default:
 		b, err := json.Marshal(payload)
 		if err != nil {
 			return nil, err
 		}
-		buf = append(append(buf, `,"payload":`...), b...)
+		return wire.Envelope(make([]byte, 0, len(b)+len(typ)+32), typ, id, b), nil
 	}
-	if len(id) > 0 && string(id) != "null" {
-		buf = append(buf, `,"id":`...)
-		buf = append(buf, id...)
+	if len(p) > 0 && !json.Valid(p) {
+		return nil, errors.New("typed: payload is not valid JSON")
 	}
-	buf = append(buf, '}')
-	return buf, nil
+	return wire.Envelope(make([]byte, 0, len(p)+len(typ)+32), typ, id, p), nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/troupehq/troupe/internal/wire"
 )
 
 // Error codes of the error envelope. Handlers may use their own codes too.
@@ -50,13 +51,7 @@ func AsError(err error) *Error {
 }
 
 // ErrorEnvelope encodes {"type":"error","payload":{"code","message"},"id"}.
-func ErrorEnvelope(e *Error, id json.RawMessage) []byte {
-	b, err := EncodeWithID("error", e, id)
-	if err != nil { // cannot happen for a struct of two strings
-		return []byte(`{"type":"error","payload":{"code":"internal","message":"encoding failed"}}`)
-	}
-	return b
-}
+func ErrorEnvelope(e *Error, id json.RawMessage) []byte { return wire.Error(id, e.Code, e.Message) }
 
 // PanicError is what Dispatch returns when a handler panicked.
 type PanicError struct {

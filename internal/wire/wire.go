@@ -33,18 +33,19 @@ func AppendUint(buf []byte, n uint64) []byte {
 	return append(buf, tmp[i:]...)
 }
 
-// Envelope appends {"type":typ,"id":id,"payload":payload}; id and payload
-// are raw JSON and are left out when empty.
+// Envelope appends {"type":typ,"payload":payload,"id":id}; payload and id
+// are raw JSON, trusted to be valid, and left out when empty (or a null id).
+// It is the one place envelopes are put together.
 func Envelope(buf []byte, typ string, id, payload []byte) []byte {
 	buf = append(buf, `{"type":`...)
 	buf = AppendString(buf, typ)
-	if len(id) > 0 && string(id) != "null" {
-		buf = append(buf, `,"id":`...)
-		buf = append(buf, id...)
-	}
 	if len(payload) > 0 {
 		buf = append(buf, `,"payload":`...)
 		buf = append(buf, payload...)
+	}
+	if len(id) > 0 && string(id) != "null" {
+		buf = append(buf, `,"id":`...)
+		buf = append(buf, id...)
 	}
 	return append(buf, '}')
 }
