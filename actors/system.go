@@ -47,10 +47,6 @@ func NewSystem(logger *slog.Logger) *System {
 	return &System{as: as, root: as.Root, logger: logger}
 }
 
-// Actors returns the underlying protoactor system, for packages (rooms) that
-// spawn their own actors beside the sessions.
-func (sys *System) Actors() *actor.ActorSystem { return sys.as }
-
 // Root returns the root context used to send to and spawn actors.
 func (sys *System) Root() *actor.RootContext { return sys.root }
 

@@ -57,10 +57,3 @@ func (st *Stats) snapshot(m *map[int]uint64) map[int]uint64 {
 
 // Stats returns the handler's counters.
 func (h *Handler) Stats() *Stats { return &h.stats }
-
-// Active returns how many connections are open or upgrading.
-func (h *Handler) Active() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.active
-}

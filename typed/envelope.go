@@ -7,7 +7,6 @@
 package typed
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -43,14 +42,6 @@ func Decode(data []byte) (*Envelope, error) {
 		return nil, &decodeError{errors.New(`"id" must be a string or a number`)}
 	}
 	return &e, nil
-}
-
-// LooksLikeEnvelope is a cheap test for text that is meant as an envelope
-// (it starts with '{' after white space). Frames that fail it go to the
-// raw-text handler, if one is set.
-func LooksLikeEnvelope(data []byte) bool {
-	d := bytes.TrimLeft(data, " \t\r\n")
-	return len(d) > 0 && d[0] == '{'
 }
 
 type decodeError struct{ err error }

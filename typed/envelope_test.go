@@ -266,21 +266,6 @@ func TestEncodeEscapesType(t *testing.T) {
 	}
 }
 
-func TestLooksLikeEnvelope(t *testing.T) {
-	yes := []string{`{"type":"x"}`, "  \t\r\n{", "{"}
-	no := []string{"", "   ", "hello", `["x"]`, `"{"`, "\u00a0{"}
-	for _, s := range yes {
-		if !typed.LooksLikeEnvelope([]byte(s)) {
-			t.Errorf("LooksLikeEnvelope(%q) = false, want true", s)
-		}
-	}
-	for _, s := range no {
-		if typed.LooksLikeEnvelope([]byte(s)) {
-			t.Errorf("LooksLikeEnvelope(%q) = true, want false", s)
-		}
-	}
-}
-
 func TestErrorEnvelopeShape(t *testing.T) {
 	for _, id := range []json.RawMessage{json.RawMessage(`7`), json.RawMessage(`"r-1"`), nil} {
 		b := typed.ErrorEnvelope(typed.NewError("bad_thing", `it "broke"`), id)
