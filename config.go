@@ -77,6 +77,12 @@ type Config struct {
 	// NewHistory replaces the in-memory history, for example with a
 	// durable store.
 	NewHistory func(room string) rooms.History
+	// Backplane lets the room protocol's rooms span several server nodes:
+	// members connected to different nodes see one order, one gap-free
+	// sequence and one history (see rooms.Backplane and the module
+	// github.com/troupehq/troupe/backplane/nats). Nil, the default, keeps
+	// every room in this process. Close the backplane after Shutdown.
+	Backplane rooms.Backplane
 	// MaxMetaBytes bounds the meta a member sends with room.join (default
 	// 1024).
 	MaxMetaBytes int

@@ -71,6 +71,7 @@ func New(cfg Config) (*Server, error) {
 		HistoryBytes:       cfg.HistoryBytes,
 		NewHistory:         cfg.NewHistory,
 		Retention:          cfg.HistoryRetention,
+		Backplane:          cfg.Backplane,
 		MaxMembers:         limit(cfg.MaxRoomMembers, DefaultMaxRoomMembers),
 		MaxRoomsPerSession: limit(cfg.MaxRoomsPerSession, DefaultMaxRoomsPerSession),
 	})

@@ -18,7 +18,8 @@ type Config struct {
 	// starts and again on every restart. Nil means rooms have no logic of
 	// their own (join, leave and broadcast only).
 	NewHandler func(room string) Handler
-	// OnError is told when a room's logic panicked and the room restarted.
+	// OnError is told when a room's logic panicked and the room restarted,
+	// and when a room lost its Backplane's log (a gap it could not fill).
 	OnError func(room string, err error)
 	// Encode builds the envelopes of Room.Broadcast and Manager.Broadcast.
 	Encode func(typ string, payload any) ([]byte, error)
@@ -46,6 +47,10 @@ type Config struct {
 	// PresenceWindow is how long presence changes are gathered into one
 	// presence.diff (default DefaultPresenceWindow).
 	PresenceWindow time.Duration
+	// Backplane lets rooms span several nodes under the room protocol
+	// (see Backplane); nil keeps every room in this process. The Manager
+	// does not close it.
+	Backplane Backplane
 }
 
 // DefaultPresenceWindow is the default of Config.PresenceWindow.
@@ -66,7 +71,8 @@ type Manager struct {
 	index   sessionIndex
 	stopped chan struct{}
 
-	stopOnce sync.Once
+	stopOnce   sync.Once
+	publishers sync.WaitGroup // room.publish queues draining to the backplane
 }
 
 // New starts the room supervisor in sys.
@@ -85,6 +91,21 @@ func New(sys *actors.System, cfg Config) *Manager {
 	})
 	m.sup = m.root.Spawn(props)
 	return m
+}
+
+// newHistory returns the history of a room that starts.
+func (m *Manager) newHistory(room string) History {
+	if m.cfg.NewHistory != nil {
+		return m.cfg.NewHistory(room)
+	}
+	return NewMemoryHistory(m.cfg.HistoryMessages, m.cfg.HistoryBytes)
+}
+
+// logError tells OnError of a room's failure that no caller hears of.
+func (m *Manager) logError(room string, err error) {
+	if m.cfg.OnError != nil {
+		m.sys.SafeCall(func() { m.cfg.OnError(room, err) })
+	}
 }
 
 func (m *Manager) encode(typ string, payload any) ([]byte, error) {
@@ -294,6 +315,14 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	m.stopOnce.Do(func() { m.root.Stop(m.sup) })
 	select {
 	case <-m.stopped:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Messages already taken from members still go to the backplane.
+	drained := make(chan struct{})
+	go func() { m.publishers.Wait(); close(drained) }()
+	select {
+	case <-drained:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -67,6 +67,10 @@ func (st *roomState) joined(s *actors.Session, o *JoinOptions) {
 	p = wire.AppendString(p, st.epoch)
 	p = append(p, `,"members":`...)
 	p = st.appendMembers(p, st.order)
+	if len(st.remote) > 0 {
+		p = st.appendRemote(p[:len(p)-1], len(st.order) > 0)
+		p = append(p, ']')
+	}
 	if recovered {
 		p = append(p, `,"recovered":true}`...)
 	} else {
@@ -78,9 +82,10 @@ func (st *roomState) joined(s *actors.Session, o *JoinOptions) {
 	}
 }
 
-// presenceEvent is a join or leave not yet told to the other members.
+// presenceEvent is a join or leave not yet told to the other members: of a
+// member of this node or, with a Backplane, of another node.
 type presenceEvent struct {
-	s     *actors.Session
+	key   string // the member's session ID
 	join  bool
 	entry []byte // {"id","meta"} as the others see it
 }
@@ -100,6 +105,10 @@ func (st *roomState) flushPresence() {
 		st.presenceTimer.Stop()
 		st.presenceTimer = nil
 	}
+	if st.localChanged && st.bp != nil {
+		st.announce()
+	}
+	st.localChanged = false
 	events := st.events
 	st.events = nil
 	joinedAt := st.joinedAt
@@ -127,19 +136,19 @@ func (st *roomState) flushPresence() {
 // changed.
 func (st *roomState) diff(events []presenceEvent) *actors.Shared {
 	type change struct{ first, last int }
-	order := make([]*actors.Session, 0, len(events))
-	changes := make(map[*actors.Session]*change, len(events))
+	order := make([]string, 0, len(events))
+	changes := make(map[string]*change, len(events))
 	for i, e := range events {
-		if c := changes[e.s]; c != nil {
+		if c := changes[e.key]; c != nil {
 			c.last = i
 		} else {
-			changes[e.s] = &change{first: i, last: i}
-			order = append(order, e.s)
+			changes[e.key] = &change{first: i, last: i}
+			order = append(order, e.key)
 		}
 	}
 	var joins, leaves [][]byte
-	for _, s := range order {
-		c := changes[s]
+	for _, k := range order {
+		c := changes[k]
 		first, last := events[c.first], events[c.last]
 		was, is := !first.join, last.join
 		switch {
@@ -176,7 +185,8 @@ func (st *roomState) notePresence(s *actors.Session, join bool) {
 	} else {
 		delete(st.joinedAt, s)
 	}
-	st.events = append(st.events, presenceEvent{s: s, join: join, entry: st.appendMember(nil, s)})
+	st.events = append(st.events, presenceEvent{key: s.ID(), join: join, entry: st.appendMember(nil, s)})
+	st.localChanged = true
 }
 
 func appendList(p []byte, items [][]byte) []byte {
@@ -213,32 +223,46 @@ func (st *roomState) appendMembers(p []byte, list []*actors.Session) []byte {
 
 // publish stamps the next sequence number on a message, keeps it in the
 // history, and sends it to every member, the sender included.
-func (st *roomState) publish(r *publishReq) {
+func (st *roomState) publish(m *Manager, r *publishReq) {
 	if _, ok := st.members[r.s.ID()]; !ok {
 		_ = r.s.SendText(wire.Error(r.id, "not_member", "not a member of room "+st.name))
 		return
 	}
+	if st.bp != nil {
+		st.enqueuePublish(m, r)
+		return
+	}
 	st.flushPresence()
 	st.seq++
-	p := append(make([]byte, 0, 64+len(r.body)), `{"room":`...)
-	p = wire.AppendString(p, st.name)
-	p = append(p, `,"seq":`...)
-	p = wire.AppendUint(p, st.seq)
-	p = append(p, `,"from":`...)
-	p = wire.AppendString(p, MemberID(r.s))
-	p = append(p, `,"body":`...)
-	p = append(p, r.body...)
-	p = append(p, '}')
+	p := st.messagePayload(st.seq, MemberID(r.s), r.body)
 	st.hist.Append(st.seq, p)
 	st.fanout(actors.Frame{Data: messageFrame(p)}, nil)
 	if len(r.id) > 0 {
-		a := append(make([]byte, 0, 48), `{"room":`...)
-		a = wire.AppendString(a, st.name)
-		a = append(a, `,"seq":`...)
-		a = wire.AppendUint(a, st.seq)
-		a = append(a, '}')
-		_ = r.s.SendText(wire.Envelope(nil, "room.published", r.id, a))
+		_ = r.s.SendText(publishedFrame(st.name, st.seq, r.id))
 	}
+}
+
+// messagePayload encodes room.message's payload.
+func (st *roomState) messagePayload(seq uint64, from string, body []byte) []byte {
+	p := append(make([]byte, 0, 64+len(body)), `{"room":`...)
+	p = wire.AppendString(p, st.name)
+	p = append(p, `,"seq":`...)
+	p = wire.AppendUint(p, seq)
+	p = append(p, `,"from":`...)
+	p = wire.AppendString(p, from)
+	p = append(p, `,"body":`...)
+	p = append(p, body...)
+	return append(p, '}')
+}
+
+// publishedFrame is room.published, the answer to a room.publish with id.
+func publishedFrame(room string, seq uint64, id json.RawMessage) []byte {
+	a := append(make([]byte, 0, 48), `{"room":`...)
+	a = wire.AppendString(a, room)
+	a = append(a, `,"seq":`...)
+	a = wire.AppendUint(a, seq)
+	a = append(a, '}')
+	return wire.Envelope(nil, "room.published", id, a)
 }
 
 // history answers room.history with up to limit messages below before.

@@ -29,6 +29,16 @@ type roomState struct {
 	events        []presenceEvent         // joins and leaves since the last presence.diff
 	joinedAt      map[*actors.Session]int // members that joined since then: their join's index in events
 	presenceTimer *time.Timer             // pending presence.diff flush
+	localChanged  bool                    // this node's members changed since the last flush
+
+	// With a Backplane (see backplane.go); bp is nil without one.
+	bp     Backplane
+	feed   *Feed                      // the room's log, followed while the room runs
+	gen    uint64                     // counts feeds, to drop entries of stopped ones
+	remote map[string][]PresenceEntry // other nodes' members, by node
+	watch  func()                     // stops the presence watch
+	pub    publisher                  // this node's room.publish queue
+	failed error                      // following failed: joins are refused
 }
 
 // Room is the view of a room that Handler methods receive. It is valid only
@@ -107,6 +117,9 @@ func (a *roomActor) Receive(ctx actor.Context) {
 	st := a.st
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
+		if st.bp != nil && st.feed == nil && st.failed == nil {
+			a.follow(ctx) // the room starts on this node
+		}
 		// After a restart: the message that failed may have been the one
 		// that emptied the room.
 		if st.joins > 0 {
@@ -127,6 +140,11 @@ func (a *roomActor) Receive(ctx actor.Context) {
 				st.joinedAt[msg.s] = len(st.events) - 1
 			}
 			msg.reply <- nil
+			return
+		}
+		if st.failed != nil {
+			msg.reply <- st.failed
+			a.checkEmpty(ctx)
 			return
 		}
 		if !msg.s.IsOpen() {
@@ -158,7 +176,11 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		msg.reply <- nil // in effect: acknowledge before user code runs
 		a.call(func(r *Room) { a.h.OnJoin(r, msg.s) })
 	case *publishReq:
-		st.publish(msg)
+		st.publish(a.m, msg)
+	case *feedEntry:
+		a.fromFeed(ctx, msg)
+	case *remotePresence:
+		a.fromPresence(ctx, msg)
 	case presenceFlush:
 		st.presenceTimer = nil
 		st.flushPresence()
@@ -166,6 +188,9 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		if st.presenceTimer != nil {
 			st.presenceTimer.Stop()
 			st.presenceTimer = nil
+		}
+		if st.bp != nil {
+			st.unfollow()
 		}
 	case *historyReq:
 		st.history(msg)

@@ -80,7 +80,8 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 		}
 		delete(sv.byPID, msg.Who.Id)
 		delete(sv.rooms, ref.st.name)
-		if ref.st.proto && sv.m.cfg.Retention > 0 {
+		if ref.st.proto && sv.m.cfg.Retention > 0 && ref.st.bp == nil {
+			// (Under a backplane the log keeps the room.)
 			sv.dormant[ref.st.name] = dormant{st: ref.st, until: time.Now().Add(sv.m.cfg.Retention)}
 		}
 		if len(ref.pending) > 0 {
@@ -125,13 +126,11 @@ func (sv *supervisor) spawn(ctx actor.Context, name string) *roomRef {
 	st := &roomState{name: name, members: make(map[string]*actors.Session)}
 	if m.cfg.Protocol {
 		st.proto = true
-		st.epoch = newEpoch()
 		st.meta = make(map[string]json.RawMessage)
-		if m.cfg.NewHistory != nil {
-			st.hist = m.cfg.NewHistory(name)
-		} else {
-			st.hist = NewMemoryHistory(m.cfg.HistoryMessages, m.cfg.HistoryBytes)
-		}
+		st.hist = m.newHistory(name)
+		if st.bp = m.cfg.Backplane; st.bp == nil {
+			st.epoch = newEpoch()
+		} // else the backplane's epoch, once the room follows its log
 	}
 	return sv.start(ctx, st)
 }

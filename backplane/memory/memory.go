@@ -1,0 +1,307 @@
+// Package memory is a rooms.Backplane that joins the room Managers of one
+// process: each Node stands for a server node, and the Cluster is the log
+// and presence they share. It exists so that everything a multi-node
+// deployment does (one order, one gap-free sequence, resume on another node,
+// presence across nodes, a node going away) can be tested without a
+// network; github.com/troupehq/troupe/backplane/nats is the one to deploy.
+package memory
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/troupehq/troupe/rooms"
+)
+
+// ErrClosed is returned by the methods of a closed Node.
+var ErrClosed = errors.New("memory: node closed")
+
+// Cluster is the shared state of the Nodes: a log per room, bounded to
+// the history length, and every node's announced members.
+type Cluster struct {
+	historyLength int
+	epoch         string
+
+	mu    sync.Mutex
+	rooms map[string]*roomLog
+}
+
+type roomLog struct {
+	entries   []rooms.Entry // the newest historyLength messages
+	last      uint64
+	followers map[*serial]follower
+	presence  map[string][]rooms.PresenceEntry // by node
+	watchers  map[*serial]watcher
+}
+
+type follower struct {
+	n       *Node
+	deliver func(rooms.Entry)
+}
+
+type watcher struct {
+	node string // the watching node: its own lists are not passed to it
+	fn   func(node string, members []rooms.PresenceEntry)
+}
+
+// NewCluster returns an empty cluster whose rooms keep their newest
+// historyLength messages (rooms.DefaultHistoryMessages if 0 or less).
+func NewCluster(historyLength int) *Cluster {
+	if historyLength <= 0 {
+		historyLength = rooms.DefaultHistoryMessages
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &Cluster{historyLength: historyLength, epoch: hex.EncodeToString(b[:]), rooms: make(map[string]*roomLog)}
+}
+
+func (c *Cluster) room(name string) *roomLog {
+	r := c.rooms[name]
+	if r == nil {
+		r = &roomLog{followers: make(map[*serial]follower), presence: make(map[string][]rooms.PresenceEntry),
+			watchers: make(map[*serial]watcher)}
+		c.rooms[name] = r
+	}
+	return r
+}
+
+// Node returns a new member of the cluster named name, to be given to one
+// Manager (troupe.Config.Backplane). Names must be unique.
+func (c *Cluster) Node(name string) *Node {
+	return &Node{c: c, name: name}
+}
+
+// Node is one server node's view of a Cluster. It implements
+// rooms.Backplane.
+type Node struct {
+	c    *Cluster
+	name string
+
+	mu     sync.Mutex // guards closed and subs; taken before Cluster.mu
+	closed bool
+	subs   map[*serial]struct{}
+	skip   atomic.Int64 // deliveries to lose, see LoseDeliveries
+}
+
+// LoseDeliveries makes the node's feeds miss the next n messages published
+// to the cluster, as a network that dropped them would: the rooms of this
+// node must notice the gap and fetch what they missed from the log.
+func (n *Node) LoseDeliveries(count int) { n.skip.Add(int64(count)) }
+
+var _ rooms.Backplane = (*Node)(nil)
+
+// Node returns the node's name.
+func (n *Node) Node() string { return n.name }
+
+// Follow implements rooms.Backplane.
+func (n *Node) Follow(_ context.Context, room string, deliver func(rooms.Entry)) (*rooms.Feed, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, ErrClosed
+	}
+	q := &serial{}
+	n.track(q)
+	c := n.c
+	c.mu.Lock()
+	r := c.room(room)
+	backlog := append([]rooms.Entry(nil), r.entries...)
+	r.followers[q] = follower{n: n, deliver: deliver}
+	c.mu.Unlock()
+	stop := func() {
+		q.stop()
+		c.mu.Lock()
+		delete(r.followers, q)
+		c.mu.Unlock()
+		n.untrack(q)
+	}
+	return &rooms.Feed{Epoch: c.epoch, Backlog: backlog, Stop: stop}, nil
+}
+
+// Publish implements rooms.Backplane.
+func (n *Node) Publish(_ context.Context, room string, build func(seq uint64) []byte) (uint64, error) {
+	if n.isClosed() {
+		return 0, ErrClosed
+	}
+	c := n.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.room(room)
+	e := rooms.Entry{Seq: r.last + 1, Payload: build(r.last + 1)}
+	r.last = e.Seq
+	r.entries = append(r.entries, e)
+	if len(r.entries) > c.historyLength {
+		r.entries = append(r.entries[:0:0], r.entries[len(r.entries)-c.historyLength:]...)
+	}
+	for q, f := range r.followers {
+		if f.n.skip.Load() > 0 && f.n.skip.Add(-1) >= 0 {
+			continue
+		}
+		deliver := f.deliver
+		q.push(func() { deliver(e) })
+	}
+	return e.Seq, nil
+}
+
+// Announce implements rooms.Backplane.
+func (n *Node) Announce(room string, members []rooms.PresenceEntry) error {
+	if n.isClosed() {
+		return ErrClosed
+	}
+	n.c.announce(n.name, room, members)
+	return nil
+}
+
+func (c *Cluster) announce(node, room string, members []rooms.PresenceEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.room(room)
+	if len(members) == 0 {
+		if _, ok := r.presence[node]; !ok {
+			return
+		}
+		delete(r.presence, node)
+		members = nil
+	} else {
+		r.presence[node] = append([]rooms.PresenceEntry(nil), members...)
+	}
+	for q, w := range r.watchers {
+		if w.node != node {
+			fn := w.fn
+			q.push(func() { fn(node, members) })
+		}
+	}
+}
+
+// WatchPresence implements rooms.Backplane.
+func (n *Node) WatchPresence(room string, fn func(node string, members []rooms.PresenceEntry)) (func(), error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, ErrClosed
+	}
+	q := &serial{}
+	n.track(q)
+	c := n.c
+	c.mu.Lock()
+	r := c.room(room)
+	r.watchers[q] = watcher{node: n.name, fn: fn}
+	for node, list := range r.presence {
+		if node != n.name {
+			q.push(func() { fn(node, list) })
+		}
+	}
+	c.mu.Unlock()
+	return func() {
+		q.stop()
+		c.mu.Lock()
+		delete(r.watchers, q)
+		c.mu.Unlock()
+		n.untrack(q)
+	}, nil
+}
+
+// Close takes the node out of the cluster, as if its process died: its
+// members vanish from the other nodes' presence, its feeds stop.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	subs := n.subs
+	n.subs = nil
+	n.mu.Unlock()
+	for q := range subs {
+		q.stop()
+	}
+	c := n.c
+	c.mu.Lock()
+	var rooms []string
+	for name, r := range c.rooms {
+		if _, ok := r.presence[n.name]; ok {
+			rooms = append(rooms, name)
+		}
+	}
+	c.mu.Unlock()
+	for _, name := range rooms {
+		c.announce(n.name, name, nil)
+	}
+	return nil
+}
+
+func (n *Node) isClosed() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.closed
+}
+
+func (n *Node) track(q *serial) {
+	if n.subs == nil {
+		n.subs = make(map[*serial]struct{})
+	}
+	n.subs[q] = struct{}{}
+}
+
+func (n *Node) untrack(q *serial) {
+	n.mu.Lock()
+	delete(n.subs, q)
+	n.mu.Unlock()
+}
+
+// serial runs the calls pushed to it one at a time, in order, on a
+// goroutine that exists only while calls are waiting: a feed's deliver and
+// a watch's fn are never called concurrently and never under a lock, so
+// they may call back into the Node.
+type serial struct {
+	mu      sync.Mutex
+	q       []func()
+	running bool
+	stopped bool
+	idle    sync.WaitGroup
+}
+
+func (s *serial) push(fn func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	s.q = append(s.q, fn)
+	if !s.running {
+		s.running = true
+		s.idle.Add(1)
+		go s.run()
+	}
+}
+
+func (s *serial) run() {
+	defer s.idle.Done()
+	for {
+		s.mu.Lock()
+		if len(s.q) == 0 || s.stopped {
+			s.running = false
+			s.q = nil
+			s.mu.Unlock()
+			return
+		}
+		fn := s.q[0]
+		s.q[0] = nil
+		s.q = s.q[1:]
+		s.mu.Unlock()
+		fn()
+	}
+}
+
+// stop drops what is waiting; a call in progress finishes on its own.
+func (s *serial) stop() {
+	s.mu.Lock()
+	s.stopped = true
+	s.q = nil
+	s.mu.Unlock()
+}

@@ -1,0 +1,170 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/troupehq/troupe/rooms"
+)
+
+func build(seq uint64) []byte { return fmt.Appendf(nil, `{"seq":%d}`, seq) }
+
+// collect gathers what a feed delivers.
+type collect struct {
+	mu   sync.Mutex
+	seqs []uint64
+	more chan struct{}
+}
+
+func newCollect() *collect { return &collect{more: make(chan struct{}, 1)} }
+
+func (c *collect) deliver(e rooms.Entry) {
+	c.mu.Lock()
+	c.seqs = append(c.seqs, e.Seq)
+	c.mu.Unlock()
+	select {
+	case c.more <- struct{}{}:
+	default:
+	}
+}
+
+func (c *collect) waitLen(t *testing.T, n int) []uint64 {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		c.mu.Lock()
+		got := slices.Clone(c.seqs)
+		c.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		select {
+		case <-c.more:
+		case <-deadline:
+			t.Fatalf("delivered %v, want %d entries", got, n)
+		}
+	}
+}
+
+func seqs(from, to uint64) []uint64 {
+	var out []uint64
+	for s := from; s <= to; s++ {
+		out = append(out, s)
+	}
+	return out
+}
+
+// TestPublishFollow checks one gap-free sequence across nodes publishing
+// at once, the same order on every feed, and a backlog bounded to the
+// history length.
+func TestPublishFollow(t *testing.T) {
+	c := NewCluster(50)
+	a, b := c.Node("a"), c.Node("b")
+	ctx := context.Background()
+	fa, fb := newCollect(), newCollect()
+	feedA, err := a.Follow(ctx, "r", fa.deliver)
+	if err != nil || len(feedA.Backlog) != 0 {
+		t.Fatalf("Follow: %v, backlog %v", err, feedA.Backlog)
+	}
+	defer feedA.Stop()
+	feedB, _ := b.Follow(ctx, "r", fb.deliver)
+	defer feedB.Stop()
+
+	var wg sync.WaitGroup
+	got := make(chan uint64, 200)
+	for _, n := range []*Node{a, b, a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				seq, err := n.Publish(ctx, "r", build)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got <- seq
+			}
+		}()
+	}
+	wg.Wait()
+	close(got)
+	var acked []uint64
+	for s := range got {
+		acked = append(acked, s)
+	}
+	slices.Sort(acked)
+	if !slices.Equal(acked, seqs(1, 200)) {
+		t.Fatalf("Publish returned %v, want 1..200 once each", acked)
+	}
+	if da, db := fa.waitLen(t, 200), fb.waitLen(t, 200); !slices.Equal(da, seqs(1, 200)) || !slices.Equal(db, da) {
+		t.Fatalf("feeds saw %v and %v, want 1..200 in order on both", da, db)
+	}
+
+	late, _ := a.Follow(ctx, "r", func(rooms.Entry) {})
+	defer late.Stop()
+	var bl []uint64
+	for _, e := range late.Backlog {
+		bl = append(bl, e.Seq)
+		if string(e.Payload) != string(build(e.Seq)) {
+			t.Fatalf("backlog entry %d has payload %s", e.Seq, e.Payload)
+		}
+	}
+	if !slices.Equal(bl, seqs(151, 200)) {
+		t.Fatalf("backlog %v, want the newest 50: 151..200", bl)
+	}
+}
+
+// TestPresence checks that a node sees the others' lists, not its own,
+// including lists announced before it watched, and that a node's Close
+// removes its members.
+func TestPresence(t *testing.T) {
+	c := NewCluster(0)
+	a, b := c.Node("a"), c.Node("b")
+	type update struct {
+		node string
+		keys []string
+	}
+	seen := make(chan update, 10)
+	watch := func(node string, list []rooms.PresenceEntry) {
+		var keys []string
+		for _, e := range list {
+			keys = append(keys, e.Key)
+		}
+		seen <- update{node, keys}
+	}
+	next := func() update {
+		select {
+		case u := <-seen:
+			return u
+		case <-time.After(5 * time.Second):
+			t.Fatal("no presence update")
+			return update{}
+		}
+	}
+	_ = a.Announce("r", []rooms.PresenceEntry{{Key: "s1", Entry: []byte(`{"id":"x"}`)}})
+	stop, err := b.WatchPresence("r", watch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if u := next(); u.node != "a" || !slices.Equal(u.keys, []string{"s1"}) {
+		t.Fatalf("late watcher got %+v, want a's [s1]", u)
+	}
+	stopA, _ := a.WatchPresence("r", watch)
+	defer stopA()
+	_ = a.Announce("r", []rooms.PresenceEntry{{Key: "s1"}, {Key: "s2"}})
+	if u := next(); u.node != "a" || !slices.Equal(u.keys, []string{"s1", "s2"}) {
+		t.Fatalf("got %+v, want a's [s1 s2] (and never a's own list passed to a)", u)
+	}
+	_ = a.Close()
+	if u := next(); u.node != "a" || u.keys != nil {
+		t.Fatalf("after a's Close got %+v, want a's list gone", u)
+	}
+	if _, err := a.Publish(context.Background(), "r", build); err != ErrClosed {
+		t.Fatalf("Publish on a closed node: %v, want ErrClosed", err)
+	}
+}

@@ -1,0 +1,259 @@
+package tests
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/troupehq/troupe"
+	"github.com/troupehq/troupe/backplane/memory"
+)
+
+// Rooms across nodes, on the in-process backplane: three servers, each with
+// its own node of one memory.Cluster, and real clients on each.
+
+// startCluster starts n servers sharing one cluster; it returns them and
+// their nodes.
+func startCluster(t *testing.T, n, history int) ([]*testServer, []*memory.Node) {
+	t.Helper()
+	c := memory.NewCluster(history)
+	servers := make([]*testServer, n)
+	nodes := make([]*memory.Node, n)
+	for i := range n {
+		nodes[i] = c.Node(fmt.Sprintf("node-%d", i))
+		servers[i] = startServer(t, troupe.Config{
+			RoomProtocol:    true,
+			HistoryMessages: history,
+			Backplane:       nodes[i],
+			Authorize:       func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
+			Settings:        troupe.Settings{MaxQueuedMessages: 10000},
+		})
+	}
+	return servers, nodes
+}
+
+type joinedEpoch struct {
+	Seq   uint64 `json:"seq"`
+	Epoch string `json:"epoch"`
+}
+
+// TestClusterOneOrder checks that members on three nodes, with publishers
+// on two of them publishing at once, all see the same messages in the same
+// order, numbered 1..N without a gap or duplicate, every publisher's
+// messages in the order it sent them, and that room.published carries the
+// seq its room.message has.
+func TestClusterOneOrder(t *testing.T) {
+	const (
+		perNode      = 3
+		publishers   = 4 // two on node 0, two on node 1
+		perPublisher = 100
+		total        = publishers * perPublisher
+		room         = "lobby"
+	)
+	servers, _ := startCluster(t, 3, 2*total)
+	var peers []*peer
+	for i, h := range servers {
+		for j := range perNode {
+			p := h.dialPeer(t, fmt.Sprintf("n%d-m%d", i, j), fmt.Sprintf("user-%d-%d", i, j))
+			p.joinRoom(t, room, nil, nil)
+			peers = append(peers, p)
+		}
+	}
+	// Publishers: the first two members of nodes 0 and 1.
+	pubs := []*peer{peers[0], peers[1], peers[perNode], peers[perNode+1]}
+	ids := make([][]string, publishers)
+	var wg sync.WaitGroup
+	errs := make(chan error, publishers)
+	for i, p := range pubs {
+		frames := make([][]byte, perPublisher)
+		ids[i] = make([]string, perPublisher)
+		for n := range perPublisher {
+			p.nextID++
+			ids[i][n] = fmt.Sprintf(`"%s-%d"`, p.name, p.nextID)
+			frames[n] = mustEnvelope(t, "room.publish", map[string]any{"room": room, "body": pubBody{P: i, N: n}}, json.RawMessage(ids[i][n]))
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, f := range frames {
+				if err := p.writeErr(f); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, p := range peers {
+		for len(p.view(room).msgs) < total {
+			p.pump(t)
+		}
+	}
+	ref := peers[0].view(room).msgs
+	if got := seqsOf(ref); !slices.Equal(got, seqRange(1, total)) {
+		t.Fatalf("%s got seqs %v..., want 1..%d", peers[0].name, got[:min(len(got), 20)], total)
+	}
+	next := make([]int, publishers)
+	seqOf := map[pubBody]uint64{}
+	for _, m := range ref {
+		var b pubBody
+		if err := json.Unmarshal(m.Body, &b); err != nil || b.P < 0 || b.P >= publishers {
+			t.Fatalf("message %d has body %s", m.Seq, m.Body)
+		}
+		if b.N != next[b.P] {
+			t.Fatalf("message %d is publisher %d's #%d, want #%d", m.Seq, b.P, b.N, next[b.P])
+		}
+		next[b.P]++
+		if m.From != pubs[b.P].memberID() {
+			t.Fatalf("message %d from %q, want %q", m.Seq, m.From, pubs[b.P].memberID())
+		}
+		seqOf[b] = m.Seq
+	}
+	for _, p := range peers[1:] {
+		got := p.view(room).msgs
+		if len(got) != total {
+			t.Fatalf("%s got %d messages, want %d", p.name, len(got), total)
+		}
+		for i := range got {
+			if got[i].Seq != ref[i].Seq || string(got[i].raw) != string(ref[i].raw) {
+				t.Fatalf("%s: message %d is %s, %s has %s", p.name, i, got[i].raw, peers[0].name, ref[i].raw)
+			}
+		}
+	}
+	for i, p := range pubs {
+		for n, id := range ids[i] {
+			e := p.await(t, id)
+			if e.Type != "room.published" {
+				t.Fatalf("%s: publish #%d answered %s %s", p.name, n, e.Type, e.Payload)
+			}
+			if ack := decodePayload[publishedPayload](t, e); ack.Seq != seqOf[pubBody{P: i, N: n}] {
+				t.Fatalf("%s: publish #%d acknowledged with seq %d, its message has %d", p.name, n, ack.Seq, seqOf[pubBody{P: i, N: n}])
+			}
+		}
+	}
+}
+
+// TestClusterResumeOnAnotherNode checks that a client that was on one node
+// and comes back on another, with the seq and epoch it had, gets exactly
+// what it missed, marked recovered, before anything newer.
+func TestClusterResumeOnAnotherNode(t *testing.T) {
+	const room = "resume"
+	servers, _ := startCluster(t, 3, 100)
+	stay := servers[1].dialPeer(t, "stay", "stay")
+	stay.joinRoom(t, room, nil, nil)
+	mover := servers[0].dialPeer(t, "mover", "mover")
+	je := mover.request(t, "room.join", joinRequest(room, nil, nil))
+	mover.joinedAnswer(t, je)
+	for i := range 5 {
+		stay.publish(t, room, i)
+	}
+	mover.waitSeq(t, room, 5)
+	last := decodePayload[joinedEpoch](t, je)
+	last.Seq = 5
+	mover.shutdown()
+
+	for i := 5; i < 12; i++ {
+		stay.publish(t, room, i)
+	}
+	back := servers[2].dialPeer(t, "mover-again", "mover")
+	req := joinRequest(room, &last.Seq, nil)
+	req["epoch"] = last.Epoch
+	e := back.request(t, "room.join", req)
+	j := back.joinedAnswer(t, e)
+	if !*j.Recovered {
+		t.Fatalf("resume on another node: recovered false (%s)", e.Payload)
+	}
+	if got := decodePayload[joinedEpoch](t, e); got.Epoch != last.Epoch || got.Seq != 12 {
+		t.Fatalf("room.joined on node 2: %s, want seq 12 and epoch %q", e.Payload, last.Epoch)
+	}
+	stay.publish(t, room, 12)
+	back.waitSeq(t, room, 13)
+	if got := seqsOf(back.view(room).msgs); !slices.Equal(got, seqRange(6, 13)) {
+		t.Fatalf("after resuming from 5 on another node: seqs %v, want 6..13", got)
+	}
+}
+
+// TestClusterPresence checks that members on different nodes see each
+// other: in room.joined, in presence.diff as they come and go, and that
+// the members of a node that goes away vanish from the others' lists.
+func TestClusterPresence(t *testing.T) {
+	const room = "presence"
+	servers, nodes := startCluster(t, 3, 100)
+	a := servers[0].dialPeer(t, "a", "alice")
+	a.joinRoom(t, room, nil, map[string]string{"color": "red"})
+	b := servers[1].dialPeer(t, "b", "bob")
+	// b's node learns alice from node 0's announcement, which may come
+	// just after b's room.joined: then as a presence.diff.
+	b.joinRoom(t, room, nil, nil)
+	waitMembers(t, b, room, []string{"alice", "bob"})
+	waitMembers(t, a, room, []string{"alice", "bob"})
+	if m := b.view(room).members; !slices.ContainsFunc(m, func(e presenceEntry) bool {
+		return e.ID == "alice" && jsonEqual(e.Meta, []byte(`{"color":"red"}`))
+	}) {
+		t.Fatalf("bob's view of alice lacks her meta: %+v", m)
+	}
+
+	c := servers[2].dialPeer(t, "c", "carol")
+	c.joinRoom(t, room, nil, nil)
+	for _, p := range []*peer{a, b, c} {
+		waitMembers(t, p, room, []string{"alice", "bob", "carol"})
+	}
+
+	// Bob leaves: the others hear of it.
+	if e := b.request(t, "room.leave", map[string]string{"room": room}); e.Type == "error" {
+		t.Fatalf("leave: %s", e.Payload)
+	}
+	waitMembers(t, a, room, []string{"alice", "carol"})
+	waitMembers(t, c, room, []string{"alice", "carol"})
+
+	// Node 2 goes away with carol on it.
+	_ = nodes[2].Close()
+	waitMembers(t, a, room, []string{"alice"})
+
+	// Every message reached a member who knew its sender.
+	for _, p := range []*peer{a, b, c} {
+		if s := p.view(room).strangers; len(s) > 0 {
+			t.Errorf("%s saw messages from members it was not told about: %v", p.name, s)
+		}
+	}
+}
+
+// waitMembers takes in p's frames until its view of room lists exactly
+// want (by member id).
+func waitMembers(t *testing.T, p *peer, room string, want []string) {
+	t.Helper()
+	slices.Sort(want)
+	for !slices.Equal(p.view(room).ids(), want) {
+		p.pump(t)
+	}
+}
+
+// TestClusterFillsGaps checks that a node whose feed lost messages on the
+// way fetches them from the log: its members still see every seq once, in
+// order.
+func TestClusterFillsGaps(t *testing.T) {
+	const room = "gaps"
+	servers, nodes := startCluster(t, 2, 100)
+	pub := servers[0].dialPeer(t, "pub", "pub")
+	pub.joinRoom(t, room, nil, nil)
+	far := servers[1].dialPeer(t, "far", "far")
+	far.joinRoom(t, room, nil, nil)
+	pub.publish(t, room, 0)
+	far.waitSeq(t, room, 1)
+
+	nodes[1].LoseDeliveries(3)
+	for i := 1; i < 10; i++ {
+		pub.publish(t, room, i)
+	}
+	far.waitSeq(t, room, 10)
+	if got := seqsOf(far.view(room).msgs); !slices.Equal(got, seqRange(1, 10)) {
+		t.Fatalf("member on the node that lost 3 deliveries got seqs %v, want 1..10", got)
+	}
+}
