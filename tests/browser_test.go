@@ -18,7 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/troupehq/troupe"
-	"github.com/troupehq/troupe/examples/chat/chatserver"
+	"github.com/troupehq/troupe/examples/chatserver"
 )
 
 // browserWait bounds every wait for a page. Starting Chromium and loading a

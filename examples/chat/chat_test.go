@@ -19,7 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/troupehq/troupe"
-	"github.com/troupehq/troupe/examples/chat/chatserver"
+	"github.com/troupehq/troupe/examples/chatserver"
 )
 
 // wait bounds every wait for the server, so a missing message fails the

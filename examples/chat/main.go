@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe"
-	"github.com/troupehq/troupe/examples/chat/chatserver"
+	"github.com/troupehq/troupe/examples/chatserver"
 )
 
 // shutdownTimeout bounds each step of a graceful stop, so that a client that
