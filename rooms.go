@@ -31,6 +31,8 @@ func roomError(err error) error {
 		code = "room_full"
 	case errors.Is(err, rooms.ErrTooManyRooms):
 		code = "too_many_rooms"
+	case errors.Is(err, rooms.ErrUnavailable):
+		code = "unavailable"
 	default:
 		return err
 	}

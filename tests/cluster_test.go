@@ -1,15 +1,19 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/troupehq/troupe"
 	"github.com/troupehq/troupe/backplane/memory"
+	"github.com/troupehq/troupe/rooms"
 )
 
 // Rooms across nodes, on the in-process backplane: three servers, each with
@@ -255,5 +259,56 @@ func TestClusterFillsGaps(t *testing.T) {
 	far.waitSeq(t, room, 10)
 	if got := seqsOf(far.view(room).msgs); !slices.Equal(got, seqRange(1, 10)) {
 		t.Fatalf("member on the node that lost 3 deliveries got seqs %v, want 1..10", got)
+	}
+}
+
+// memNode names memory.Node as an embedded field that does not hide the
+// Node method.
+type memNode = memory.Node
+
+// flakyNode is a cluster node whose backplane calls fail while told to.
+type flakyNode struct {
+	*memNode
+	failFollow  atomic.Bool
+	failPublish atomic.Bool
+}
+
+func (n *flakyNode) Follow(ctx context.Context, room string, deliver func(rooms.Entry)) (*rooms.Feed, error) {
+	if n.failFollow.Load() {
+		return nil, errors.New("no cluster")
+	}
+	return n.memNode.Follow(ctx, room, deliver)
+}
+
+func (n *flakyNode) Publish(ctx context.Context, room string, build func(uint64) []byte) (uint64, error) {
+	if n.failPublish.Load() {
+		return 0, errors.New("no leader")
+	}
+	return n.memNode.Publish(ctx, room, build)
+}
+
+// TestClusterUnavailable checks that when the backplane fails, clients are
+// told so with the code "unavailable" (a join, a publish), nothing is
+// published in silence, and the room works again once the backplane does.
+func TestClusterUnavailable(t *testing.T) {
+	const room = "flaky"
+	node := &flakyNode{memNode: memory.NewCluster(100).Node("only")}
+	h := startServer(t, troupe.Config{RoomProtocol: true, Backplane: node})
+	p := h.dialPeer(t, "p", "")
+
+	node.failFollow.Store(true)
+	expectError(t, "join while the backplane is down", p.request(t, "room.join", joinRequest(room, nil, nil)), "unavailable")
+	node.failFollow.Store(false)
+	p.joinRoom(t, room, nil, nil)
+
+	node.failPublish.Store(true)
+	expectError(t, "publish while the backplane is down", p.request(t, "room.publish", map[string]any{"room": room, "body": 1}), "unavailable")
+	node.failPublish.Store(false)
+	if seq := p.publish(t, room, 2); seq != 1 {
+		t.Fatalf("first message taken got seq %d, want 1: the refused one must not count", seq)
+	}
+	p.waitSeq(t, room, 1)
+	if got := p.view(room).msgs; len(got) != 1 || string(got[0].Body) != "2" {
+		t.Fatalf("room has %+v, want only the message taken", got)
 	}
 }

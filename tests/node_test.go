@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe"
+	"github.com/troupehq/troupe/backplane/memory"
 	"github.com/troupehq/troupe/actors"
 )
 
@@ -181,10 +182,20 @@ func TestNode(t *testing.T) {
 	}
 	primary := startNodeServer(t, troupe.Config{})
 	small := startNodeServer(t, troupe.Config{HistoryMessages: smallHistory})
+	// Two nodes of one cluster (the in-process backplane), for clients
+	// that move between nodes; test.node tells which one a client is on.
+	cluster := memory.NewCluster(0)
+	var nodeURLs []string
+	for _, name := range []string{"node-a", "node-b"} {
+		h := startNodeServer(t, troupe.Config{Backplane: cluster.Node(name)})
+		troupe.HandleRequest(h.srv, "test.node", func(*troupe.Context, json.RawMessage) (string, error) { return name, nil })
+		nodeURLs = append(nodeURLs, h.url)
+	}
 	env := append(os.Environ(),
 		"TROUPE_URL="+primary.url,
 		"TROUPE_SMALL_HISTORY_URL="+small.url,
 		"TROUPE_SMALL_HISTORY="+strconv.Itoa(smallHistory),
+		"TROUPE_CLUSTER_URLS="+strings.Join(nodeURLs, ","),
 	)
 	for _, file := range files {
 		name := strings.TrimSuffix(filepath.Base(file), ".test.mjs")

@@ -109,10 +109,18 @@ const idKey = (id) => JSON.stringify(id);
  *   const client = new Client('wss://example.com/ws');
  *   await client.connect();
  *   const reply = await client.request('greet', { name: 'ann' });
+ *
+ * With a list of URLs (the nodes of a cluster), each reconnect goes to the
+ * next one, and rooms resume there.
  */
 export class Client {
   constructor(url, options = {}) {
-    this.url = url;
+    // Several URLs: the nodes of one cluster. A lost connection moves on to
+    // the next one, so a client whose node went away resumes through
+    // another.
+    this.urls = Array.isArray(url) ? [...url] : [url];
+    if (this.urls.length === 0) throw new TypeError('no URL');
+    this._urlIndex = 0;
     this.options = { ...DEFAULTS, ...options };
     this._WebSocket = options.WebSocket || globalThis.WebSocket;
     if (typeof this._WebSocket !== 'function') {
@@ -340,6 +348,11 @@ export class Client {
     if (this._state === 'idle') this._open();
   }
 
+  /** The URL of the current (or next) connection. */
+  get url() {
+    return this.urls[this._urlIndex];
+  }
+
   _open() {
     this._state = 'connecting';
     let ws;
@@ -423,7 +436,8 @@ export class Client {
       if (req.sent) this._settle(key, null, err);
     }
     for (const room of this._rooms.values()) room._onDisconnect();
-    this._status.emit('disconnected', { code, reason });
+    this._status.emit('disconnected', { code, reason, url: this.url });
+    this._urlIndex = (this._urlIndex + 1) % this.urls.length;
     if (!this.options.reconnect) {
       this.close(code, reason);
       return;

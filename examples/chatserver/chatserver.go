@@ -38,6 +38,7 @@ import (
 
 	"github.com/troupehq/troupe"
 	js "github.com/troupehq/troupe/clients/js"
+	"github.com/troupehq/troupe/rooms"
 )
 
 // The page is embedded so that the binary is the whole deployment.
@@ -83,15 +84,25 @@ type (
 	}
 )
 
+// Option adjusts the chat's Troupe configuration.
+type Option func(*troupe.Config)
+
+// WithBackplane makes the chat one node of several sharing bp: its rooms
+// span every node (see troupe.Config.Backplane). Typing indicators stay on
+// the node they were sent to, as Server.Broadcast does.
+func WithBackplane(bp rooms.Backplane) Option {
+	return func(c *troupe.Config) { c.Backplane = bp }
+}
+
 // New returns the chat's HTTP handler and the Troupe server behind it. The
 // caller shuts the Troupe server down: http.Server.Shutdown alone forgets
 // connections once they are upgraded to WebSockets.
-func New(settings troupe.Settings) (http.Handler, *troupe.Server, error) {
+func New(settings troupe.Settings, opts ...Option) (http.Handler, *troupe.Server, error) {
 	page, err := fs.Sub(static, "static")
 	if err != nil {
 		return nil, nil, err
 	}
-	srv, err := troupe.New(troupe.Config{
+	cfg := troupe.Config{
 		Settings:     settings,
 		RoomProtocol: true,
 		Authorize:    authorize,
@@ -101,7 +112,11 @@ func New(settings troupe.Settings) (http.Handler, *troupe.Server, error) {
 		CheckPublish: func(_ *troupe.Session, _ string, body json.RawMessage) error {
 			return checkBody(body)
 		},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := troupe.New(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
