@@ -81,7 +81,8 @@ type Config struct {
 	// members connected to different nodes see one order, one gap-free
 	// sequence and one history (see rooms.Backplane and the module
 	// github.com/troupehq/troupe/backplane/nats). Nil, the default, keeps
-	// every room in this process. Close the backplane after Shutdown.
+	// every room in this process. It needs RoomProtocol. Close the
+	// backplane after Shutdown.
 	Backplane rooms.Backplane
 	// MaxMetaBytes bounds the meta a member sends with room.join (default
 	// 1024).
@@ -107,6 +108,8 @@ const (
 var ErrForbidden = errors.New("troupe: forbidden")
 
 var errNoSession = errors.New("troupe: no such session")
+
+var errBackplaneNeedsProtocol = errors.New("troupe: Config.Backplane needs RoomProtocol")
 
 // SettingsFromEnv returns the default settings overridden by the process
 // environment: WEBSOCKET_PING_INTERVAL, WEBSOCKET_AUTO_PING_PONG,

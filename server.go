@@ -33,6 +33,9 @@ type Server struct {
 // New returns a server ready to be mounted. It fails only on settings that
 // cannot work.
 func New(cfg Config) (*Server, error) {
+	if cfg.Backplane != nil && !cfg.RoomProtocol {
+		return nil, errBackplaneNeedsProtocol
+	}
 	cfg.Settings = cfg.Settings.WithDefaults()
 	srv := &Server{cfg: cfg, router: typed.NewRouter[*Context]()}
 	srv.metrics = newMetrics(srv)

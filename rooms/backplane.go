@@ -52,8 +52,22 @@ type Backplane interface {
 	// WatchPresence passes to fn every other node's member list for room
 	// whenever it changes, and nil when a node's list expired, from one
 	// goroutine at a time, until stop. Lists announced before the watch
-	// began are passed too, soon after it begins. fn must not block.
+	// began are passed too, soon after it begins. fn must not block. stop
+	// may be called more than once, and from fn; it does not wait for a
+	// call of fn in progress.
 	WatchPresence(room string, fn func(node string, members []PresenceEntry)) (stop func(), err error)
+
+	// Signal passes data to the other nodes that watch room's signals:
+	// Manager.Broadcast and Room.Broadcast reach the members of every node
+	// through it. Unlike Publish it is neither kept nor numbered: a node
+	// gets a signal at most once, one node's signals in the order sent,
+	// in no fixed order with the room's messages.
+	Signal(room string, data []byte) error
+
+	// WatchSignals passes to fn every signal another node sends to room,
+	// from one goroutine at a time, until stop (which behaves as
+	// WatchPresence's). fn must not block.
+	WatchSignals(room string, fn func(data []byte)) (stop func(), err error)
 }
 
 // Feed is a room being followed (Backplane.Follow).

@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -48,8 +49,8 @@ type Config struct {
 	// presence.diff (default DefaultPresenceWindow).
 	PresenceWindow time.Duration
 	// Backplane lets rooms span several nodes under the room protocol
-	// (see Backplane); nil keeps every room in this process. The Manager
-	// does not close it.
+	// (see Backplane; it needs Protocol); nil keeps every room in this
+	// process. The Manager does not close it.
 	Backplane Backplane
 }
 
@@ -284,16 +285,32 @@ func (m *Manager) BroadcastExcept(room string, except *actors.Session, typ strin
 	if err != nil {
 		return err
 	}
-	m.BroadcastFrame(room, actors.Frame{Data: b}, except)
-	return nil
+	return m.broadcastFrame(room, actors.Frame{Data: b}, except)
 }
 
 // BroadcastFrame queues f on every member of room but except (which may be
 // nil). The room actor does the fan-out; the caller never waits on members.
+// With a Backplane, the other nodes fan f out to their members too.
 func (m *Manager) BroadcastFrame(room string, f actors.Frame, except *actors.Session) {
+	_ = m.broadcastFrame(room, f, except)
+}
+
+func (m *Manager) broadcastFrame(room string, f actors.Frame, except *actors.Session) error {
 	if v, ok := m.live.Load(room); ok {
 		m.root.Send(v.(*roomRef).pid, &broadcast{frame: f, except: except})
 	}
+	return m.signal(room, f)
+}
+
+// signal passes a broadcast to the room's members on other nodes.
+func (m *Manager) signal(room string, f actors.Frame) error {
+	if m.cfg.Backplane == nil || !m.cfg.Protocol {
+		return nil
+	}
+	if err := m.cfg.Backplane.Signal(room, encodeSignal(f)); err != nil {
+		return fmt.Errorf("%w: broadcast to room %s on other nodes: %w", ErrUnavailable, room, err)
+	}
+	return nil
 }
 
 // Deliver hands msg to the room's Handler.OnMessage, in the room's order.

@@ -36,6 +36,9 @@ type feedEntry struct {
 	gen uint64 // the feed it came from: entries of a stopped feed are dropped
 }
 
+// signalMsg is another node's broadcast to the room (see encodeSignal).
+type signalMsg struct{ data []byte }
+
 // remotePresence is another node's member list (nil: gone).
 type remotePresence struct {
 	node    string
@@ -56,13 +59,49 @@ func (a *roomActor) follow(ctx actor.Context) {
 	stop, err := st.bp.WatchPresence(st.name, func(node string, members []PresenceEntry) {
 		root.Send(self, &remotePresence{node: node, members: members})
 	})
+	if err == nil {
+		var stopSignals func()
+		stopSignals, err = st.bp.WatchSignals(st.name, func(data []byte) {
+			root.Send(self, &signalMsg{data: data})
+		})
+		if err != nil {
+			stop()
+		} else {
+			st.watch = func() { stop(); stopSignals() }
+		}
+	}
 	if err != nil {
 		st.feed.Stop()
 		st.feed = nil
-		st.failed = err
-		return
+		st.failed = fmt.Errorf("%w: watching room %s: %w", ErrUnavailable, st.name, err)
 	}
-	st.watch = stop
+}
+
+// A signal is a broadcast frame for the members of other nodes: its first
+// byte says whether it is binary.
+func encodeSignal(f actors.Frame) []byte {
+	b := make([]byte, 1+len(f.Data))
+	if f.Binary {
+		b[0] = 'b'
+	} else {
+		b[0] = 't'
+	}
+	copy(b[1:], f.Data)
+	return b
+}
+
+func decodeSignal(data []byte) (actors.Frame, bool) {
+	if len(data) == 0 || (data[0] != 'b' && data[0] != 't') {
+		return actors.Frame{}, false
+	}
+	return actors.Frame{Binary: data[0] == 'b', Data: data[1:]}, true
+}
+
+// fromSignal fans another node's broadcast out to this node's members.
+func (st *roomState) fromSignal(m *signalMsg) {
+	if f, ok := decodeSignal(m.data); ok {
+		st.fanout(f, nil)
+	}
 }
 
 // refollow (re)starts the feed and takes from its backlog what the room

@@ -58,7 +58,7 @@ func (r *Room) Members() []*actors.Session { return append([]*actors.Session(nil
 func (r *Room) Len() int { return len(r.st.order) }
 
 // Broadcast encodes the envelope once and queues the same bytes on every
-// member.
+// member: with a Backplane, on every node.
 func (r *Room) Broadcast(typ string, payload any) error {
 	return r.BroadcastExcept(nil, typ, payload)
 }
@@ -69,12 +69,17 @@ func (r *Room) BroadcastExcept(except *actors.Session, typ string, payload any) 
 	if err != nil {
 		return err
 	}
-	r.st.fanout(actors.Frame{Data: b}, except)
-	return nil
+	f := actors.Frame{Data: b}
+	r.st.fanout(f, except)
+	return r.m.signal(r.st.name, f)
 }
 
-// BroadcastFrame queues f on every member.
-func (r *Room) BroadcastFrame(f actors.Frame) { r.st.fanout(f, nil) }
+// BroadcastFrame queues f on every member (with a Backplane, on every
+// node).
+func (r *Room) BroadcastFrame(f actors.Frame) {
+	r.st.fanout(f, nil)
+	_ = r.m.signal(r.st.name, f)
+}
 
 // fanout queues f on every member but except. It never waits on a member: a
 // member whose queue is full is closed with 1013 by its own session, and a
@@ -181,6 +186,8 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		a.fromFeed(ctx, msg)
 	case *remotePresence:
 		a.fromPresence(ctx, msg)
+	case *signalMsg:
+		st.fromSignal(msg)
 	case presenceFlush:
 		st.presenceTimer = nil
 		st.flushPresence()

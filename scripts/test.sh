@@ -54,4 +54,7 @@ fi
 
 go version
 node --version
-go test -race -count=1 ./...
+# Three modules, one workspace (go.work): the core, the NATS backplane and
+# the chat command that can embed it. The multi-process cluster test of the
+# chat (examples/chat/kill_test.go) runs here too; only -short skips it.
+go test -race -count=1 ./... ./backplane/nats/... ./examples/chat/...

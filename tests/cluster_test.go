@@ -312,3 +312,55 @@ func TestClusterUnavailable(t *testing.T) {
 		t.Fatalf("room has %+v, want only the message taken", got)
 	}
 }
+
+// TestClusterBroadcast checks that Server.Broadcast, BroadcastExcept and a
+// room logic's Room.Broadcast reach the room's members on every node,
+// once, and not the excepted sender.
+func TestClusterBroadcast(t *testing.T) {
+	const room = "bcast"
+	servers, _ := startCluster(t, 3, 100)
+	var peers []*peer
+	for i, h := range servers {
+		p := h.dialPeer(t, fmt.Sprintf("b%d", i), fmt.Sprintf("user-%d", i))
+		p.joinRoom(t, room, nil, nil)
+		peers = append(peers, p)
+	}
+	// Every node must know the room's members before a broadcast can
+	// reach them: wait until presence has gone round.
+	for _, p := range peers {
+		waitMembers(t, p, room, []string{"user-0", "user-1", "user-2"})
+	}
+	if err := servers[0].srv.Broadcast(room, "news", map[string]int{"n": 1}); err != nil {
+		t.Fatalf("Broadcast: %v", err)
+	}
+	sender := servers[1].srv.Session(peers[1].sid)
+	if err := servers[1].srv.BroadcastExcept(room, sender, "news", map[string]int{"n": 2}); err != nil {
+		t.Fatalf("BroadcastExcept: %v", err)
+	}
+	if err := servers[2].srv.Broadcast(room, "news", map[string]int{"n": 3}); err != nil {
+		t.Fatalf("Broadcast: %v", err)
+	}
+	want := map[string][]int{"b0": {1, 2, 3}, "b1": {1, 3}, "b2": {1, 2, 3}}
+	for _, p := range peers {
+		var got []int
+		for len(got) < len(want[p.name]) {
+			e := p.nextEnvelope(t)
+			if e.Type != "news" {
+				continue
+			}
+			got = append(got, decodePayload[struct{ N int }](t, e).N)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want[p.name]) {
+			t.Fatalf("%s got broadcasts %v, want %v", p.name, got, want[p.name])
+		}
+	}
+	// Nothing more: each broadcast arrived once. A room message after
+	// them is the next frame each of them reads.
+	peers[0].publish(t, room, "after")
+	for _, p := range peers[1:] {
+		if e := p.nextEnvelope(t); e.Type != "room.message" {
+			t.Fatalf("%s: after the broadcasts came %s %s, want the room message", p.name, e.Type, e.Payload)
+		}
+	}
+}

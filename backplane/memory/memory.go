@@ -36,6 +36,12 @@ type roomLog struct {
 	followers map[*serial]follower
 	presence  map[string][]rooms.PresenceEntry // by node
 	watchers  map[*serial]watcher
+	signals   map[*serial]signalWatcher
+}
+
+type signalWatcher struct {
+	node string
+	fn   func([]byte)
 }
 
 type follower struct {
@@ -63,7 +69,7 @@ func (c *Cluster) room(name string) *roomLog {
 	r := c.rooms[name]
 	if r == nil {
 		r = &roomLog{followers: make(map[*serial]follower), presence: make(map[string][]rooms.PresenceEntry),
-			watchers: make(map[*serial]watcher)}
+			watchers: make(map[*serial]watcher), signals: make(map[*serial]signalWatcher)}
 		c.rooms[name] = r
 	}
 	return r
@@ -200,6 +206,47 @@ func (n *Node) WatchPresence(room string, fn func(node string, members []rooms.P
 		q.stop()
 		c.mu.Lock()
 		delete(r.watchers, q)
+		c.mu.Unlock()
+		n.untrack(q)
+	}, nil
+}
+
+// Signal implements rooms.Backplane.
+func (n *Node) Signal(room string, data []byte) error {
+	if n.isClosed() {
+		return ErrClosed
+	}
+	data = append([]byte(nil), data...)
+	c := n.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for q, w := range c.room(room).signals {
+		if w.node != n.name {
+			fn := w.fn
+			q.push(func() { fn(data) })
+		}
+	}
+	return nil
+}
+
+// WatchSignals implements rooms.Backplane.
+func (n *Node) WatchSignals(room string, fn func([]byte)) (func(), error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, ErrClosed
+	}
+	q := &serial{}
+	n.track(q)
+	c := n.c
+	c.mu.Lock()
+	r := c.room(room)
+	r.signals[q] = signalWatcher{node: n.name, fn: fn}
+	c.mu.Unlock()
+	return func() {
+		q.stop()
+		c.mu.Lock()
+		delete(r.signals, q)
 		c.mu.Unlock()
 		n.untrack(q)
 	}, nil

@@ -168,3 +168,37 @@ func TestPresence(t *testing.T) {
 		t.Fatalf("Publish on a closed node: %v, want ErrClosed", err)
 	}
 }
+
+// TestSignals checks that a signal reaches the other nodes' watches of its
+// room, in order, not the sender's own, and not after stop.
+func TestSignals(t *testing.T) {
+	c := NewCluster(0)
+	a, b := c.Node("a"), c.Node("b")
+	got := make(chan string, 8)
+	stopB, _ := b.WatchSignals("r", func(d []byte) { got <- "b:" + string(d) })
+	stopA, _ := a.WatchSignals("r", func(d []byte) { got <- "a:" + string(d) })
+	defer stopA()
+	_ = a.Signal("r", []byte("1"))
+	_ = a.Signal("r", []byte("2"))
+	for _, want := range []string{"b:1", "b:2"} {
+		select {
+		case s := <-got:
+			if s != want {
+				t.Fatalf("got %q, want %q", s, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %q", want)
+		}
+	}
+	stopB()
+	_ = a.Signal("r", []byte("3"))
+	_ = b.Signal("r", []byte("4"))
+	select {
+	case s := <-got:
+		if s != "a:4" {
+			t.Fatalf("got %q, want only a:4 (b stopped watching, a never gets its own)", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a did not get b's signal")
+	}
+}

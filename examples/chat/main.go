@@ -10,6 +10,12 @@
 // a malformed one stops the command with exit status 2. The server itself is
 // package chatserver, which documents what the chat adds to the room
 // protocol.
+//
+// Several chat processes can serve the same rooms, each one a node of a
+// cluster whose rooms live in NATS JetStream: with -cluster (and -routes)
+// each process embeds a NATS server routed to the others', with -nats they
+// join a NATS cluster that runs elsewhere. The repository's README shows
+// three nodes on one machine.
 package main
 
 import (
@@ -18,6 +24,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -26,6 +33,7 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe"
+	natsbp "github.com/troupehq/troupe/backplane/nats"
 	"github.com/troupehq/troupe/examples/chatserver"
 )
 
@@ -33,9 +41,15 @@ import (
 // does not answer the close handshake cannot hold the process.
 const shutdownTimeout = 5 * time.Second
 
+// clusterStartTimeout bounds the wait for the cluster at start: the other
+// nodes' NATS servers may start a few seconds later.
+const clusterStartTimeout = time.Minute
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
+	cluster := registerClusterFlags(flag.CommandLine)
 	flag.Parse()
+	raiseFileLimit() // one file descriptor per connection
 
 	settings, err := troupe.SettingsFromEnv()
 	if err != nil {
@@ -50,8 +64,28 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	var opts []chatserver.Option
+	var bp *natsbp.Backplane
+	if cluster.enabled() {
+		openCtx, cancel := context.WithTimeout(ctx, clusterStartTimeout)
+		bp, err = cluster.open(openCtx, slog.Default())
+		cancel()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "chat: cluster: %v\n", err)
+			_ = ln.Close()
+			os.Exit(1)
+		}
+		opts = append(opts, chatserver.WithBackplane(bp))
+		log.Printf("chat: node %s of a cluster", bp.Node())
+	}
 	log.Printf("chat: listening on http://%s/", ln.Addr())
-	if err := run(ctx, ln, settings); err != nil {
+	err = run(ctx, ln, settings, opts...)
+	if bp != nil {
+		// After the rooms stopped: the backplane hands its leaderships
+		// over before its NATS server stops.
+		err = errors.Join(err, bp.Close())
+	}
+	if err != nil {
 		log.Printf("chat: %v", err)
 		stop()
 		os.Exit(1)
@@ -64,8 +98,8 @@ func main() {
 // WebSocket with 1001 once the messages queued for it are written.
 // http.Server.Shutdown alone would not do: it forgets connections once they
 // are upgraded.
-func run(ctx context.Context, ln net.Listener, settings troupe.Settings) error {
-	handler, srv, err := chatserver.New(settings)
+func run(ctx context.Context, ln net.Listener, settings troupe.Settings, opts ...chatserver.Option) error {
+	handler, srv, err := chatserver.New(settings, opts...)
 	if err != nil {
 		_ = ln.Close()
 		return err

@@ -87,9 +87,9 @@ type (
 // Option adjusts the chat's Troupe configuration.
 type Option func(*troupe.Config)
 
-// WithBackplane makes the chat one node of several sharing bp: its rooms
-// span every node (see troupe.Config.Backplane). Typing indicators stay on
-// the node they were sent to, as Server.Broadcast does.
+// WithBackplane makes the chat one node of several sharing bp: its rooms,
+// and the typing indicators broadcast to them, span every node (see
+// troupe.Config.Backplane).
 func WithBackplane(bp rooms.Backplane) Option {
 	return func(c *troupe.Config) { c.Backplane = bp }
 }

@@ -1,0 +1,260 @@
+package natsbp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/troupehq/troupe/rooms"
+)
+
+const (
+	// feedInactive is how long the server keeps a feed's consumer after
+	// the client vanished without deleting it.
+	feedInactive = time.Minute
+)
+
+// Follow returns room's messages that the stream holds, oldest first, and
+// then passes each newer one to deliver, in order, from one goroutine at a
+// time, until Feed.Stop.
+//
+// It reads the room's subject with one ordered consumer from the first
+// message on: the messages the consumer counted as pending when it was
+// created form the backlog, the rest go to deliver. The ordered consumer
+// recreates itself after a gap, a reconnect or the loss of its server,
+// resuming after the last message it passed on. deliver is not called
+// before Follow has returned.
+//
+// Epoch is the stream's creation time: deleting the stream (and with it
+// every room's numbering) changes it.
+func (b *Backplane) Follow(ctx context.Context, room string, deliver func(rooms.Entry)) (*rooms.Feed, error) {
+	if b.closed.Load() {
+		return nil, b.errClosed()
+	}
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	subj := roomSubject(room)
+
+	var s jetstream.Stream
+	if err := b.retry(ctx, func(actx context.Context) (err error) {
+		s, err = b.js.Stream(actx, b.cfg.Stream)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	epoch := strconv.FormatInt(s.CachedInfo().Created.UnixNano(), 36)
+	var cons jetstream.Consumer
+	if err := b.retry(ctx, func(actx context.Context) (err error) {
+		cons, err = s.OrderedConsumer(actx, jetstream.OrderedConsumerConfig{
+			FilterSubjects:    []string{subj},
+			DeliverPolicy:     jetstream.DeliverAllPolicy,
+			InactiveThreshold: feedInactive,
+		})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+
+	f := &feed{
+		b:        b,
+		room:     room,
+		deliver:  deliver,
+		want:     cons.CachedInfo().NumPending,
+		ready:    make(chan []rooms.Entry, 1),
+		returned: make(chan struct{}),
+		stopped:  make(chan struct{}),
+		cons:     cons,
+	}
+	f.live = f.want == 0
+	f.st = b.acquire(room)
+	b.mu.Lock()
+	if b.closed.Load() {
+		b.mu.Unlock()
+		b.release(room, f.st)
+		b.deleteConsumer(cons)
+		return nil, b.errClosed()
+	}
+	b.feeds[f] = struct{}{}
+	b.mu.Unlock()
+
+	cc, err := cons.Consume(f.handle,
+		jetstream.PullHeartbeat(b.cfg.FeedHeartbeat),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, nats.ErrConnectionClosed) {
+				b.log.Debug("feed", "room", room, "err", err)
+			}
+		}))
+	if err != nil {
+		f.stop()
+		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) {
+			return nil, b.errClosed()
+		}
+		return nil, fmt.Errorf("natsbp: follow %q: %w", room, err)
+	}
+	f.ccMu.Lock()
+	f.cc = cc
+	stopped := f.isStopped()
+	f.ccMu.Unlock()
+	if stopped {
+		cc.Stop()
+		return nil, b.errClosed()
+	}
+
+	var backlog []rooms.Entry
+	if f.want > 0 { // f.live belongs to handle by now
+		select {
+		case backlog = <-f.ready:
+		case <-ctx.Done():
+			f.stop()
+			return nil, unavailable(fmt.Errorf("follow %q: backlog: %w", room, ctx.Err()))
+		case <-f.stopped:
+			return nil, b.errClosed()
+		}
+	}
+	close(f.returned)
+	return &rooms.Feed{Epoch: epoch, Backlog: backlog, Stop: f.stop}, nil
+}
+
+// retry runs op until it succeeds, fails for good, or ctx ends, each
+// attempt bounded so that one lost request does not eat the whole ctx.
+func (b *Backplane) retry(ctx context.Context, op func(context.Context) error) error {
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err := op(actx)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining):
+			return b.errClosed()
+		case !retryable(err):
+			return fmt.Errorf("natsbp: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return unavailable(fmt.Errorf("%w (last error: %v)", ctx.Err(), err))
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+// feed is one Follow: it splits the consumer's messages into the backlog
+// and the live ones.
+type feed struct {
+	b       *Backplane
+	room    string
+	st      *roomState
+	deliver func(rooms.Entry)
+	cons    jetstream.Consumer
+
+	mu      sync.Mutex // held through handle: one call at a time, even across consumer resets
+	last    uint64     // stream sequence of the last message taken
+	want    uint64     // messages pending when the consumer began: the backlog
+	got     uint64
+	live    bool
+	backlog []rooms.Entry
+
+	ready    chan []rooms.Entry // the backlog, once complete
+	returned chan struct{}      // closed when Follow returns: deliver may run
+	stopped  chan struct{}
+	once     sync.Once
+
+	ccMu sync.Mutex
+	cc   jetstream.ConsumeContext
+}
+
+func (f *feed) isStopped() bool {
+	select {
+	case <-f.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+func (f *feed) handle(m jetstream.Msg) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.isStopped() {
+		return
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		f.b.log.Warn("feed: message without metadata", "room", f.room, "err", err)
+		return
+	}
+	if md.Sequence.Stream <= f.last {
+		return // seen before a consumer reset
+	}
+	f.last = md.Sequence.Stream
+	entry, ok := f.entry(m, md.Sequence.Stream)
+	if ok {
+		f.st.note(md.Sequence.Stream, entry.Seq)
+	}
+	if !f.live {
+		if ok {
+			f.backlog = append(f.backlog, entry)
+		}
+		f.got++
+		if f.got >= f.want || md.NumPending == 0 {
+			f.live = true
+			f.ready <- f.backlog
+			f.backlog = nil
+		}
+		return
+	}
+	if !ok {
+		return
+	}
+	select {
+	case <-f.returned:
+	case <-f.stopped:
+		return
+	}
+	f.deliver(entry)
+}
+
+func (f *feed) entry(m jetstream.Msg, streamSeq uint64) (rooms.Entry, bool) {
+	seq, err := strconv.ParseUint(m.Headers().Get(seqHeader), 10, 64)
+	if err != nil {
+		f.b.log.Warn("feed: message without a valid "+seqHeader+" header, skipped", "room", f.room, "stream_seq", streamSeq)
+		return rooms.Entry{}, false
+	}
+	return rooms.Entry{Seq: seq, Payload: m.Data()}, true
+}
+
+// stop ends the feed. It may run more than once, from deliver itself, and
+// concurrently with Close: it waits for nothing.
+func (f *feed) stop() {
+	f.once.Do(func() {
+		f.ccMu.Lock()
+		close(f.stopped)
+		cc := f.cc
+		f.ccMu.Unlock()
+		if cc != nil {
+			cc.Stop()
+		}
+		b := f.b
+		b.mu.Lock()
+		delete(b.feeds, f)
+		b.mu.Unlock()
+		b.release(f.room, f.st)
+		b.deleteConsumer(f.cons)
+	})
+}
+
+// deleteConsumer asks the server to drop a feed's consumer now rather than
+// after feedInactive, without waiting for the answer: Stop must not block.
+func (b *Backplane) deleteConsumer(cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil || b.nc.IsClosed() {
+		return
+	}
+	subj := "$JS.API.CONSUMER.DELETE." + b.cfg.Stream + "." + info.Name
+	_ = b.nc.PublishRequest(subj, b.nc.NewRespInbox(), nil)
+}
