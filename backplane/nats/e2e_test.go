@@ -23,7 +23,7 @@ import (
 
 const e2eWait = 30 * time.Second
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -35,7 +35,14 @@ func freePort(t *testing.T) int {
 
 // startNodes starts three Troupe servers on a three-server NATS cluster and
 // returns their WebSocket URLs.
-func startNodes(t *testing.T) []string {
+func startNodes(t testing.TB) []string {
+	urls, _ := startNodesWith(t, nil)
+	return urls
+}
+
+// startNodesWith is startNodes with options of the backplanes adjusted by
+// mod; it returns the backplanes too.
+func startNodesWith(t testing.TB, mod func(*natsbp.Options)) ([]string, []*natsbp.Backplane) {
 	t.Helper()
 	ports := []int{freePort(t), freePort(t), freePort(t)}
 	var routes []string
@@ -51,7 +58,7 @@ func startNodes(t *testing.T) []string {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
 			defer cancel()
-			bps[i], errs[i] = natsbp.Open(ctx, natsbp.Options{
+			opts := natsbp.Options{
 				Node:   fmt.Sprintf("node-%d", i),
 				Logger: slog.New(slog.DiscardHandler),
 				Embedded: &natsbp.ServerOptions{
@@ -60,7 +67,11 @@ func startNodes(t *testing.T) []string {
 					Routes:      routes,
 					StoreDir:    t.TempDir(),
 				},
-			})
+			}
+			if mod != nil {
+				mod(&opts)
+			}
+			bps[i], errs[i] = natsbp.Open(ctx, opts)
 		}()
 	}
 	wg.Wait()
@@ -95,7 +106,7 @@ func startNodes(t *testing.T) []string {
 			}
 		})
 	}
-	return urls
+	return urls, bps
 }
 
 type envelope struct {
@@ -122,7 +133,7 @@ type wsClient struct {
 	done    chan struct{}
 }
 
-func dialClient(t *testing.T, url, name string) *wsClient {
+func dialClient(t testing.TB, url, name string) *wsClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
 	defer cancel()
@@ -130,6 +141,9 @@ func dialClient(t *testing.T, url, name string) *wsClient {
 	if err != nil {
 		t.Fatalf("%s: dial: %v", name, err)
 	}
+	// room.joined lists every member: in a room of hundreds it passes the
+	// client's default 32 KiB limit.
+	conn.SetReadLimit(1 << 22)
 	c := &wsClient{name: name, conn: conn, answers: map[string]envelope{}, changed: make(chan struct{}, 1), done: make(chan struct{})}
 	go c.read()
 	t.Cleanup(c.close)
@@ -169,7 +183,7 @@ func (c *wsClient) read() {
 	}
 }
 
-func (c *wsClient) send(t *testing.T, typ, id string, payload any) {
+func (c *wsClient) send(t testing.TB, typ, id string, payload any) {
 	t.Helper()
 	b, _ := json.Marshal(map[string]any{"type": typ, "id": id, "payload": payload})
 	ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
@@ -180,7 +194,7 @@ func (c *wsClient) send(t *testing.T, typ, id string, payload any) {
 }
 
 // wait waits until cond holds of the client's state.
-func (c *wsClient) wait(t *testing.T, what string, cond func() bool) {
+func (c *wsClient) wait(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.After(e2eWait)
 	for {
@@ -198,7 +212,7 @@ func (c *wsClient) wait(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func (c *wsClient) answer(t *testing.T, id string) envelope {
+func (c *wsClient) answer(t testing.TB, id string) envelope {
 	t.Helper()
 	key := `"` + id + `"`
 	c.wait(t, "the answer to "+id, func() bool { _, ok := c.answers[key]; return ok })
@@ -213,7 +227,7 @@ type joined struct {
 	Recovered bool   `json:"recovered"`
 }
 
-func (c *wsClient) join(t *testing.T, room string, since *uint64, epoch string) joined {
+func (c *wsClient) join(t testing.TB, room string, since *uint64, epoch string) joined {
 	t.Helper()
 	p := map[string]any{"room": room}
 	if since != nil {
