@@ -47,7 +47,8 @@ const clusterStartTimeout = time.Minute
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
-	cluster := registerClusterFlags(flag.CommandLine)
+	var cluster natsbp.Flags
+	cluster.Register(flag.CommandLine)
 	flag.Parse()
 	raiseFileLimit() // one file descriptor per connection
 
@@ -66,10 +67,8 @@ func main() {
 
 	var opts []chatserver.Option
 	var bp *natsbp.Backplane
-	if cluster.enabled() {
-		openCtx, cancel := context.WithTimeout(ctx, clusterStartTimeout)
-		bp, err = cluster.open(openCtx, slog.Default())
-		cancel()
+	if cluster.Enabled() {
+		bp, err = openBackplane(ctx, cluster)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "chat: cluster: %v\n", err)
 			_ = ln.Close()
@@ -91,6 +90,19 @@ func main() {
 		os.Exit(1)
 	}
 	log.Printf("chat: stopped")
+}
+
+// openBackplane joins the cluster the flags describe, waiting for the other
+// nodes up to clusterStartTimeout.
+func openBackplane(ctx context.Context, cluster natsbp.Flags) (*natsbp.Backplane, error) {
+	opts, err := cluster.Options()
+	if err != nil {
+		return nil, err
+	}
+	opts.Logger = slog.Default()
+	ctx, cancel := context.WithTimeout(ctx, clusterStartTimeout)
+	defer cancel()
+	return natsbp.Open(ctx, opts)
 }
 
 // run serves the chat on ln until ctx ends, then stops gracefully: first the
