@@ -8,4 +8,8 @@
 // that closes leaves every room without anyone asking. When room logic
 // panics, the supervisor restarts that room alone; the membership lives
 // outside the actor instance, so it survives the restart.
+//
+// Under the room protocol a room can span several server nodes through a
+// Backplane: the backplane holds the room's log, and the room actor of each
+// node with members in the room relays it to them (see Backplane).
 package rooms

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe"
-	"github.com/troupehq/troupe/backplane/memory"
 	"github.com/troupehq/troupe/actors"
+	"github.com/troupehq/troupe/backplane/memory"
 )
 
 // The JavaScript client (clients/js/troupe.js) and plain clients of the npm
