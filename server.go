@@ -132,8 +132,8 @@ func (srv *Server) onError(s *Session, err error) {
 }
 
 // onFrame routes one client message: binary to OnBinary, envelopes to their
-// typed handler, other text to OnMessage. It runs on the session's read
-// loop, so one session's messages are handled one at a time, in order.
+// typed handler, other text to OnMessage. The transport runs it one message
+// at a time per session, in order, off the read loop.
 func (srv *Server) onFrame(s *Session, binary bool, data []byte) {
 	if binary {
 		if srv.cfg.OnBinary != nil {

@@ -39,9 +39,10 @@ const RequestIDPrefix = "srv-"
 // closes. The answer's payload is returned; an error envelope becomes a
 // *ReplyError.
 //
-// The answer is read by the session's read loop, which also runs its
-// handlers: call Request from another goroutine (go func() {...}()), not
-// from a handler or callback of the same session, or it can only time out.
+// The answer is handled in order with the session's other messages, after
+// the handler that is running: call Request from another goroutine
+// (go func() {...}()), not from a handler or callback of the same session,
+// or it can only time out.
 func (s *Session) Request(ctx context.Context, typ string, payload any) (json.RawMessage, error) {
 	if s.opts.EncodeRequest == nil {
 		return nil, ErrNoEncoder

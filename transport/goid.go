@@ -6,10 +6,10 @@ import (
 	"strconv"
 )
 
-// goroutineID returns the current goroutine's ID. It is called once per
-// connection and once per Shutdown, never per message: its only use is to
-// let Shutdown, called from a handler on a read loop, skip waiting for that
-// read loop.
+// goroutineID returns the current goroutine's ID. It costs microseconds, so
+// it is called once per worker started and once per Shutdown or Close,
+// never per message: its only use is to let Shutdown, called from a
+// callback on a worker, skip waiting for that callback's connection.
 func goroutineID() uint64 {
 	var buf [64]byte
 	b := buf[:runtime.Stack(buf[:], false)]

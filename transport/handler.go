@@ -11,20 +11,23 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"unicode/utf8"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/troupehq/troupe/actors"
 	"github.com/troupehq/troupe/internal/wire"
-	"golang.org/x/time/rate"
 )
 
 // SubprotocolNDJSON is the subprotocol under which a session coalesces the
 // messages queued for it into one text frame of newline-separated envelopes.
 const SubprotocolNDJSON = "ndjson"
 
-// Hooks are the callbacks a Handler drives. OnFrame runs on the session's
-// read goroutine, one message at a time, in the order the client sent them.
+// Hooks are the callbacks a Handler drives. OnOpen, OnFrame and OnClose run
+// one at a time per session, in order (OnOpen first, then the messages in
+// the order the client sent them, OnClose last), on a worker goroutine
+// taken while the session has messages waiting (not on the read loop).
+// While a session's callbacks fall behind, at most a few of its messages
+// wait and its connection is not read: the client is held back.
 type Hooks struct {
 	// Authorize, if set, runs before the upgrade; an error answers the
 	// HTTP request with status (401 if status is 0) and no session is made.
@@ -50,12 +53,18 @@ type Handler struct {
 	stats Stats
 
 	mu       sync.Mutex
-	idle     *sync.Cond // signalled when active drops
+	drain    *sync.Cond // signalled when active drops
 	closed   bool
-	active   int                 // ServeHTTP calls in progress
+	active   int                 // connections being upgraded or served, until OnClose has returned
 	conns    int                 // connections against MaxConnections: upgrading, or open until OnClose
-	readers  map[uint64]struct{} // goroutine IDs of running read loops
+	workers  map[uint64]struct{} // goroutine IDs of the running workers
 	sessions map[string]*actors.Session
+
+	pmu     sync.Mutex // guards the idle workers
+	idle    []*worker  // oldest first
+	stopped bool       // workers exit instead of waiting for more work
+	reaper  *time.Timer
+	reaping bool // reaper is armed
 }
 
 // NewHandler returns a handler whose sessions live in sys.
@@ -65,8 +74,8 @@ func NewHandler(sys *actors.System, cfg Config, hooks Hooks) (*Handler, error) {
 		return nil, err
 	}
 	h := &Handler{cfg: cfg, sys: sys, hooks: hooks,
-		sessions: make(map[string]*actors.Session), readers: make(map[uint64]struct{})}
-	h.idle = sync.NewCond(&h.mu)
+		sessions: make(map[string]*actors.Session), workers: make(map[uint64]struct{})}
+	h.drain = sync.NewCond(&h.mu)
 	return h, nil
 }
 
@@ -173,7 +182,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// net/http connection goroutine, its grown stack and its buffers are
 	// then freed, which is most of what an idle connection would cost.
 	handedOff = true
-	go h.serve(s, conn)
+	go newConn(h, s, conn).readLoop()
 }
 
 // authorize runs the Authorize hook under HandshakeTimeout. A hook that
@@ -215,93 +224,8 @@ func (h *Handler) authorize(r *http.Request) (string, int, error) {
 func (h *Handler) done() {
 	h.mu.Lock()
 	h.active--
-	h.idle.Broadcast()
+	h.drain.Broadcast()
 	h.mu.Unlock()
-}
-
-// serve runs the read loop: coder/websocket needs a reader at all times for
-// pings, pongs and the close handshake.
-func (h *Handler) serve(s *actors.Session, conn *wsConn) {
-	gid := goroutineID()
-	h.mu.Lock()
-	h.readers[gid] = struct{}{}
-	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		delete(h.readers, gid)
-		h.mu.Unlock()
-		h.done()
-	}()
-
-	h.stats.Opened.Add(1)
-	hb := newHeartbeat(&h.cfg, conn, s)
-	var limit *rate.Limiter
-	if h.cfg.RateLimit > 0 {
-		limit = rate.NewLimiter(rate.Limit(h.cfg.RateLimit), h.cfg.RateBurst)
-	}
-	over := 0 // strikes: refusals not yet paid back by accepted messages
-	opened := h.call(s, func() {
-		if h.hooks.OnOpen != nil {
-			h.hooks.OnOpen(s)
-		}
-	})
-	var code int
-	var reason string
-	for opened {
-		typ, data, err := conn.ws.Read(context.Background())
-		if err != nil {
-			code, reason = closeStatus(err)
-			if code == actors.CloseMessageTooBig {
-				// coder/websocket has sent 1009; finish the handshake,
-				// discarding the rest of the message, so the client reads
-				// the close frame instead of a connection reset.
-				_ = conn.ws.Close(websocket.StatusMessageTooBig, reason)
-			}
-			break
-		}
-		hb.touch()
-		h.stats.MessagesIn.Add(1)
-		h.stats.BytesIn.Add(uint64(len(data)))
-		if !s.IsOpen() {
-			// Closing (by this side: 1007, 1008, Close): what the client
-			// sends meanwhile is read, for the handshake's sake, and
-			// dropped.
-			continue
-		}
-		if limit != nil && !limit.Allow() {
-			h.stats.RateLimited.Add(1)
-			if over++; over > h.cfg.RateBurst {
-				_ = s.CloseWith(actors.ClosePolicyViolation, "rate limit exceeded")
-				continue // keep reading until the close handshake ends
-			}
-			if h.hooks.OnRateLimited != nil {
-				// Before the send: the client may read the answer before
-				// SendText returns.
-				h.hooks.OnRateLimited(s)
-			}
-			_ = s.SendText(rateLimited)
-			continue
-		}
-		// A refusal costs a strike, an accepted message pays one back: a
-		// client well over the limit runs out of strikes and is closed,
-		// one that only touches it is not.
-		over = max(over-1, 0)
-		if typ == websocket.MessageText && !utf8.Valid(data) {
-			// RFC 6455 8.1: a text message must be UTF-8.
-			_ = s.CloseWith(actors.CloseInvalidData, "text message is not valid UTF-8")
-			continue // read on until the close handshake ends
-		}
-		if h.hooks.OnFrame != nil {
-			h.frame(s, typ == websocket.MessageBinary, data)
-		}
-	}
-	if !opened {
-		code, reason = actors.CloseInternalError, "open handler failed"
-		_ = conn.ws.Close(websocket.StatusInternalError, reason)
-	}
-	hb.stop()
-	s.Finish(code, reason)
-	h.stats.closed(s.CloseCode())
 }
 
 // rateLimited answers a message over the rate limit.
@@ -377,14 +301,15 @@ func (h *Handler) Sessions() []*actors.Session {
 // (queued frames are written first), and waits until all are gone or ctx
 // ends, when it drops the rest. It returns ctx's error in that case.
 //
-// It may be called from any goroutine, including a handler running on a
-// session's read loop: that one connection is then not waited for (it ends
-// when the handler returns).
+// It may be called from any goroutine, including a callback of one of the
+// handler's sessions: that one connection is then not waited for (it ends
+// when the callback returns).
 func (h *Handler) Shutdown(ctx context.Context) error {
 	if !h.stopAccepting() {
 		<-h.drained()
 		return nil
 	}
+	defer h.stopWorkers()
 	for _, s := range h.Sessions() {
 		_ = s.CloseWith(actors.CloseGoingAway, "server shutting down")
 	}
@@ -402,22 +327,23 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 }
 
 // Close drops every connection at once and waits for their goroutines
-// (except the caller's own, when called from a handler).
+// (except the caller's own, when called from a callback).
 func (h *Handler) Close() {
 	h.stopAccepting()
+	defer h.stopWorkers()
 	for _, s := range h.Sessions() {
 		s.ShutdownNow()
 	}
 	<-h.drained()
 }
 
-// drained returns a channel closed once every ServeHTTP call has returned,
-// not counting the caller's own read loop if it is one (waiting for it
-// would wait forever).
+// drained returns a channel closed once every connection has ended (its
+// OnClose returned), not counting the caller's own if the caller is a
+// worker running one of its callbacks (waiting for it would wait forever).
 func (h *Handler) drained() <-chan struct{} {
 	self := goroutineID()
 	h.mu.Lock()
-	_, own := h.readers[self]
+	_, own := h.workers[self]
 	h.mu.Unlock()
 	allow := 0
 	if own {
@@ -427,7 +353,7 @@ func (h *Handler) drained() <-chan struct{} {
 	go func() {
 		h.mu.Lock()
 		for h.active > allow {
-			h.idle.Wait()
+			h.drain.Wait()
 		}
 		h.mu.Unlock()
 		close(done)

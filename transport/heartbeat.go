@@ -10,8 +10,9 @@ import (
 )
 
 // heartbeat is one session's ping and idle-timeout timer. It is a single
-// time.AfterFunc timer, re-armed for whichever comes first (the next ping or
-// the idle deadline), so an idle connection holds no goroutine for it.
+// time.AfterFunc timer, re-armed (Reset, no allocation) for whichever comes
+// first (the next ping or the idle deadline), so an idle connection holds
+// no goroutine for it.
 type heartbeat struct {
 	cfg      *Config
 	ws       *wsConn
@@ -25,13 +26,14 @@ type heartbeat struct {
 	runs  sync.WaitGroup
 }
 
-func newHeartbeat(cfg *Config, ws *wsConn, s *actors.Session) *heartbeat {
-	h := &heartbeat{cfg: cfg, ws: ws, s: s}
+// start sets h up (it lives inside the connection's state, saving an
+// allocation) and arms the first check.
+func (h *heartbeat) start(cfg *Config, ws *wsConn, s *actors.Session) {
+	h.cfg, h.ws, h.s = cfg, ws, s
 	now := time.Now()
 	h.lastRead.Store(now.UnixNano())
 	h.lastPing = now
 	h.arm(now)
-	return h
 }
 
 // touch records that the client sent something.
@@ -61,10 +63,18 @@ func (h *heartbeat) arm(now time.Time) {
 		return
 	}
 	h.runs.Add(1)
-	h.timer = time.AfterFunc(next, func() {
-		defer h.runs.Done()
-		h.fire()
-	})
+	if h.timer == nil {
+		h.timer = time.AfterFunc(next, h.tick)
+	} else {
+		// Only re-armed from tick, once the timer has fired: it is not
+		// pending, so Reset schedules it afresh.
+		h.timer.Reset(next)
+	}
+}
+
+func (h *heartbeat) tick() {
+	defer h.runs.Done()
+	h.fire()
 }
 
 func (h *heartbeat) fire() {

@@ -75,9 +75,10 @@ func (h *hijackCapture) WriteHeader(code int) {
 }
 
 // writeBufferSize is the bufio.Writer coder/websocket frames into. Data
-// frames pass through it into the cork buffer, so it need not be large; a
-// small one keeps idle connections small.
-const writeBufferSize = 512
+// frames pass through it into the cork buffer, and a payload that does not
+// fit is written past it, so it only has to hold a frame header; every
+// connection keeps one for its lifetime.
+const writeBufferSize = 64
 
 func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
@@ -87,16 +88,25 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	h.conn = c
 	h.cork = &corkWriter{conn: c}
 	cc := &corkedConn{Conn: c, cork: h.cork}
-	return cc, bufio.NewReadWriter(smallReader(brw.Reader, cc), bufio.NewWriterSize(h.cork, writeBufferSize)), nil
+	return cc, bufio.NewReadWriter(newFrameReader(brw.Reader, cc), bufio.NewWriterSize(h.cork, writeBufferSize)), nil
 }
 
 // corkedConn is the connection coder/websocket sees. When it closes the
 // connection right after writing a close frame (it does so on receiving the
 // peer's close), the frame may still sit in the cork buffer: Close sends
-// what is buffered first.
+// what is buffered first. Reads go through in, when set (see
+// newFrameReader).
 type corkedConn struct {
 	net.Conn
 	cork *corkWriter
+	in   io.Reader
+}
+
+func (c *corkedConn) Read(p []byte) (int, error) {
+	if c.in != nil {
+		return c.in.Read(p)
+	}
+	return c.Conn.Read(p)
 }
 
 func (c *corkedConn) Close() error {
@@ -113,7 +123,8 @@ const readBufferSize = 1024
 
 // smallReader replaces net/http's read buffer with a smaller one holding
 // the same unread bytes (a client may have sent its first frame right
-// behind the handshake).
+// behind the handshake). It is what connections that newFrameReader cannot
+// lend buffers to read through.
 func smallReader(br *bufio.Reader, c net.Conn) *bufio.Reader {
 	n := br.Buffered()
 	if n > readBufferSize {

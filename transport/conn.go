@@ -1,0 +1,275 @@
+package transport
+
+import (
+	"context"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+	"github.com/troupehq/troupe/actors"
+	"golang.org/x/time/rate"
+)
+
+// conn is one connection's state, shared by its read loop and by the worker
+// that runs its callbacks.
+//
+// The read loop only reads: coder/websocket needs a reader parked in Read
+// at all times (for pings, pongs and the close handshake), so that
+// goroutine lives as long as the connection. Goroutine stacks grow and only
+// shrink at a garbage collection, which an idle server does not run; if the
+// read loop ran the handlers, every idle connection would keep the stack
+// its deepest handler needed. So the callbacks (OnOpen, OnFrame, OnClose)
+// run on a worker from the handler's pool instead, taken only while the
+// connection has messages waiting, and the read loop keeps the small stack
+// that a parked Read needs.
+type conn struct {
+	h  *Handler
+	s  *actors.Session
+	ws *wsConn
+	hb heartbeat
+
+	// Read loop only.
+	limit *rate.Limiter // made on the first message; nil without a rate limit
+	over  int           // strikes: refusals not yet paid back by accepted messages
+
+	mu     sync.Mutex
+	wake   sync.Cond // the read loop waits here: for room in the queue, or for OnOpen
+	in     *inbox    // messages read and not yet handled; borrowed only while not empty
+	busy   bool      // a worker owns the connection's callbacks
+	opened bool      // OnOpen has returned
+	openOK bool      // ... without panicking
+
+	// Set by the read loop before it queues itemEnd.
+	endCode   int
+	endReason string
+}
+
+// item kinds: what the read loop asks the worker to do.
+const (
+	itemText        = iota // OnFrame, text
+	itemBinary             // OnFrame, binary
+	itemOpen               // OnOpen
+	itemRateLimited        // over the rate limit: answer "rate_limited"
+	itemRateClose          // over the rate limit too often: close 1008
+	itemBadUTF8            // invalid text: close 1007
+	itemEnd                // the connection is gone: OnClose, then forget it
+)
+
+type item struct {
+	data []byte
+	kind uint8
+}
+
+// Bounds of the inbound queue. When it is full the read loop stops reading,
+// so a client that sends faster than its handlers run is held back by TCP,
+// as it would be if the read loop ran the handlers itself; the queue only
+// lets reading overlap with handling. A single message may exceed
+// inboxBytes (up to MaxMessageSize) when nothing else is queued.
+const (
+	inboxLen   = 8
+	inboxBytes = 64 << 10
+)
+
+// inbox is a connection's inbound queue, a ring taken from a pool while it
+// holds anything: an idle connection keeps none.
+type inbox struct {
+	items   [inboxLen]item
+	head, n int
+	bytes   int
+}
+
+var inboxPool = sync.Pool{New: func() any { return new(inbox) }}
+
+func (q *inbox) push(it item) {
+	q.items[(q.head+q.n)%inboxLen] = it
+	q.n++
+	q.bytes += len(it.data)
+}
+
+func (q *inbox) pop() item {
+	it := q.items[q.head]
+	q.items[q.head] = item{}
+	q.head = (q.head + 1) % inboxLen
+	q.n--
+	q.bytes -= len(it.data)
+	return it
+}
+
+// full reports whether a message of size n must wait for room.
+func (q *inbox) full(n int) bool {
+	return q.n == inboxLen || (q.n > 0 && q.bytes+n > inboxBytes)
+}
+
+func newConn(h *Handler, s *actors.Session, ws *wsConn) *conn {
+	c := &conn{h: h, s: s, ws: ws}
+	c.wake.L = &c.mu
+	c.hb.start(&h.cfg, ws, s)
+	return c
+}
+
+// push queues it for the worker, waiting for room first, and hands the
+// connection to a worker if none has it.
+func (c *conn) push(it item) {
+	c.mu.Lock()
+	for c.in != nil && c.in.full(len(it.data)) {
+		c.wake.Wait()
+	}
+	if c.in == nil {
+		c.in = inboxPool.Get().(*inbox)
+	}
+	c.in.push(it)
+	start := !c.busy
+	c.busy = true
+	c.mu.Unlock()
+	if start {
+		c.h.dispatch(c)
+	}
+}
+
+// next takes the next item for the worker; ok is false when the queue is
+// empty, and the connection is then no longer the worker's.
+func (c *conn) next() (it item, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.in == nil || c.in.n == 0 {
+		if c.in != nil {
+			inboxPool.Put(c.in)
+			c.in = nil
+		}
+		c.busy = false
+		return item{}, false
+	}
+	it = c.in.pop()
+	c.wake.Signal()
+	return it, true
+}
+
+// readLoop reads until the connection ends, then has the worker finish the
+// session. It runs no user code.
+func (c *conn) readLoop() {
+	h, s, ws := c.h, c.s, c.ws.ws
+	h.stats.Opened.Add(1)
+	if h.hooks.OnOpen != nil && !c.open() {
+		reason := "open handler failed"
+		_ = ws.Close(websocket.StatusInternalError, reason)
+		c.end(actors.CloseInternalError, reason)
+		return
+	}
+	for {
+		typ, data, err := ws.Read(context.Background())
+		if err != nil {
+			code, reason := closeStatus(err)
+			if code == actors.CloseMessageTooBig {
+				// coder/websocket has sent 1009; finish the handshake,
+				// discarding the rest of the message, so the client reads
+				// the close frame instead of a connection reset.
+				_ = ws.Close(websocket.StatusMessageTooBig, reason)
+			}
+			c.end(code, reason)
+			return
+		}
+		c.hb.touch()
+		h.stats.MessagesIn.Add(1)
+		h.stats.BytesIn.Add(uint64(len(data)))
+		if !s.IsOpen() {
+			// Closing (by this side: 1007, 1008, Close): what the client
+			// sends meanwhile is read, for the handshake's sake, and
+			// dropped.
+			continue
+		}
+		kind := uint8(itemText)
+		if typ == websocket.MessageBinary {
+			kind = itemBinary
+		}
+		if h.cfg.RateLimit > 0 {
+			if c.limit == nil {
+				c.limit = rate.NewLimiter(rate.Limit(h.cfg.RateLimit), h.cfg.RateBurst)
+			}
+			if !c.limit.Allow() {
+				h.stats.RateLimited.Add(1)
+				kind = itemRateLimited
+				if c.over++; c.over > h.cfg.RateBurst {
+					kind = itemRateClose
+				}
+				c.push(item{kind: kind})
+				continue
+			}
+			// A refusal costs a strike, an accepted message pays one
+			// back: a client well over the limit runs out of strikes and
+			// is closed, one that only touches it is not.
+			c.over = max(c.over-1, 0)
+		}
+		if kind == itemText && !utf8.Valid(data) {
+			// RFC 6455 8.1: a text message must be UTF-8.
+			c.push(item{kind: itemBadUTF8})
+			continue
+		}
+		if h.hooks.OnFrame != nil {
+			c.push(item{data: data, kind: kind})
+		}
+	}
+}
+
+// open has a worker run OnOpen and waits for it: no message is read before
+// OnOpen has returned. It reports whether OnOpen returned normally.
+func (c *conn) open() bool {
+	c.push(item{kind: itemOpen})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for !c.opened {
+		c.wake.Wait()
+	}
+	return c.openOK
+}
+
+// end queues the session's end behind the messages still waiting.
+func (c *conn) end(code int, reason string) {
+	c.endCode, c.endReason = code, reason
+	c.push(item{kind: itemEnd})
+}
+
+// run handles the connection's queued items, in order, on a worker. It
+// returns when the queue is empty.
+func (c *conn) run() {
+	h, s := c.h, c.s
+	for {
+		it, ok := c.next()
+		if !ok {
+			return
+		}
+		switch it.kind {
+		case itemOpen:
+			ok := h.call(s, func() { h.hooks.OnOpen(s) })
+			c.mu.Lock()
+			c.opened, c.openOK = true, ok
+			c.wake.Signal()
+			c.mu.Unlock()
+		case itemEnd:
+			c.hb.stop()
+			s.Finish(c.endCode, c.endReason)
+			h.stats.closed(s.CloseCode())
+			h.done()
+			// Nothing follows itemEnd: the next call to next returns
+			// the queue to its pool.
+		default:
+			if !s.IsOpen() {
+				continue // closed since it was read: dropped, as above
+			}
+			switch it.kind {
+			case itemRateLimited:
+				if h.hooks.OnRateLimited != nil {
+					// Before the send: the client may read the answer
+					// before SendText returns.
+					h.hooks.OnRateLimited(s)
+				}
+				_ = s.SendText(rateLimited)
+			case itemRateClose:
+				_ = s.CloseWith(actors.ClosePolicyViolation, "rate limit exceeded")
+			case itemBadUTF8:
+				_ = s.CloseWith(actors.CloseInvalidData, "text message is not valid UTF-8")
+			default:
+				h.frame(s, it.kind == itemBinary, it.data)
+			}
+		}
+	}
+}

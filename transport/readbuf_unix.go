@@ -1,0 +1,146 @@
+//go:build unix
+
+package transport
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+)
+
+// lendingReader reads a connection through a buffer borrowed from a pool
+// only while it holds bytes not yet consumed. The read loop of an idle
+// connection waits for the socket to become readable with no buffer at all,
+// where a bufio.Reader would keep its own for the connection's lifetime:
+// coder/websocket then reads through a minimal bufio.Reader (16 bytes) on
+// top of this one. A read of a whole buffer or more skips the buffer.
+//
+// It is only used from the goroutine that holds coder/websocket's read
+// lock, like the bufio.Reader above it.
+type lendingReader struct {
+	rc   syscall.RawConn
+	buf  *[]byte // borrowed; nil when empty
+	r, w int
+
+	// The raw read's arguments and results: read is a method value made
+	// once, so waiting for the socket allocates nothing.
+	read func(fd uintptr) bool
+	dst  []byte
+	n    int
+	err  error
+}
+
+// lendBufferSize is the size of the borrowed buffers: how much one read(2)
+// can fetch for the frames of a busy connection.
+const lendBufferSize = 4096
+
+var lendPool = sync.Pool{New: func() any { b := make([]byte, lendBufferSize); return &b }}
+
+// newFrameReader returns the reader coder/websocket reads frames through.
+// coder/websocket rebuilds it on top of the connection Hijack returned (cc)
+// after re-reading what it holds, so the lending reader goes under cc, and
+// it also holds the bytes net/http had read past the handshake (a client
+// may send its first frame right behind it).
+func newFrameReader(br *bufio.Reader, cc *corkedConn) *bufio.Reader {
+	sc, ok := cc.Conn.(syscall.Conn)
+	if !ok {
+		return smallReader(br, cc)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil || br.Buffered() > lendBufferSize {
+		return smallReader(br, cc)
+	}
+	l := &lendingReader{rc: rc}
+	l.read = l.readRaw
+	if n := br.Buffered(); n > 0 {
+		left, _ := br.Peek(n)
+		l.buf = lendPool.Get().(*[]byte)
+		l.w = copy(*l.buf, left)
+	}
+	cc.in = l
+	return bufio.NewReaderSize(cc, 16)
+}
+
+func (l *lendingReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if l.buf == nil {
+		// Straight into p when it is as large as a buffer; otherwise
+		// into a borrowed buffer, taken only once bytes are there.
+		if len(p) >= lendBufferSize {
+			l.dst = p
+		}
+		n, err := l.fill()
+		l.dst = nil
+		if err != nil || len(p) >= lendBufferSize {
+			return n, err
+		}
+		l.r, l.w = 0, n
+	}
+	n := copy(p, (*l.buf)[l.r:l.w])
+	l.r += n
+	if l.r == l.w {
+		lendPool.Put(l.buf)
+		l.buf, l.r, l.w = nil, 0, 0
+	}
+	return n, nil
+}
+
+// fill waits until the socket is readable and reads once, into l.dst if
+// set, else into a buffer it borrows (l.buf).
+func (l *lendingReader) fill() (int, error) {
+	l.n, l.err = 0, nil
+	if err := l.rc.Read(l.read); err != nil {
+		return 0, err
+	}
+	if l.err != nil {
+		err := l.err
+		l.err = nil
+		return 0, err
+	}
+	if l.n == 0 {
+		return 0, io.EOF
+	}
+	return l.n, nil
+}
+
+// readRaw is the non-blocking read(2) that RawConn.Read retries each time
+// the socket becomes readable. The buffer is borrowed for the attempt and
+// given back if there was nothing to read, so a connection waiting for its
+// client holds none.
+func (l *lendingReader) readRaw(fd uintptr) bool {
+	dst := l.dst
+	var b *[]byte
+	if dst == nil {
+		b = lendPool.Get().(*[]byte)
+		dst = *b
+	}
+	for {
+		n, err := syscall.Read(int(fd), dst)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN {
+			if b != nil {
+				lendPool.Put(b)
+			}
+			return false // wait until readable, then again
+		}
+		if err != nil {
+			l.err = &net.OpError{Op: "read", Net: "tcp", Err: err}
+			n = 0
+		}
+		if b != nil {
+			if n > 0 {
+				l.buf = b
+			} else {
+				lendPool.Put(b)
+			}
+		}
+		l.n = n
+		return true
+	}
+}
