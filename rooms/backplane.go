@@ -37,12 +37,15 @@ type Backplane interface {
 	// room sees a gap, it stops the feed and follows again.
 	Follow(ctx context.Context, room string, deliver func(Entry)) (*Feed, error)
 
-	// Publish appends a message to room's log and returns the sequence
-	// number it got: the previous message's plus one, whichever node
-	// published that. build encodes the message for a given sequence number;
-	// Publish calls it again, with a later number, when another node
-	// published first.
-	Publish(ctx context.Context, room string, build func(seq uint64) []byte) (uint64, error)
+	// Publish appends count messages to room's log, in order, and returns
+	// the sequence number of the first; the others follow it without a gap,
+	// whichever node published the messages before them. build encodes the
+	// count messages for a given first sequence number; Publish calls it
+	// again, with a later number, when another node published first. A
+	// room hands over in one call what its members sent while the previous
+	// call was on its way, so that a busy room pays one round trip per
+	// batch, not per message.
+	Publish(ctx context.Context, room string, count int, build func(first uint64) [][]byte) (uint64, error)
 
 	// Announce replaces this node's member list for room (empty: it has
 	// none). The backplane keeps the list alive until it is replaced; the
@@ -77,7 +80,7 @@ type Feed struct {
 	// resume from a sequence number of the old one.
 	Epoch string
 	// Backlog is what the backplane held when the feed began, oldest
-	// first: at most the history length of the room.
+	// first: the room's recent history.
 	Backlog []Entry
 	// Stop ends the feed. It does not wait for a deliver call in progress.
 	Stop func()

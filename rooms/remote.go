@@ -294,28 +294,47 @@ func (st *roomState) drainPublish(m *Manager) {
 			p.mu.Unlock()
 			return
 		}
-		r := p.queue[0]
-		p.queue[0] = nil
-		p.queue = p.queue[1:]
+		n, size := 0, 0
+		for n < len(p.queue) && n < maxPublishBatch && (n == 0 || size+len(p.queue[n].body) <= maxPublishBatchBytes) {
+			size += len(p.queue[n].body)
+			n++
+		}
+		batch := append([]*publishReq(nil), p.queue[:n]...)
+		clear(p.queue[:n])
+		p.queue = p.queue[n:]
 		p.mu.Unlock()
-		st.publishRemote(r)
+		st.publishRemote(batch)
 	}
 }
 
-// publishRemote appends r to the room's log. The message reaches the
-// members, the sender included, through the feed of each node.
-func (st *roomState) publishRemote(r *publishReq) {
-	from := MemberID(r.s)
+// Bounds of what one call to Backplane.Publish carries.
+const (
+	maxPublishBatch      = 64
+	maxPublishBatchBytes = 64 << 10
+)
+
+// publishRemote appends a batch to the room's log. The messages reach the
+// members, their senders included, through the feed of each node.
+func (st *roomState) publishRemote(batch []*publishReq) {
+	from := make([]string, len(batch))
+	for i, r := range batch {
+		from[i] = MemberID(r.s)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	seq, err := st.bp.Publish(ctx, st.name, func(seq uint64) []byte {
-		return st.messagePayload(seq, from, r.body)
+	first, err := st.bp.Publish(ctx, st.name, len(batch), func(first uint64) [][]byte {
+		out := make([][]byte, len(batch))
+		for i, r := range batch {
+			out[i] = st.messagePayload(first+uint64(i), from[i], r.body)
+		}
+		return out
 	})
-	if err != nil {
-		_ = r.s.SendText(wire.Error(r.id, "unavailable", "room "+st.name+": message not taken: "+err.Error()))
-		return
-	}
-	if len(r.id) > 0 {
-		_ = r.s.SendText(publishedFrame(st.name, seq, r.id))
+	for i, r := range batch {
+		switch {
+		case err != nil:
+			_ = r.s.SendText(wire.Error(r.id, "unavailable", "room "+st.name+": message not taken: "+err.Error()))
+		case len(r.id) > 0:
+			_ = r.s.SendText(publishedFrame(st.name, first+uint64(i), r.id))
+		}
 	}
 }

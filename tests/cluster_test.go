@@ -280,11 +280,11 @@ func (n *flakyNode) Follow(ctx context.Context, room string, deliver func(rooms.
 	return n.memNode.Follow(ctx, room, deliver)
 }
 
-func (n *flakyNode) Publish(ctx context.Context, room string, build func(uint64) []byte) (uint64, error) {
+func (n *flakyNode) Publish(ctx context.Context, room string, count int, build func(uint64) [][]byte) (uint64, error) {
 	if n.failPublish.Load() {
 		return 0, errors.New("no leader")
 	}
-	return n.memNode.Publish(ctx, room, build)
+	return n.memNode.Publish(ctx, room, count, build)
 }
 
 // TestClusterUnavailable checks that when the backplane fails, clients are

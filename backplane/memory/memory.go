@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -129,7 +130,7 @@ func (n *Node) Follow(_ context.Context, room string, deliver func(rooms.Entry))
 }
 
 // Publish implements rooms.Backplane.
-func (n *Node) Publish(_ context.Context, room string, build func(seq uint64) []byte) (uint64, error) {
+func (n *Node) Publish(_ context.Context, room string, count int, build func(first uint64) [][]byte) (uint64, error) {
 	if n.isClosed() {
 		return 0, ErrClosed
 	}
@@ -137,20 +138,27 @@ func (n *Node) Publish(_ context.Context, room string, build func(seq uint64) []
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r := c.room(room)
-	e := rooms.Entry{Seq: r.last + 1, Payload: build(r.last + 1)}
-	r.last = e.Seq
-	r.entries = append(r.entries, e)
+	first := r.last + 1
+	payloads := build(first)
+	if len(payloads) != count {
+		return 0, fmt.Errorf("memory: build returned %d messages, want %d", len(payloads), count)
+	}
+	for i, p := range payloads {
+		e := rooms.Entry{Seq: first + uint64(i), Payload: p}
+		r.last = e.Seq
+		r.entries = append(r.entries, e)
+		for q, f := range r.followers {
+			if f.n.skip.Load() > 0 && f.n.skip.Add(-1) >= 0 {
+				continue
+			}
+			deliver := f.deliver
+			q.push(func() { deliver(e) })
+		}
+	}
 	if len(r.entries) > c.historyLength {
 		r.entries = append(r.entries[:0:0], r.entries[len(r.entries)-c.historyLength:]...)
 	}
-	for q, f := range r.followers {
-		if f.n.skip.Load() > 0 && f.n.skip.Add(-1) >= 0 {
-			continue
-		}
-		deliver := f.deliver
-		q.push(func() { deliver(e) })
-	}
-	return e.Seq, nil
+	return first, nil
 }
 
 // Announce implements rooms.Backplane.

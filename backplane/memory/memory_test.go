@@ -13,6 +13,9 @@ import (
 
 func build(seq uint64) []byte { return fmt.Appendf(nil, `{"seq":%d}`, seq) }
 
+// one builds a batch of one message.
+func one(first uint64) [][]byte { return [][]byte{build(first)} }
+
 // collect gathers what a feed delivers.
 type collect struct {
 	mu   sync.Mutex
@@ -81,7 +84,7 @@ func TestPublishFollow(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 50 {
-				seq, err := n.Publish(ctx, "r", build)
+				seq, err := n.Publish(ctx, "r", 1, one)
 				if err != nil {
 					t.Error(err)
 					return
@@ -164,7 +167,7 @@ func TestPresence(t *testing.T) {
 	if u := next(); u.node != "a" || u.keys != nil {
 		t.Fatalf("after a's Close got %+v, want a's list gone", u)
 	}
-	if _, err := a.Publish(context.Background(), "r", build); err != ErrClosed {
+	if _, err := a.Publish(context.Background(), "r", 1, one); err != ErrClosed {
 		t.Fatalf("Publish on a closed node: %v, want ErrClosed", err)
 	}
 }

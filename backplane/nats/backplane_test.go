@@ -21,10 +21,10 @@ func TestPublishNumbersFromOneWithoutGaps(t *testing.T) {
 	b := openSolo(t, nil)
 	var built []uint64
 	for want := uint64(1); want <= 3; want++ {
-		seq, err := b.Publish(ctxT(t), "lobby", func(seq uint64) []byte {
+		seq, err := b.Publish(ctxT(t), "lobby", 1, single(func(seq uint64) []byte {
 			built = append(built, seq)
 			return payload(seq)
-		})
+		}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -36,7 +36,7 @@ func TestPublishNumbersFromOneWithoutGaps(t *testing.T) {
 		t.Fatalf("build called with %v, want [1 2 3]", built)
 	}
 	// Another room numbers on its own.
-	if seq, err := b.Publish(ctxT(t), "other", payload); err != nil || seq != 1 {
+	if seq, err := b.Publish(ctxT(t), "other", 1, single(payload)); err != nil || seq != 1 {
 		t.Fatalf("first publish to another room: seq %d, err %v; want 1", seq, err)
 	}
 }
@@ -96,7 +96,7 @@ func TestRoomNamesNeedNoEscaping(t *testing.T) {
 	names := []string{"", "a.b", "*", ">", "with space", "ünïcödé/🎭", strings.Repeat("x", 300)}
 	for i, name := range names {
 		for range i + 1 {
-			if _, err := b.Publish(ctxT(t), name, payload); err != nil {
+			if _, err := b.Publish(ctxT(t), name, 1, single(payload)); err != nil {
 				t.Fatalf("Publish(%q): %v", name, err)
 			}
 		}
@@ -144,9 +144,9 @@ func TestConcurrentPublishersOnTwoNodesShareOneSequence(t *testing.T) {
 		node := []*Backplane{a, b}[w%2]
 		wg.Go(func() {
 			for i := range perWorker {
-				seq, err := node.Publish(ctxT(t), "lobby", func(seq uint64) []byte {
+				seq, err := node.Publish(ctxT(t), "lobby", 1, single(func(seq uint64) []byte {
 					return fmt.Appendf(nil, "%s/%d/%d@%d", node.Node(), w, i, seq)
-				})
+				}))
 				if err != nil {
 					t.Errorf("Publish: %v", err)
 					return
@@ -196,10 +196,10 @@ func TestPublishRetriedAfterLostAckIsStoredOnce(t *testing.T) {
 	publishN(t, b, "lobby", 2)
 	loseAck(b)
 	builds := 0
-	seq, err := b.Publish(ctxT(t), "lobby", func(seq uint64) []byte {
+	seq, err := b.Publish(ctxT(t), "lobby", 1, single(func(seq uint64) []byte {
 		builds++
 		return payload(seq)
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +277,7 @@ func TestUnavailableWhenJetStreamCannotBeReached(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, err := b.Publish(ctx, "lobby", payload)
+	_, err := b.Publish(ctx, "lobby", 1, single(payload))
 	if !errors.Is(err, rooms.ErrUnavailable) {
 		t.Fatalf("Publish without a server: %v, want rooms.ErrUnavailable", err)
 	}
@@ -326,7 +326,7 @@ func TestCloseEndsEverythingAndLeavesNoGoroutines(t *testing.T) {
 	}
 	goleak.VerifyNone(t)
 
-	if _, err := a.Publish(context.Background(), "lobby", payload); !errors.Is(err, ErrClosed) || !errors.Is(err, rooms.ErrUnavailable) {
+	if _, err := a.Publish(context.Background(), "lobby", 1, single(payload)); !errors.Is(err, ErrClosed) || !errors.Is(err, rooms.ErrUnavailable) {
 		t.Fatalf("Publish after Close: %v, want ErrClosed and rooms.ErrUnavailable", err)
 	}
 	if _, err := a.Follow(context.Background(), "lobby", func(rooms.Entry) {}); !errors.Is(err, ErrClosed) {
@@ -379,5 +379,41 @@ func TestReplicasDefaultToClusterSize(t *testing.T) {
 		if c.Replicas != tc.want {
 			t.Errorf("routes %v, Replicas %d: got %d, want %d", tc.routes, tc.explicit, c.Replicas, tc.want)
 		}
+	}
+}
+
+// TestBatchPublishNumbersEveryMessage checks that a batch gets consecutive
+// numbers after what came before, that followers see each message of it
+// as an entry of its own, in the backlog and live, and that a publish from
+// another node after it continues the numbering.
+func TestBatchPublishNumbersEveryMessage(t *testing.T) {
+	a := openSolo(t, nil)
+	b := openPeer(t, a.Server(), "b", nil)
+	publishN(t, a, "lobby", 2)
+	batch := func(first uint64) [][]byte {
+		return [][]byte{payload(first), payload(first + 1), payload(first + 2)}
+	}
+	first, err := a.Publish(ctxT(t), "lobby", 3, batch)
+	if err != nil || first != 3 {
+		t.Fatalf("batch of 3 after 2 messages: first %d, err %v; want 3", first, err)
+	}
+	feed, live := follow(t, b, "lobby")
+	checkSeqs(t, feed.Backlog, 1)
+	if len(feed.Backlog) != 5 {
+		t.Fatalf("backlog %v, want 5 entries", seqsOf(feed.Backlog))
+	}
+	for _, e := range feed.Backlog {
+		if string(e.Payload) != string(payload(e.Seq)) {
+			t.Fatalf("entry %d holds %q", e.Seq, e.Payload)
+		}
+	}
+	pair := func(first uint64) [][]byte { return [][]byte{payload(first), payload(first + 1)} }
+	if first, err = b.Publish(ctxT(t), "lobby", 2, pair); err != nil || first != 6 {
+		t.Fatalf("batch from another node: first %d, err %v; want 6", first, err)
+	}
+	got := live.waitFor(t, 2)
+	checkSeqs(t, got, 6)
+	if _, err := a.Publish(ctxT(t), "lobby", 2, batch); err == nil {
+		t.Fatal("build returning 3 messages for a batch of 2: no error")
 	}
 }

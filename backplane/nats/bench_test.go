@@ -15,7 +15,7 @@ func BenchmarkPublish(b *testing.B) {
 	run := func(b *testing.B, nodes []*Backplane) {
 		b.Run("one-room", func(b *testing.B) {
 			for b.Loop() {
-				if _, err := nodes[0].Publish(ctxT(b), "bench-one", build); err != nil {
+				if _, err := nodes[0].Publish(ctxT(b), "bench-one", 1, single(build)); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -25,7 +25,7 @@ func BenchmarkPublish(b *testing.B) {
 			// each finds its view stale and refreshes it once.
 			b.Run("one-room-rotating-nodes", func(b *testing.B) {
 				for i := 0; b.Loop(); i++ {
-					if _, err := nodes[i%len(nodes)].Publish(ctxT(b), "bench-rotate", build); err != nil {
+					if _, err := nodes[i%len(nodes)].Publish(ctxT(b), "bench-rotate", 1, single(build)); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -39,7 +39,7 @@ func BenchmarkPublish(b *testing.B) {
 				n := nodes[int(g)%len(nodes)]
 				room := fmt.Sprintf("bench-room-%d", g)
 				for pb.Next() {
-					if _, err := n.Publish(ctxT(b), room, build); err != nil {
+					if _, err := n.Publish(ctxT(b), room, 1, single(build)); err != nil {
 						b.Error(err)
 						return
 					}

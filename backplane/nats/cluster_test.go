@@ -76,9 +76,9 @@ func publishFromAll(t testing.TB, nodes []*Backplane, room string, perNode int) 
 	for _, n := range nodes {
 		wg.Go(func() {
 			for i := range perNode {
-				seq, err := n.Publish(ctxT(t), room, func(seq uint64) []byte {
+				seq, err := n.Publish(ctxT(t), room, 1, single(func(seq uint64) []byte {
 					return fmt.Appendf(nil, "%s/%d@%d", n.Node(), i, seq)
-				})
+				}))
 				if err != nil {
 					t.Errorf("Publish via %s: %v", n.Node(), err)
 					return
@@ -154,7 +154,7 @@ func TestClusterOneSequenceSurvivesLeaderLoss(t *testing.T) {
 	// A publish whose acknowledgement is lost is stored once here too (a
 	// cluster recognises the resent message ID).
 	loseAck(rest[0])
-	if seq, err := rest[0].Publish(ctxT(t), "lobby", payload); err != nil || seq != 5*perNode+1 {
+	if seq, err := rest[0].Publish(ctxT(t), "lobby", 1, single(payload)); err != nil || seq != 5*perNode+1 {
 		t.Fatalf("publish after a lost ack: seq %d, err %v; want %d", seq, err, 5*perNode+1)
 	}
 	const total = 5*perNode + 1

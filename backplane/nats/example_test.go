@@ -29,16 +29,20 @@ func Example() {
 	}
 	defer bp.Close()
 
-	for _, text := range []string{"hello", "world"} {
-		seq, err := bp.Publish(ctx, "lobby", func(seq uint64) []byte {
-			return fmt.Appendf(nil, `{"seq":%d,"text":%q}`, seq, text)
-		})
-		if err != nil {
-			fmt.Println(err)
-			return
+	// Two messages in one append: they get consecutive numbers.
+	texts := []string{"hello", "world"}
+	first, err := bp.Publish(ctx, "lobby", len(texts), func(first uint64) [][]byte {
+		out := make([][]byte, len(texts))
+		for i, text := range texts {
+			out[i] = fmt.Appendf(nil, `{"seq":%d,"text":%q}`, first+uint64(i), text)
 		}
-		fmt.Println("published", seq)
+		return out
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
 	}
+	fmt.Println("published", first, "and", first+1)
 
 	live := make(chan rooms.Entry, 1)
 	feed, err := bp.Follow(ctx, "lobby", func(e rooms.Entry) { live <- e })
@@ -50,14 +54,13 @@ func Example() {
 	for _, e := range feed.Backlog {
 		fmt.Printf("backlog %d %s\n", e.Seq, e.Payload)
 	}
-	bp.Publish(ctx, "lobby", func(seq uint64) []byte {
-		return fmt.Appendf(nil, `{"seq":%d,"text":"again"}`, seq)
+	bp.Publish(ctx, "lobby", 1, func(seq uint64) [][]byte {
+		return [][]byte{fmt.Appendf(nil, `{"seq":%d,"text":"again"}`, seq)}
 	})
 	e := <-live
 	fmt.Printf("live %d %s\n", e.Seq, e.Payload)
 	// Output:
-	// published 1
-	// published 2
+	// published 1 and 2
 	// backlog 1 {"seq":1,"text":"hello"}
 	// backlog 2 {"seq":2,"text":"world"}
 	// live 3 {"seq":3,"text":"again"}

@@ -39,7 +39,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.Node, "node", "", "this node's name, unique in the cluster (default: from the -cluster address)")
 	fs.StringVar(&f.URL, "nats", "", "join the NATS cluster at this URL (nats://host:4222,...) instead of embedding one")
 	fs.StringVar(&f.Cluster, "cluster", "", "embed a NATS server whose cluster port listens on host:port")
-	fs.StringVar(&f.Routes, "routes", "", "the other nodes' -cluster addresses, comma-separated (host:port,...)")
+	fs.StringVar(&f.Routes, "routes", "", "the other nodes' -cluster addresses, comma-separated (host:port,...); without them the node runs its NATS server alone")
 	fs.IntVar(&f.NATSPort, "nats-port", 0, "client port of the embedded NATS server, for tools such as the nats CLI (0: a random free port)")
 	fs.StringVar(&f.Data, "data", "", "directory of the embedded server's JetStream files (default: data/<node>)")
 	fs.IntVar(&f.Replicas, "replicas", 0, "copies of each room's log (default: one per node, up to 3)")
@@ -85,6 +85,11 @@ func (f *Flags) Options() (Options, error) {
 		if r = strings.TrimSpace(r); r != "" {
 			e.Routes = append(e.Routes, "nats-route://"+r)
 		}
+	}
+	if len(e.Routes) == 0 {
+		// A clustered JetStream server waits for peers that would never
+		// come: without routes the node runs its server alone.
+		e.ClusterPort = 0
 	}
 	opts.Embedded = e
 	return opts, nil

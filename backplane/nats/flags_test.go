@@ -50,6 +50,12 @@ func TestFlags(t *testing.T) {
 		t.Fatalf("explicit node, port, data: %+v / %+v", opts, opts.Embedded)
 	}
 
+	f, _ = parseFlags(t, "-cluster", "127.0.0.1:6222")
+	opts, _ = f.Options()
+	if opts.Embedded == nil || opts.Embedded.ClusterPort != 0 || len(opts.Embedded.Routes) != 0 {
+		t.Fatalf("-cluster without -routes must run the server alone: %+v", opts.Embedded)
+	}
+
 	f, _ = parseFlags(t, "-nats", "nats://127.0.0.1:4222")
 	opts, _ = f.Options()
 	if opts.URL != "nats://127.0.0.1:4222" || opts.Embedded != nil {

@@ -192,13 +192,13 @@ func (f *feed) handle(m jetstream.Msg) {
 		return // seen before a consumer reset
 	}
 	f.last = md.Sequence.Stream
-	entry, ok := f.entry(m, md.Sequence.Stream)
+	entries, ok := f.entries(m, md.Sequence.Stream)
 	if ok {
-		f.st.note(md.Sequence.Stream, entry.Seq)
+		f.st.note(md.Sequence.Stream, entries[len(entries)-1].Seq)
 	}
 	if !f.live {
 		if ok {
-			f.backlog = append(f.backlog, entry)
+			f.backlog = append(f.backlog, entries...)
 		}
 		f.got++
 		if f.got >= f.want || md.NumPending == 0 {
@@ -216,16 +216,27 @@ func (f *feed) handle(m jetstream.Msg) {
 	case <-f.stopped:
 		return
 	}
-	f.deliver(entry)
+	for _, e := range entries {
+		f.deliver(e)
+	}
 }
 
-func (f *feed) entry(m jetstream.Msg, streamSeq uint64) (rooms.Entry, bool) {
-	seq, err := strconv.ParseUint(m.Headers().Get(seqHeader), 10, 64)
-	if err != nil {
-		f.b.log.Warn("feed: message without a valid "+seqHeader+" header, skipped", "room", f.room, "stream_seq", streamSeq)
-		return rooms.Entry{}, false
+// entries are the room messages of one stored message.
+func (f *feed) entries(m jetstream.Msg, streamSeq uint64) ([]rooms.Entry, bool) {
+	first, n, err := batchHeaders(m.Headers())
+	var payloads [][]byte
+	if err == nil {
+		payloads, err = decodeBatch(m.Data(), n)
 	}
-	return rooms.Entry{Seq: seq, Payload: m.Data()}, true
+	if err != nil {
+		f.b.log.Warn("feed: message skipped", "room", f.room, "stream_seq", streamSeq, "err", err)
+		return nil, false
+	}
+	out := make([]rooms.Entry, n)
+	for i, p := range payloads {
+		out[i] = rooms.Entry{Seq: first + uint64(i), Payload: p}
+	}
+	return out, true
 }
 
 // stop ends the feed. It may run more than once, from deliver itself, and

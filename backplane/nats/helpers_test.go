@@ -78,7 +78,7 @@ func publishN(t testing.TB, b *Backplane, room string, n int) []uint64 {
 	t.Helper()
 	var seqs []uint64
 	for range n {
-		seq, err := b.Publish(ctxT(t), room, payload)
+		seq, err := b.Publish(ctxT(t), room, 1, single(payload))
 		if err != nil {
 			t.Fatalf("Publish: %v", err)
 		}
@@ -171,4 +171,9 @@ func freePorts(t testing.TB, n int) []int {
 		l.Close()
 	}
 	return ports
+}
+
+// single makes a one-message batch of build.
+func single(build func(seq uint64) []byte) func(first uint64) [][]byte {
+	return func(first uint64) [][]byte { return [][]byte{build(first)} }
 }

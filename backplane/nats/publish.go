@@ -1,6 +1,7 @@
 package natsbp
 
 import (
+	"encoding/binary"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -21,6 +22,9 @@ const (
 	// seqHeader carries the room's sequence number of a stored message,
 	// which differs from its stream sequence (the stream holds every room).
 	seqHeader = "Troupe-Seq"
+	// countHeader, on a stored message that holds several room messages,
+	// says how many (see encodeBatch).
+	countHeader = "Troupe-Count"
 
 	// attemptTimeout bounds one publish request, so that an attempt lost in
 	// a leader election is retried (under the same message ID) well before
@@ -110,7 +114,10 @@ func (b *Backplane) release(room string, st *roomState) {
 // as is, with the same Nats-Msg-Id, so that the stream stores it once.
 // When JetStream cannot take the message before ctx ends (or the default
 // Timeout, without a deadline), the error wraps rooms.ErrUnavailable.
-func (b *Backplane) Publish(ctx context.Context, room string, build func(seq uint64) []byte) (uint64, error) {
+func (b *Backplane) Publish(ctx context.Context, room string, count int, build func(first uint64) [][]byte) (uint64, error) {
+	if count < 1 {
+		return 0, fmt.Errorf("natsbp: publish of %d messages", count)
+	}
 	if b.closed.Load() {
 		return 0, b.errClosed()
 	}
@@ -137,17 +144,25 @@ func (b *Backplane) Publish(ctx context.Context, room string, build func(seq uin
 	checkedStream := false
 	for {
 		seq := roomSeq + 1
-		msg := &nats.Msg{Subject: subj, Data: build(seq), Header: nats.Header{}}
+		payloads := build(seq)
+		if len(payloads) != count {
+			return 0, fmt.Errorf("natsbp: build returned %d messages, want %d", len(payloads), count)
+		}
+		msg := &nats.Msg{Subject: subj, Data: encodeBatch(payloads), Header: nats.Header{}}
 		id := b.cfg.Node + "-" + b.incarnation + "-" + strconv.FormatUint(b.msgCounter.Add(1), 10)
 		msg.Header.Set(jetstream.MsgIDHeader, id)
 		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(streamSeq, 10))
 		msg.Header.Set(seqHeader, strconv.FormatUint(seq, 10))
+		if count > 1 {
+			msg.Header.Set(countHeader, strconv.Itoa(count))
+		}
+		last := seq + uint64(count) - 1
 
 		ack, err := b.send(ctx, msg, &checkedStream)
 		if err == nil {
 			// A duplicate ack names the sequence under which the first,
 			// unacknowledged copy was stored: the message is in, once.
-			st.set(ack.Sequence, seq)
+			st.set(ack.Sequence, last)
 			return seq, nil
 		}
 		var wrong *wrongLast
@@ -159,7 +174,7 @@ func (b *Backplane) Publish(ctx context.Context, room string, build func(seq uin
 			// (a single server checks the expected sequence before the
 			// message ID). If so it is the first message after streamSeq.
 			if ss, ok := b.storedAs(ctx, subj, streamSeq, id); ok {
-				st.set(ss, seq)
+				st.set(ss, last)
 				return seq, nil
 			}
 		}
@@ -258,11 +273,11 @@ func (b *Backplane) lastOf(ctx context.Context, subj string) (streamSeq, roomSeq
 		cancel()
 		switch {
 		case err == nil:
-			rs, err := strconv.ParseUint(m.Header.Get(seqHeader), 10, 64)
+			first, n, err := batchHeaders(m.Header)
 			if err != nil {
-				return 0, 0, fmt.Errorf("natsbp: message %d on %s has no valid %s header", m.Sequence, subj, seqHeader)
+				return 0, 0, fmt.Errorf("natsbp: message %d on %s: %w", m.Sequence, subj, err)
 			}
-			return m.Sequence, rs, nil
+			return m.Sequence, first + uint64(n) - 1, nil
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			return 0, 0, nil
 		case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining):
@@ -288,4 +303,59 @@ func (b *Backplane) storedAs(ctx context.Context, subj string, after uint64, id 
 		return 0, false
 	}
 	return m.Sequence, true
+}
+
+// encodeBatch is the data of a stored message: one room message as is, or
+// several, each preceded by its length (uvarint), so that a batch of a busy
+// room costs one append and one round trip.
+func encodeBatch(payloads [][]byte) []byte {
+	if len(payloads) == 1 {
+		return payloads[0]
+	}
+	size := 0
+	for _, p := range payloads {
+		size += binary.MaxVarintLen32 + len(p)
+	}
+	out := make([]byte, 0, size)
+	for _, p := range payloads {
+		out = binary.AppendUvarint(out, uint64(len(p)))
+		out = append(out, p...)
+	}
+	return out
+}
+
+// decodeBatch splits what encodeBatch made of n messages.
+func decodeBatch(data []byte, n int) ([][]byte, error) {
+	if n == 1 {
+		return [][]byte{data}, nil
+	}
+	out := make([][]byte, 0, n)
+	for len(data) > 0 {
+		l, k := binary.Uvarint(data)
+		if k <= 0 || l > uint64(len(data)-k) {
+			return nil, errors.New("natsbp: malformed batch")
+		}
+		out = append(out, data[k:k+int(l)])
+		data = data[k+int(l):]
+	}
+	if len(out) != n {
+		return nil, fmt.Errorf("natsbp: batch of %d messages, header says %d", len(out), n)
+	}
+	return out, nil
+}
+
+// batchHeaders reads the room sequence of a stored message's first room
+// message and how many it holds.
+func batchHeaders(h nats.Header) (first uint64, n int, err error) {
+	first, err = strconv.ParseUint(h.Get(seqHeader), 10, 64)
+	if err != nil || first == 0 {
+		return 0, 0, fmt.Errorf("no valid %s header", seqHeader)
+	}
+	n = 1
+	if c := h.Get(countHeader); c != "" {
+		if n, err = strconv.Atoi(c); err != nil || n < 1 {
+			return 0, 0, fmt.Errorf("no valid %s header", countHeader)
+		}
+	}
+	return first, n, nil
 }

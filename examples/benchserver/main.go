@@ -8,6 +8,11 @@
 //
 // For many connections raise the open-files limit first (ulimit -n 200000);
 // the server also raises its own soft limit to the hard limit.
+//
+// With the cluster flags of natsbp.Flags (-cluster, -routes, -nats, ...) it
+// is one node of several whose rooms live in NATS JetStream, as the chat
+// example's nodes are; bench/cluster.sh measures three such nodes against
+// one.
 package main
 
 import (
@@ -24,12 +29,15 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe"
+	natsbp "github.com/troupehq/troupe/backplane/nats"
 )
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9000", "listen address")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file until the server stops")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (for example 127.0.0.1:6060)")
+	var cluster natsbp.Flags
+	cluster.Register(flag.CommandLine)
 	flag.Parse()
 	if *pprofAddr != "" {
 		go func() { log.Print(http.ListenAndServe(*pprofAddr, nil)) }()
@@ -58,7 +66,22 @@ func main() {
 	if _, set := os.LookupEnv("WEBSOCKET_MAX_CONNECTIONS"); !set {
 		settings.MaxConnections = 200000
 	}
-	srv, err := troupe.New(troupe.Config{Settings: settings, RoomProtocol: true})
+	cfg := troupe.Config{Settings: settings, RoomProtocol: true}
+	var bp *natsbp.Backplane
+	if cluster.Enabled() {
+		opts, err := cluster.Options()
+		if err != nil {
+			log.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		bp, err = natsbp.Open(ctx, opts)
+		cancel()
+		if err != nil {
+			log.Fatal(err)
+		}
+		cfg.Backplane = bp
+	}
+	srv, err := troupe.New(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -77,6 +100,9 @@ func main() {
 		defer cancel()
 		_ = hs.Shutdown(ctx)
 		_ = srv.Shutdown(ctx)
+		if bp != nil {
+			_ = bp.Close()
+		}
 	}()
 	log.Printf("benchserver: ws://%s/ws", *addr)
 	if err := hs.ListenAndServe(); err != http.ErrServerClosed {
