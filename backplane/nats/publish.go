@@ -1,9 +1,9 @@
 package natsbp
 
 import (
-	"encoding/binary"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
