@@ -2,12 +2,10 @@ package tests
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -52,12 +50,10 @@ type joinedEpoch struct {
 func TestClusterOneOrder(t *testing.T) {
 	const (
 		perNode      = 3
-		publishers   = 4 // two on node 0, two on node 1
 		perPublisher = 100
-		total        = publishers * perPublisher
 		room         = "lobby"
 	)
-	servers, _ := startCluster(t, 3, 2*total)
+	servers, _ := startCluster(t, 3, 1000)
 	var peers []*peer
 	for i, h := range servers {
 		for j := range perNode {
@@ -68,80 +64,7 @@ func TestClusterOneOrder(t *testing.T) {
 	}
 	// Publishers: the first two members of nodes 0 and 1.
 	pubs := []*peer{peers[0], peers[1], peers[perNode], peers[perNode+1]}
-	ids := make([][]string, publishers)
-	var wg sync.WaitGroup
-	errs := make(chan error, publishers)
-	for i, p := range pubs {
-		frames := make([][]byte, perPublisher)
-		ids[i] = make([]string, perPublisher)
-		for n := range perPublisher {
-			p.nextID++
-			ids[i][n] = fmt.Sprintf(`"%s-%d"`, p.name, p.nextID)
-			frames[n] = mustEnvelope(t, "room.publish", map[string]any{"room": room, "body": pubBody{P: i, N: n}}, json.RawMessage(ids[i][n]))
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, f := range frames {
-				if err := p.writeErr(f); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	for _, p := range peers {
-		for len(p.view(room).msgs) < total {
-			p.pump(t)
-		}
-	}
-	ref := peers[0].view(room).msgs
-	if got := seqsOf(ref); !slices.Equal(got, seqRange(1, total)) {
-		t.Fatalf("%s got seqs %v..., want 1..%d", peers[0].name, got[:min(len(got), 20)], total)
-	}
-	next := make([]int, publishers)
-	seqOf := map[pubBody]uint64{}
-	for _, m := range ref {
-		var b pubBody
-		if err := json.Unmarshal(m.Body, &b); err != nil || b.P < 0 || b.P >= publishers {
-			t.Fatalf("message %d has body %s", m.Seq, m.Body)
-		}
-		if b.N != next[b.P] {
-			t.Fatalf("message %d is publisher %d's #%d, want #%d", m.Seq, b.P, b.N, next[b.P])
-		}
-		next[b.P]++
-		if m.From != pubs[b.P].memberID() {
-			t.Fatalf("message %d from %q, want %q", m.Seq, m.From, pubs[b.P].memberID())
-		}
-		seqOf[b] = m.Seq
-	}
-	for _, p := range peers[1:] {
-		got := p.view(room).msgs
-		if len(got) != total {
-			t.Fatalf("%s got %d messages, want %d", p.name, len(got), total)
-		}
-		for i := range got {
-			if got[i].Seq != ref[i].Seq || string(got[i].raw) != string(ref[i].raw) {
-				t.Fatalf("%s: message %d is %s, %s has %s", p.name, i, got[i].raw, peers[0].name, ref[i].raw)
-			}
-		}
-	}
-	for i, p := range pubs {
-		for n, id := range ids[i] {
-			e := p.await(t, id)
-			if e.Type != "room.published" {
-				t.Fatalf("%s: publish #%d answered %s %s", p.name, n, e.Type, e.Payload)
-			}
-			if ack := decodePayload[publishedPayload](t, e); ack.Seq != seqOf[pubBody{P: i, N: n}] {
-				t.Fatalf("%s: publish #%d acknowledged with seq %d, its message has %d", p.name, n, ack.Seq, seqOf[pubBody{P: i, N: n}])
-			}
-		}
-	}
+	publishAtOnceAndCheck(t, room, peers, pubs, perPublisher)
 }
 
 // TestClusterResumeOnAnotherNode checks that a client that was on one node

@@ -335,13 +335,22 @@ func TestProtocolSameOrderForEveryMember(t *testing.T) {
 		peers[i].joinRoom(t, room, nil, map[string]int{"n": i})
 	}
 
-	// Each publisher writes all its publishes at once, from its own
-	// goroutine; the answers are read afterwards.
+	publishAtOnceAndCheck(t, room, peers, peers[:publishers], perPublisher)
+}
+
+// publishAtOnceAndCheck has every publisher write perPublisher room.publish
+// frames at once, each from its own goroutine, then checks what a user
+// would: every member got the same messages in the same order, numbered
+// 1..N without a gap, each publisher's in the order it sent them and from
+// its member id, and each room.published carries its message's seq.
+func publishAtOnceAndCheck(t *testing.T, room string, peers, pubs []*peer, perPublisher int) {
+	t.Helper()
+	publishers := len(pubs)
+	total := publishers * perPublisher
 	ids := make([][]string, publishers)
 	var wg sync.WaitGroup
 	errs := make(chan error, publishers)
-	for i := range publishers {
-		p := peers[i]
+	for i, p := range pubs {
 		frames := make([][]byte, perPublisher)
 		ids[i] = make([]string, perPublisher)
 		for n := range perPublisher {
@@ -372,7 +381,7 @@ func TestProtocolSameOrderForEveryMember(t *testing.T) {
 		}
 	}
 	ref := peers[0].view(room).msgs
-	if got := seqsOf(ref); !slices.Equal(got, seqRange(1, total)) {
+	if got := seqsOf(ref); !slices.Equal(got, seqRange(1, uint64(total))) {
 		t.Fatalf("%s got seqs %v..., want 1..%d", peers[0].name, got[:min(len(got), 20)], total)
 	}
 	next := make([]int, publishers)
@@ -386,8 +395,8 @@ func TestProtocolSameOrderForEveryMember(t *testing.T) {
 			t.Fatalf("message %d is publisher %d's #%d, want #%d: a publisher's order was not kept", m.Seq, b.P, b.N, next[b.P])
 		}
 		next[b.P]++
-		if m.From != peers[b.P].memberID() {
-			t.Fatalf("message %d from %q, want publisher %d's id %q", m.Seq, m.From, b.P, peers[b.P].memberID())
+		if m.From != pubs[b.P].memberID() {
+			t.Fatalf("message %d from %q, want publisher %d's id %q", m.Seq, m.From, b.P, pubs[b.P].memberID())
 		}
 		seqOf[b] = m.Seq
 	}
@@ -402,8 +411,7 @@ func TestProtocolSameOrderForEveryMember(t *testing.T) {
 			}
 		}
 	}
-	for i := range publishers {
-		p := peers[i]
+	for i, p := range pubs {
 		for n, id := range ids[i] {
 			e := p.await(t, id)
 			if e.Type != "room.published" {

@@ -106,6 +106,21 @@ func (n *Node) Node() string { return n.name }
 
 // Follow implements rooms.Backplane.
 func (n *Node) Follow(_ context.Context, room string, deliver func(rooms.Entry)) (*rooms.Feed, error) {
+	var backlog []rooms.Entry
+	stop, err := n.subscribe(room, func(r *roomLog, q *serial) {
+		backlog = append([]rooms.Entry(nil), r.entries...)
+		r.followers[q] = follower{n: n, deliver: deliver}
+	}, func(r *roomLog, q *serial) { delete(r.followers, q) })
+	if err != nil {
+		return nil, err
+	}
+	return &rooms.Feed{Epoch: n.c.epoch, Backlog: backlog, Stop: stop}, nil
+}
+
+// subscribe adds a feed or watch of room under the cluster's lock (add),
+// with the serial queue that will run its calls, and returns the function
+// that stops it and takes it out again (remove).
+func (n *Node) subscribe(room string, add, remove func(r *roomLog, q *serial)) (func(), error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
@@ -116,17 +131,15 @@ func (n *Node) Follow(_ context.Context, room string, deliver func(rooms.Entry))
 	c := n.c
 	c.mu.Lock()
 	r := c.room(room)
-	backlog := append([]rooms.Entry(nil), r.entries...)
-	r.followers[q] = follower{n: n, deliver: deliver}
+	add(r, q)
 	c.mu.Unlock()
-	stop := func() {
+	return func() {
 		q.stop()
 		c.mu.Lock()
-		delete(r.followers, q)
+		remove(r, q)
 		c.mu.Unlock()
 		n.untrack(q)
-	}
-	return &rooms.Feed{Epoch: c.epoch, Backlog: backlog, Stop: stop}, nil
+	}, nil
 }
 
 // Publish implements rooms.Backplane.
@@ -193,30 +206,14 @@ func (c *Cluster) announce(node, room string, members []rooms.PresenceEntry) {
 
 // WatchPresence implements rooms.Backplane.
 func (n *Node) WatchPresence(room string, fn func(node string, members []rooms.PresenceEntry)) (func(), error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		return nil, ErrClosed
-	}
-	q := &serial{}
-	n.track(q)
-	c := n.c
-	c.mu.Lock()
-	r := c.room(room)
-	r.watchers[q] = watcher{node: n.name, fn: fn}
-	for node, list := range r.presence {
-		if node != n.name {
-			q.push(func() { fn(node, list) })
+	return n.subscribe(room, func(r *roomLog, q *serial) {
+		r.watchers[q] = watcher{node: n.name, fn: fn}
+		for node, list := range r.presence {
+			if node != n.name {
+				q.push(func() { fn(node, list) })
+			}
 		}
-	}
-	c.mu.Unlock()
-	return func() {
-		q.stop()
-		c.mu.Lock()
-		delete(r.watchers, q)
-		c.mu.Unlock()
-		n.untrack(q)
-	}, nil
+	}, func(r *roomLog, q *serial) { delete(r.watchers, q) })
 }
 
 // Signal implements rooms.Backplane.
@@ -239,25 +236,9 @@ func (n *Node) Signal(room string, data []byte) error {
 
 // WatchSignals implements rooms.Backplane.
 func (n *Node) WatchSignals(room string, fn func([]byte)) (func(), error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		return nil, ErrClosed
-	}
-	q := &serial{}
-	n.track(q)
-	c := n.c
-	c.mu.Lock()
-	r := c.room(room)
-	r.signals[q] = signalWatcher{node: n.name, fn: fn}
-	c.mu.Unlock()
-	return func() {
-		q.stop()
-		c.mu.Lock()
-		delete(r.signals, q)
-		c.mu.Unlock()
-		n.untrack(q)
-	}, nil
+	return n.subscribe(room, func(r *roomLog, q *serial) {
+		r.signals[q] = signalWatcher{node: n.name, fn: fn}
+	}, func(r *roomLog, q *serial) { delete(r.signals, q) })
 }
 
 // Close takes the node out of the cluster, as if its process died: its
