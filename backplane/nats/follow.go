@@ -48,6 +48,13 @@ func (b *Backplane) Follow(ctx context.Context, room string, deliver func(rooms.
 		return nil, err
 	}
 	epoch := strconv.FormatInt(s.CachedInfo().Created.UnixNano(), 36)
+	// The consumer may read a replica that lags behind the leader (a
+	// server that has just restarted and is catching up): the backlog is
+	// complete only once it reaches the last message the leader has.
+	_, target, err := b.lastOf(ctx, subj)
+	if err != nil {
+		return nil, err
+	}
 	var cons jetstream.Consumer
 	if err := b.retry(ctx, func(actx context.Context) (err error) {
 		cons, err = s.OrderedConsumer(actx, jetstream.OrderedConsumerConfig{
@@ -65,12 +72,14 @@ func (b *Backplane) Follow(ctx context.Context, room string, deliver func(rooms.
 		room:     room,
 		deliver:  deliver,
 		want:     cons.CachedInfo().NumPending,
+		target:   target,
 		ready:    make(chan []rooms.Entry, 1),
 		returned: make(chan struct{}),
 		stopped:  make(chan struct{}),
 		cons:     cons,
 	}
-	f.live = f.want == 0
+	f.live = f.want == 0 && target == 0
+	waitBacklog := !f.live
 	f.st = b.acquire(room)
 	b.mu.Lock()
 	if b.closed.Load() {
@@ -106,7 +115,7 @@ func (b *Backplane) Follow(ctx context.Context, room string, deliver func(rooms.
 	}
 
 	var backlog []rooms.Entry
-	if f.want > 0 { // f.live belongs to handle by now
+	if waitBacklog { // f.live belongs to handle by now
 		select {
 		case backlog = <-f.ready:
 		case <-ctx.Done():
@@ -155,6 +164,8 @@ type feed struct {
 	mu      sync.Mutex // held through handle: one call at a time, even across consumer resets
 	last    uint64     // stream sequence of the last message taken
 	want    uint64     // messages pending when the consumer began: the backlog
+	target  uint64     // the room sequence the stream's leader had: the backlog reaches it
+	seen    uint64     // the room sequence of the last message taken
 	got     uint64
 	live    bool
 	backlog []rooms.Entry
@@ -196,12 +207,15 @@ func (f *feed) handle(m jetstream.Msg) {
 	if ok {
 		f.st.note(md.Sequence.Stream, entries[len(entries)-1].Seq)
 	}
+	if ok {
+		f.seen = entries[len(entries)-1].Seq
+	}
 	if !f.live {
 		if ok {
 			f.backlog = append(f.backlog, entries...)
 		}
 		f.got++
-		if f.got >= f.want || md.NumPending == 0 {
+		if (f.got >= f.want || md.NumPending == 0) && f.seen >= f.target {
 			f.live = true
 			f.ready <- f.backlog
 			f.backlog = nil

@@ -328,6 +328,29 @@ func (m *member) waitSeq(t *testing.T, seq uint64) {
 // streamLeader asks the cluster which server leads the rooms' stream.
 func streamLeader(t *testing.T, n *chatNode) string {
 	t.Helper()
+	return streamLeaderWhen(t, n, func(*jetstream.StreamInfo) bool { return true })
+}
+
+// healthyLeader waits until every replica of the stream is current, as an
+// operator does between two steps of a rolling restart, and returns the
+// leader.
+func healthyLeader(t *testing.T, n *chatNode) string {
+	t.Helper()
+	return streamLeaderWhen(t, n, func(info *jetstream.StreamInfo) bool {
+		if len(info.Cluster.Replicas) < 2 {
+			return false
+		}
+		for _, r := range info.Cluster.Replicas {
+			if !r.Current || r.Offline {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func streamLeaderWhen(t *testing.T, n *chatNode, ok func(*jetstream.StreamInfo) bool) string {
+	t.Helper()
 	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", n.natsPort), nats.Timeout(5*time.Second))
 	if err != nil {
 		t.Fatalf("connect to %s's NATS server: %v", n.name, err)
@@ -344,7 +367,7 @@ func streamLeader(t *testing.T, n *chatNode) string {
 		if err == nil {
 			var info *jetstream.StreamInfo
 			info, err = s.Info(ctx)
-			if err == nil && info.Cluster != nil && info.Cluster.Leader != "" {
+			if err == nil && info.Cluster != nil && info.Cluster.Leader != "" && ok(info) {
 				cancel()
 				return info.Cluster.Leader
 			}
@@ -517,7 +540,7 @@ func TestKillStreamLeader(t *testing.T) {
 	// A rolling restart: the node that now leads the stream is stopped
 	// gracefully (SIGTERM), which hands the leadership over first, and
 	// started again.
-	stopName := streamLeader(t, nodes[(leader+1)%len(nodes)])
+	stopName := healthyLeader(t, nodes[(leader+1)%len(nodes)])
 	stopped := slices.IndexFunc(nodes, func(n *chatNode) bool { return n.name == stopName })
 	stopFrom := len(ackAt) - 1
 	stopAt := time.Now()
