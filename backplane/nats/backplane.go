@@ -59,14 +59,16 @@ type Backplane struct {
 	closed    atomic.Bool
 	quit      chan struct{}
 	wg        sync.WaitGroup // presence loop and watches
+	stops     sync.WaitGroup // feeds' consumers being stopped (stopConsumer)
 	closeOnce sync.Once
 	closeErr  error
 	connDone  chan struct{}
 
-	mu      sync.Mutex
-	roomsMu map[string]*roomState // rooms being published to or followed
-	feeds   map[*feed]struct{}
-	watches map[*watch]struct{}
+	mu        sync.Mutex
+	stopsDone bool                  // Close waits for stops: no more may start
+	roomsMu   map[string]*roomState // rooms being published to or followed
+	feeds     map[*feed]struct{}
+	watches   map[*watch]struct{}
 
 	// testPublish replaces the publish request in tests, to lose an
 	// acknowledgement on purpose.
@@ -295,6 +297,19 @@ func (b *Backplane) close() error {
 		<-b.connDone
 	}
 	b.wg.Wait()
+	b.mu.Lock()
+	b.stopsDone = true
+	b.mu.Unlock()
+	// A consumer that was resetting finishes its current backoff first
+	// (up to 10 s in nats.go); the connection is gone, so nothing more
+	// comes of it.
+	stopped := make(chan struct{})
+	go func() { b.stops.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		b.log.Warn("feeds still stopping after Close")
+	}
 	b.shutdownServer()
 	return nil
 }

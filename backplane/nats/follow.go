@@ -261,15 +261,12 @@ func (f *feed) stop() {
 		close(f.stopped)
 		cc := f.cc
 		f.ccMu.Unlock()
-		if cc != nil {
-			cc.Stop()
-		}
 		b := f.b
+		b.stopConsumer(cc, f.cons)
 		b.mu.Lock()
 		delete(b.feeds, f)
 		b.mu.Unlock()
 		b.release(f.room, f.st)
-		b.deleteConsumer(f.cons)
 	})
 }
 
@@ -282,4 +279,31 @@ func (b *Backplane) deleteConsumer(cons jetstream.Consumer) {
 	}
 	subj := "$JS.API.CONSUMER.DELETE." + b.cfg.Stream + "." + info.Name
 	_ = b.nc.PublishRequest(subj, b.nc.NewRespInbox(), nil)
+}
+
+// stopConsumer stops a feed's consumer (cc may be nil if it never
+// started) and deletes it on the server, without waiting: the ordered
+// consumer's Stop and CachedInfo wait for a reset in progress (recreating
+// its server-side consumer, retried with backoff), which kept a stopping
+// room, and with it a node's graceful shutdown, waiting for seconds. Close
+// waits for these once the connection is gone.
+func (b *Backplane) stopConsumer(cc jetstream.ConsumeContext, cons jetstream.Consumer) {
+	stop := func() {
+		if cc != nil {
+			cc.Stop()
+		}
+		b.deleteConsumer(cons)
+	}
+	b.mu.Lock()
+	if b.stopsDone {
+		b.mu.Unlock()
+		stop()
+		return
+	}
+	b.stops.Add(1)
+	b.mu.Unlock()
+	go func() {
+		defer b.stops.Done()
+		stop()
+	}()
 }
