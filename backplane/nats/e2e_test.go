@@ -365,8 +365,10 @@ func TestThreeNodes(t *testing.T) {
 	last := uint64(total)
 	back := dialClient(t, urls[1], "mover-again")
 	got := back.join(t, room, &last, j.Epoch)
-	if !got.Recovered || got.Epoch != j.Epoch || got.Seq != total+10 {
-		t.Fatalf("resume on another node: %+v, want recovered, epoch %q, seq %d", got, j.Epoch, total+10)
+	// Node 1 may not have received the newest of them yet (they were
+	// acknowledged on node 0): those follow as live messages.
+	if !got.Recovered || got.Epoch != j.Epoch || got.Seq < total || got.Seq > total+10 {
+		t.Fatalf("resume on another node: %+v, want recovered, epoch %q, seq %d..%d", got, j.Epoch, total, total+10)
 	}
 	back.wait(t, "the missed messages", func() bool { return len(back.msgs) >= 10 })
 	if s := seqsOf(back.messages()); !slices.Equal(s, seqRange(total+1, total+10)) {
