@@ -169,6 +169,21 @@ func (a *roomActor) fromFeed(ctx actor.Context, m *feedEntry) {
 	}
 }
 
+// catchUp follows the log again when a joiner resumes from a seq this node
+// has not reached: its feed lags (for example while its consumer is being
+// recreated after a server died), and answering from what it has would
+// tell the client recovered: false and then send it messages it already
+// has. Follow's backlog reaches the log's last message.
+func (a *roomActor) catchUp(ctx actor.Context, o *JoinOptions) {
+	st := a.st
+	if o == nil || o.Since == nil || *o.Since <= st.seq || (o.Epoch != "" && o.Epoch != st.epoch) {
+		return
+	}
+	if err := a.refollow(ctx); err != nil {
+		a.m.logError(st.name, err)
+	}
+}
+
 // fromPresence applies another node's member list.
 func (a *roomActor) fromPresence(ctx actor.Context, m *remotePresence) {
 	st := a.st

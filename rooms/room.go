@@ -134,6 +134,9 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		st.fanout(msg.frame, msg.except)
 	case *joinReq:
 		st.joins++
+		if st.bp != nil && st.failed == nil {
+			a.catchUp(ctx, msg.opts)
+		}
 		if _, dup := st.members[msg.s.ID()]; dup {
 			if st.proto && msg.opts != nil {
 				st.joined(msg.s, msg.opts)

@@ -287,3 +287,45 @@ func TestClusterBroadcast(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterResumeOnLaggingNode checks that a client resuming through a
+// node whose feed is behind (it lost the last deliveries and nothing newer
+// came to show the gap) is not told recovered: false: the node catches up
+// from the log first, and the client gets exactly what it missed.
+func TestClusterResumeOnLaggingNode(t *testing.T) {
+	const room = "lagging"
+	servers, nodes := startCluster(t, 2, 100)
+	pub := servers[0].dialPeer(t, "pub", "pub")
+	pub.joinRoom(t, room, nil, nil)
+	stay := servers[1].dialPeer(t, "stay", "stay")
+	j := stay.request(t, "room.join", joinRequest(room, nil, nil))
+	epoch := decodePayload[joinedEpoch](t, j).Epoch
+	pub.publish(t, room, 1)
+	stay.waitSeq(t, room, 1)
+
+	nodes[1].LoseDeliveries(3)
+	for i := 2; i <= 4; i++ {
+		pub.publish(t, room, i)
+	}
+	// pub saw 1..4 on node 0; it comes back through node 1, which has 1.
+	pub.waitSeq(t, room, 4)
+	pub.shutdown()
+	back := servers[1].dialPeer(t, "pub-again", "pub")
+	since := uint64(2)
+	req := joinRequest(room, &since, nil)
+	req["epoch"] = epoch
+	e := back.request(t, "room.join", req)
+	got := back.joinedAnswer(t, e)
+	if !*got.Recovered || got.Seq != 4 {
+		t.Fatalf("resume from 2 through the lagging node: %s, want recovered and seq 4", e.Payload)
+	}
+	back.waitSeq(t, room, 4)
+	if s := seqsOf(back.view(room).msgs); !slices.Equal(s, seqRange(3, 4)) {
+		t.Fatalf("after resuming from 2: seqs %v, want 3..4", s)
+	}
+	// The member that stayed on the lagging node gets them too.
+	stay.waitSeq(t, room, 4)
+	if s := seqsOf(stay.view(room).msgs); !slices.Equal(s, seqRange(1, 4)) {
+		t.Fatalf("member of the lagging node: seqs %v, want 1..4", s)
+	}
+}
