@@ -37,9 +37,13 @@ func startCluster(t *testing.T, n, history int) ([]*testServer, []*memory.Node) 
 	return servers, nodes
 }
 
-type joinedEpoch struct {
-	Seq   uint64 `json:"seq"`
-	Epoch string `json:"epoch"`
+// resumeRoom joins room again on p's connection, asking for the messages
+// after since in the numbering epoch names, and returns room.joined.
+func (p *peer) resumeRoom(t *testing.T, room string, since uint64, epoch string) joinedPayload {
+	t.Helper()
+	req := joinRequest(room, &since, nil)
+	req["epoch"] = epoch
+	return p.joinedAnswer(t, p.request(t, "room.join", req))
 }
 
 // TestClusterOneOrder checks that members on three nodes, with publishers
@@ -76,29 +80,19 @@ func TestClusterResumeOnAnotherNode(t *testing.T) {
 	stay := servers[1].dialPeer(t, "stay", "stay")
 	stay.joinRoom(t, room, nil, nil)
 	mover := servers[0].dialPeer(t, "mover", "mover")
-	je := mover.request(t, "room.join", joinRequest(room, nil, nil))
-	mover.joinedAnswer(t, je)
+	epoch := mover.joinRoom(t, room, nil, nil).Epoch
 	for i := range 5 {
 		stay.publish(t, room, i)
 	}
 	mover.waitSeq(t, room, 5)
-	last := decodePayload[joinedEpoch](t, je)
-	last.Seq = 5
 	mover.shutdown()
 
 	for i := 5; i < 12; i++ {
 		stay.publish(t, room, i)
 	}
 	back := servers[2].dialPeer(t, "mover-again", "mover")
-	req := joinRequest(room, &last.Seq, nil)
-	req["epoch"] = last.Epoch
-	e := back.request(t, "room.join", req)
-	j := back.joinedAnswer(t, e)
-	if !*j.Recovered {
-		t.Fatalf("resume on another node: recovered false (%s)", e.Payload)
-	}
-	if got := decodePayload[joinedEpoch](t, e); got.Epoch != last.Epoch || got.Seq != 12 {
-		t.Fatalf("room.joined on node 2: %s, want seq 12 and epoch %q", e.Payload, last.Epoch)
+	if j := back.resumeRoom(t, room, 5, epoch); !*j.Recovered || j.Epoch != epoch || j.Seq != 12 {
+		t.Fatalf("resume on another node: room.joined %+v (recovered %v), want recovered, seq 12 and epoch %q", j, *j.Recovered, epoch)
 	}
 	stay.publish(t, room, 12)
 	back.waitSeq(t, room, 13)
@@ -298,8 +292,7 @@ func TestClusterResumeOnLaggingNode(t *testing.T) {
 	pub := servers[0].dialPeer(t, "pub", "pub")
 	pub.joinRoom(t, room, nil, nil)
 	stay := servers[1].dialPeer(t, "stay", "stay")
-	j := stay.request(t, "room.join", joinRequest(room, nil, nil))
-	epoch := decodePayload[joinedEpoch](t, j).Epoch
+	epoch := stay.joinRoom(t, room, nil, nil).Epoch
 	pub.publish(t, room, 1)
 	stay.waitSeq(t, room, 1)
 
@@ -311,13 +304,8 @@ func TestClusterResumeOnLaggingNode(t *testing.T) {
 	pub.waitSeq(t, room, 4)
 	pub.shutdown()
 	back := servers[1].dialPeer(t, "pub-again", "pub")
-	since := uint64(2)
-	req := joinRequest(room, &since, nil)
-	req["epoch"] = epoch
-	e := back.request(t, "room.join", req)
-	got := back.joinedAnswer(t, e)
-	if !*got.Recovered || got.Seq != 4 {
-		t.Fatalf("resume from 2 through the lagging node: %s, want recovered and seq 4", e.Payload)
+	if j := back.resumeRoom(t, room, 2, epoch); !*j.Recovered || j.Seq != 4 {
+		t.Fatalf("resume from 2 through the lagging node: room.joined %+v (recovered %v), want recovered and seq 4", j, *j.Recovered)
 	}
 	back.waitSeq(t, room, 4)
 	if s := seqsOf(back.view(room).msgs); !slices.Equal(s, seqRange(3, 4)) {

@@ -27,6 +27,7 @@ type presenceEntry struct {
 type joinedPayload struct {
 	Room      string          `json:"room"`
 	Seq       uint64          `json:"seq"`
+	Epoch     string          `json:"epoch"`
 	Members   []presenceEntry `json:"members"`
 	Recovered *bool           `json:"recovered"`
 

@@ -258,14 +258,14 @@ func (n *Node) Close() error {
 	}
 	c := n.c
 	c.mu.Lock()
-	var rooms []string
+	var announced []string
 	for name, r := range c.rooms {
 		if _, ok := r.presence[n.name]; ok {
-			rooms = append(rooms, name)
+			announced = append(announced, name)
 		}
 	}
 	c.mu.Unlock()
-	for _, name := range rooms {
+	for _, name := range announced {
 		c.announce(n.name, name, nil)
 	}
 	return nil

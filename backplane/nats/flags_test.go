@@ -8,7 +8,9 @@ import (
 	"testing"
 )
 
-func parseFlags(t *testing.T, args ...string) (*Flags, error) {
+// parseFlags parses args as a command would and returns the flags and the
+// Options they describe.
+func parseFlags(t *testing.T, args ...string) (*Flags, Options, error) {
 	t.Helper()
 	var f Flags
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
@@ -18,25 +20,20 @@ func parseFlags(t *testing.T, args ...string) (*Flags, error) {
 		t.Fatalf("parse %v: %v", args, err)
 	}
 	opts, err := f.Options()
-	if err != nil {
-		return &f, err
-	}
-	_ = opts
-	return &f, nil
+	return &f, opts, err
 }
 
 // TestFlags checks what the command-line flags turn into.
 func TestFlags(t *testing.T) {
-	f, _ := parseFlags(t)
+	f, _, _ := parseFlags(t)
 	if f.Enabled() {
 		t.Fatal("no flags: a backplane is asked for")
 	}
 
-	f, err := parseFlags(t, "-cluster", "127.0.0.1:6222", "-routes", "127.0.0.1:6223, 127.0.0.1:6224", "-replicas", "3")
+	f, opts, err := parseFlags(t, "-cluster", "127.0.0.1:6222", "-routes", "127.0.0.1:6223, 127.0.0.1:6224", "-replicas", "3")
 	if err != nil || !f.Enabled() {
 		t.Fatalf("embedded: %v, enabled %v", err, f.Enabled())
 	}
-	opts, _ := f.Options()
 	want := &ServerOptions{Name: "node-127-0-0-1-6222", Host: "127.0.0.1", ClusterPort: 6222, Port: -1,
 		StoreDir: filepath.Join("data", "node-127-0-0-1-6222"),
 		Routes:   []string{"nats-route://127.0.0.1:6223", "nats-route://127.0.0.1:6224"}}
@@ -44,20 +41,17 @@ func TestFlags(t *testing.T) {
 		t.Fatalf("embedded options %+v / %+v, want node %s and %+v", opts, opts.Embedded, want.Name, want)
 	}
 
-	f, _ = parseFlags(t, "-node", "a", "-cluster", "127.0.0.1:6222", "-nats-port", "4333", "-data", "/srv/a")
-	opts, _ = f.Options()
+	_, opts, _ = parseFlags(t, "-node", "a", "-cluster", "127.0.0.1:6222", "-nats-port", "4333", "-data", "/srv/a")
 	if opts.Node != "a" || opts.Embedded.Name != "a" || opts.Embedded.Port != 4333 || opts.Embedded.StoreDir != "/srv/a" {
 		t.Fatalf("explicit node, port, data: %+v / %+v", opts, opts.Embedded)
 	}
 
-	f, _ = parseFlags(t, "-cluster", "127.0.0.1:6222")
-	opts, _ = f.Options()
+	_, opts, _ = parseFlags(t, "-cluster", "127.0.0.1:6222")
 	if opts.Embedded == nil || opts.Embedded.ClusterPort != 0 || len(opts.Embedded.Routes) != 0 {
 		t.Fatalf("-cluster without -routes must run the server alone: %+v", opts.Embedded)
 	}
 
-	f, _ = parseFlags(t, "-nats", "nats://127.0.0.1:4222")
-	opts, _ = f.Options()
+	_, opts, _ = parseFlags(t, "-nats", "nats://127.0.0.1:4222")
 	if opts.URL != "nats://127.0.0.1:4222" || opts.Embedded != nil {
 		t.Fatalf("-nats: %+v", opts)
 	}
@@ -68,7 +62,7 @@ func TestFlags(t *testing.T) {
 		{"-cluster", "no-port"},
 		{"-cluster", "127.0.0.1:http"},
 	} {
-		if _, err := parseFlags(t, bad...); err == nil {
+		if _, _, err := parseFlags(t, bad...); err == nil {
 			t.Errorf("%v: no error", bad)
 		}
 	}

@@ -518,7 +518,6 @@ func TestKillStreamLeader(t *testing.T) {
 	for range beforeKill {
 		publishOne()
 	}
-	killedAt := time.Now()
 	nodes[leader].kill()
 	t.Logf("killed %s (SIGKILL) after %d messages", leaderName, beforeKill)
 	for range afterKill {
@@ -571,7 +570,6 @@ func TestKillStreamLeader(t *testing.T) {
 	t.Logf("publishing paused %v after SIGKILL of the stream leader, %v after SIGTERM of the next one; %d messages, final seq %d",
 		gap(beforeKill-1, beforeKill+afterKill-1).Round(time.Millisecond),
 		gap(stopFrom, stopTo).Round(time.Millisecond), n, final)
-	_ = killedAt
 
 	// Every member: seq 1..final once each, in order, the same text for
 	// each seq on every member, every acknowledged message at its seq.
@@ -582,9 +580,8 @@ func TestKillStreamLeader(t *testing.T) {
 		m.mu.Unlock()
 		first := uint64(1)
 		if m == back {
-			first = resumeFrom // its own starting point, not received
-			seqs = seqs[1:]
-			first++
+			// Its first seq is where it resumed from, not one it received.
+			first, seqs = resumeFrom+1, seqs[1:]
 		}
 		for i, s := range seqs {
 			if s != seqs[0]+uint64(i) {
