@@ -305,6 +305,7 @@ func (s *Session) Finish(peerCode int, peerReason string) {
 	s.cancel()
 	s.sys.root.Stop(s.pid)
 	s.sys.sessions.Add(-1)
+	s.sys.sessionEnded(s)
 	if s.opts.OnClose != nil {
 		s.opts.OnClose(s, code, reason)
 	}

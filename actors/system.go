@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +19,11 @@ type System struct {
 	logger   *slog.Logger
 	props    *actor.Props
 	sessions atomic.Int64
+
+	// ended holds the OnSessionEnd hooks, replaced whole on each change so
+	// that Finish reads it without a lock.
+	endMu sync.Mutex
+	ended atomic.Pointer[[]*endHook]
 
 	framesOut atomic.Uint64
 	bytesOut  atomic.Uint64
@@ -83,6 +89,57 @@ func (sys *System) NewSession(conn Conn, info Info, opts Options) *Session {
 	s.pid = sys.root.Spawn(props)
 	sys.sessions.Add(1)
 	return s
+}
+
+// endHook is one OnSessionEnd registration; its address identifies it.
+type endHook struct{ fn func(*Session) }
+
+// OnSessionEnd registers fn to be called once for every session of this
+// system that finishes, on the goroutine that finishes it, after the
+// session stopped accepting frames (IsOpen reports false) and before its
+// OnClose. It returns a function that removes the registration.
+//
+// It is how the rooms learn that a member is gone. A protoactor Watch per
+// membership would do the same, but it gives every watched session actor a
+// watcher set and context extensions, about 0.7 KiB for as long as the
+// session lives; a hook costs nothing per session. A room that checks
+// IsOpen after recording a member, and a hook that reads those records,
+// cannot both miss each other: Finish marks the session closed before it
+// calls the hooks.
+func (sys *System) OnSessionEnd(fn func(*Session)) (remove func()) {
+	h := &endHook{fn: fn}
+	sys.endMu.Lock()
+	defer sys.endMu.Unlock()
+	var hooks []*endHook
+	if p := sys.ended.Load(); p != nil {
+		hooks = append(hooks, *p...)
+	}
+	hooks = append(hooks, h)
+	sys.ended.Store(&hooks)
+	return func() {
+		sys.endMu.Lock()
+		defer sys.endMu.Unlock()
+		p := sys.ended.Load()
+		if p == nil {
+			return
+		}
+		var kept []*endHook
+		for _, x := range *p {
+			if x != h {
+				kept = append(kept, x)
+			}
+		}
+		sys.ended.Store(&kept)
+	}
+}
+
+// sessionEnded runs the OnSessionEnd hooks for s.
+func (sys *System) sessionEnded(s *Session) {
+	if p := sys.ended.Load(); p != nil {
+		for _, h := range *p {
+			sys.SafeCall(func() { h.fn(s) })
+		}
+	}
 }
 
 // SafeCall runs user code from inside an actor; a panic is logged rather

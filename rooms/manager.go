@@ -73,6 +73,7 @@ type Manager struct {
 	stopped chan struct{}
 
 	stopOnce   sync.Once
+	unhook     func()         // removes the OnSessionEnd hook
 	publishers sync.WaitGroup // room.publish queues draining to the backplane
 }
 
@@ -85,13 +86,25 @@ func New(sys *actors.System, cfg Config) *Manager {
 		cfg.PresenceWindow = DefaultPresenceWindow
 	}
 	m := &Manager{cfg: cfg, sys: sys, root: sys.Root(), stopped: make(chan struct{})}
-	m.index.rooms = make(map[*actors.Session]map[string]struct{})
+	m.index.rooms = make(map[*actors.Session]roomSet)
 	props := actor.PropsFromProducer(func() actor.Actor {
 		return &supervisor{m: m, rooms: make(map[string]*roomRef), byPID: make(map[string]*roomRef),
 			dormant: make(map[string]dormant)}
 	})
 	m.sup = m.root.Spawn(props)
+	m.unhook = sys.OnSessionEnd(m.sessionEnded)
 	return m
+}
+
+// sessionEnded tells each room s is a member of that s is gone, so that it
+// leaves as if it had asked to. A room that records s after this reads the
+// index sees s closed and lets it go itself (see joinReq).
+func (m *Manager) sessionEnded(s *actors.Session) {
+	for _, room := range m.index.of(s) {
+		if v, ok := m.live.Load(room); ok {
+			m.root.Send(v.(*roomRef).pid, &sessionGone{s: s})
+		}
+	}
 }
 
 // newHistory returns the history of a room that starts.
@@ -329,7 +342,10 @@ func (m *Manager) Deliver(room string, from *actors.Session, msg any) error {
 // Shutdown stops the supervisor and with it every room, and waits for that
 // until ctx ends. Sessions are not touched: close them first.
 func (m *Manager) Shutdown(ctx context.Context) error {
-	m.stopOnce.Do(func() { m.root.Stop(m.sup) })
+	m.stopOnce.Do(func() {
+		m.unhook()
+		m.root.Stop(m.sup)
+	})
 	select {
 	case <-m.stopped:
 	case <-ctx.Done():
@@ -362,48 +378,91 @@ func (m *Manager) Sizes() []int {
 // Room actors update it; the lock is held for a map operation only.
 type sessionIndex struct {
 	mu    sync.Mutex
-	rooms map[*actors.Session]map[string]struct{}
+	rooms map[*actors.Session]roomSet
+}
+
+// roomSet is the rooms of one session. Most sessions are in one room, which
+// is kept inline: a map per session would cost about 300 bytes for each
+// connection, which is most of what an idle one costs above its socket.
+type roomSet struct {
+	one   string              // a room, when inOne
+	inOne bool                // one holds a room ("" is a valid name)
+	more  map[string]struct{} // the others, made at the second room
+}
+
+func (r roomSet) has(room string) bool {
+	if r.inOne && r.one == room {
+		return true
+	}
+	_, ok := r.more[room]
+	return ok
+}
+
+func (r roomSet) len() int {
+	n := len(r.more)
+	if r.inOne {
+		n++
+	}
+	return n
 }
 
 func (x *sessionIndex) add(s *actors.Session, room string) {
 	x.mu.Lock()
+	defer x.mu.Unlock()
 	set := x.rooms[s]
-	if set == nil {
-		set = make(map[string]struct{}, 1)
-		x.rooms[s] = set
+	switch {
+	case set.has(room):
+		return
+	case !set.inOne:
+		set.one, set.inOne = room, true
+	default:
+		if set.more == nil {
+			set.more = make(map[string]struct{}, 1)
+		}
+		set.more[room] = struct{}{}
 	}
-	set[room] = struct{}{}
-	x.mu.Unlock()
+	x.rooms[s] = set
 }
 
 func (x *sessionIndex) remove(s *actors.Session, room string) {
 	x.mu.Lock()
-	if set := x.rooms[s]; set != nil {
-		delete(set, room)
-		if len(set) == 0 {
-			delete(x.rooms, s)
-		}
+	defer x.mu.Unlock()
+	set, ok := x.rooms[s]
+	if !ok {
+		return
 	}
-	x.mu.Unlock()
+	if set.inOne && set.one == room {
+		set.one, set.inOne = "", false
+	} else {
+		delete(set.more, room)
+	}
+	if set.len() == 0 {
+		delete(x.rooms, s)
+		return
+	}
+	x.rooms[s] = set
 }
 
 func (x *sessionIndex) count(s *actors.Session) int {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return len(x.rooms[s])
+	return x.rooms[s].len()
 }
 
 func (x *sessionIndex) has(s *actors.Session, room string) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	_, ok := x.rooms[s][room]
-	return ok
+	return x.rooms[s].has(room)
 }
 
 func (x *sessionIndex) of(s *actors.Session) []string {
 	x.mu.Lock()
-	out := make([]string, 0, len(x.rooms[s]))
-	for r := range x.rooms[s] {
+	set := x.rooms[s]
+	out := make([]string, 0, set.len())
+	if set.inOne {
+		out = append(out, set.one)
+	}
+	for r := range set.more {
 		out = append(out, r)
 	}
 	x.mu.Unlock()

@@ -44,3 +44,7 @@ type roomEmpty struct {
 
 // presenceFlush asks a room to send its pending presence.diff.
 type presenceFlush struct{}
+
+// sessionGone tells a room that one of its members finished (see
+// Manager.sessionEnded).
+type sessionGone struct{ s *actors.Session }

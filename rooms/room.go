@@ -83,7 +83,7 @@ func (r *Room) BroadcastFrame(f actors.Frame) {
 
 // fanout queues f on every member but except. It never waits on a member: a
 // member whose queue is full is closed with 1013 by its own session, and a
-// closed member is removed when its Terminated arrives.
+// closed member is removed when its sessionGone arrives.
 func (st *roomState) fanout(f actors.Frame, except *actors.Session) {
 	sh := actors.Share(f)
 	for _, s := range st.order {
@@ -155,11 +155,6 @@ func (a *roomActor) Receive(ctx actor.Context) {
 			a.checkEmpty(ctx)
 			return
 		}
-		if !msg.s.IsOpen() {
-			msg.reply <- actors.ErrClosed
-			a.checkEmpty(ctx)
-			return
-		}
 		if max := a.m.cfg.MaxMembers; max > 0 && len(st.order) >= max {
 			msg.reply <- ErrRoomFull
 			return
@@ -167,8 +162,17 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		st.members[msg.s.ID()] = msg.s
 		st.order = append(st.order, msg.s)
 		st.size.Store(int32(len(st.order)))
-		ctx.Watch(msg.s.PID())
 		a.m.index.add(msg.s, st.name)
+		if !msg.s.IsOpen() {
+			// Checked after the index records it: a session that finished
+			// before this line is seen closed here, and one that finishes
+			// after it finds this room in the index (Manager.sessionEnded).
+			st.remove(msg.s)
+			a.m.index.remove(msg.s, st.name)
+			msg.reply <- actors.ErrClosed
+			a.checkEmpty(ctx)
+			return
+		}
 		if st.proto {
 			o := msg.opts
 			if o == nil {
@@ -209,23 +213,20 @@ func (a *roomActor) Receive(ctx actor.Context) {
 			msg.reply <- ErrNotMember
 			return
 		}
-		ctx.Unwatch(msg.s.PID())
 		a.m.index.remove(msg.s, st.name)
 		a.left(ctx, msg.s)
 		msg.reply <- nil
 		a.checkEmpty(ctx) // before user code, which may panic
 		a.call(func(r *Room) { a.h.OnLeave(r, msg.s) })
-	case *actor.Terminated:
-		for _, s := range st.order {
-			if s.PID().Equal(msg.Who) {
-				st.remove(s)
-				a.m.index.remove(s, st.name)
-				a.left(ctx, s)
-				a.checkEmpty(ctx)
-				a.call(func(r *Room) { a.h.OnLeave(r, s) })
-				return
-			}
+	case *sessionGone:
+		s := msg.s
+		if !st.remove(s) {
+			return // it left, or its join was undone
 		}
+		a.m.index.remove(s, st.name)
+		a.left(ctx, s)
+		a.checkEmpty(ctx)
+		a.call(func(r *Room) { a.h.OnLeave(r, s) })
 	case *membersReq:
 		msg.reply <- append([]*actors.Session(nil), st.order...)
 	case *deliver:

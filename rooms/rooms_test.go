@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -702,6 +703,37 @@ func TestClosedSessionLeavesItsRooms(t *testing.T) {
 	f.broadcast("one", "still", nil)
 	if got := texts(t, exactly(t, b, 1)); got[0] != "still:" {
 		t.Errorf("b got %q", got)
+	}
+}
+
+// A session that finishes while its joins are on their way ends up in no
+// room, whichever of the two a room sees first: nothing is left holding a
+// closed member (or a room alive for it).
+func TestSessionFinishingWhileJoiningLeavesNoMembership(t *testing.T) {
+	f := newFixture(t, nil)
+	stay := f.session("stay")
+	f.join("r0", stay)
+	const n = 200
+	for i := range n {
+		mb := f.session(fmt.Sprintf("s%d", i))
+		room := fmt.Sprintf("r%d", i%3)
+		joined := make(chan error, 1)
+		go func() { joined <- f.m.Join(ctxT(t), room, mb.s) }()
+		if i%2 == 0 {
+			runtime.Gosched()
+		}
+		mb.s.Finish(actors.CloseAbnormal, "gone")
+		if err := <-joined; err != nil && !errors.Is(err, actors.ErrClosed) {
+			t.Fatalf("join %d: %v", i, err)
+		}
+	}
+	eventually(t, "only the open session is a member of anything", func() bool {
+		return slices.Equal(f.members("r0"), []string{"stay"}) && slices.Equal(f.m.Rooms(), []string{"r0"})
+	})
+	for _, s := range f.sessions[1:] {
+		if got := f.m.RoomsOf(s); len(got) != 0 {
+			t.Errorf("finished session %s is still in %q", s.ID(), got)
+		}
 	}
 }
 

@@ -147,7 +147,7 @@ func (c *conn) next() (it item, ok bool) {
 // readLoop reads until the connection ends, then has the worker finish the
 // session. It runs no user code.
 func (c *conn) readLoop() {
-	h, s, ws := c.h, c.s, c.ws.ws
+	h, ws := c.h, c.ws.ws
 	h.stats.Opened.Add(1)
 	if h.hooks.OnOpen != nil && !c.open() {
 		reason := "open handler failed"
@@ -155,8 +155,24 @@ func (c *conn) readLoop() {
 		c.end(actors.CloseInternalError, reason)
 		return
 	}
+	c.read()
+}
+
+// read reads messages until the connection ends, or until it would have to
+// wait for its client: the wait then goes on in a new goroutine, which goes
+// on reading, and this one ends (see idle.go).
+func (c *conn) read() {
+	h, s, ws := c.h, c.s, c.ws.ws
+	idle := c.ws.idle
 	for {
+		if idle != nil && !idle.ready() {
+			go c.waitAndRead()
+			return
+		}
 		typ, data, err := ws.Read(context.Background())
+		if err == nil && idle != nil && idle.takeFake() {
+			continue
+		}
 		if err != nil {
 			code, reason := closeStatus(err)
 			if code == actors.CloseMessageTooBig {
@@ -208,6 +224,13 @@ func (c *conn) readLoop() {
 			c.push(item{data: data, kind: kind})
 		}
 	}
+}
+
+// waitAndRead waits for the client on a fresh goroutine's small stack, then
+// reads.
+func (c *conn) waitAndRead() {
+	c.ws.idle.wait()
+	c.read()
 }
 
 // open has a worker run OnOpen and waits for it: no message is read before

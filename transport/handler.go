@@ -147,6 +147,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(h.cfg.MaxMessageSize)
 	conn := &wsConn{ws: ws, raw: hc.conn, cork: hc.cork}
+	if hc.cc != nil && hc.cc.idle != nil {
+		conn.idle = hc.cc.idle
+	}
 
 	s = h.sys.NewSession(conn, actors.Info{
 		Header:      r.Header,

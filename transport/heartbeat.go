@@ -20,10 +20,11 @@ type heartbeat struct {
 	lastRead atomic.Int64 // unix nanoseconds of the last message read
 	lastPing time.Time    // only touched by the timer callback
 
-	mu    sync.Mutex
-	timer *time.Timer
-	done  bool
-	runs  sync.WaitGroup
+	mu      sync.Mutex
+	timer   *time.Timer
+	done    bool
+	pinging context.CancelFunc // the ping waiting for its pong, if any
+	runs    sync.WaitGroup
 }
 
 // start sets h up (it lives inside the connection's state, saving an
@@ -89,10 +90,21 @@ func (h *heartbeat) fire() {
 	if h.cfg.pinging() && now.Sub(h.lastPing) >= h.cfg.PingInterval {
 		h.lastPing = now
 		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PongTimeout)
+		h.mu.Lock()
+		if h.done {
+			h.mu.Unlock()
+			cancel()
+			return
+		}
+		h.pinging = cancel
+		h.mu.Unlock()
 		err := h.ws.ws.Ping(ctx)
+		h.mu.Lock()
+		h.pinging = nil
+		h.mu.Unlock()
 		cancel()
 		if err != nil {
-			if h.s.IsOpen() {
+			if h.s.IsOpen() && !h.stopped() {
 				h.s.Drop("pong timeout")
 			}
 			return
@@ -102,13 +114,24 @@ func (h *heartbeat) fire() {
 	h.arm(now)
 }
 
-// stop cancels the timer and waits for a check in progress to return.
+// stop cancels the timer and waits for a check in progress to return. A
+// ping waiting for its pong is given up: the connection is gone, and no
+// pong can arrive with nobody reading.
 func (h *heartbeat) stop() {
 	h.mu.Lock()
 	h.done = true
 	if h.timer != nil && h.timer.Stop() {
 		h.runs.Done()
 	}
+	if h.pinging != nil {
+		h.pinging()
+	}
 	h.mu.Unlock()
 	h.runs.Wait()
+}
+
+func (h *heartbeat) stopped() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.done
 }

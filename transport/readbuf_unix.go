@@ -30,6 +30,16 @@ type lendingReader struct {
 	dst  []byte
 	n    int
 	err  error
+
+	// Waiting between messages (waitIdle, see idle.go).
+	gate     sync.Mutex    // held by Close, which reads (see lockReads)
+	br       *bufio.Reader // the reader coder/websocket reads through
+	peek     func(fd uintptr) bool
+	look     func(fd uintptr)
+	readable bool   // lookRaw's answer
+	before   int    // bytes to serve before the empty message; 0: none planned
+	fake     []byte // what is left of the empty message to serve
+	faked    bool   // the empty message was served; the read loop drops it
 }
 
 // lendBufferSize is the size of the borrowed buffers: how much one read(2)
@@ -54,19 +64,46 @@ func newFrameReader(br *bufio.Reader, cc *corkedConn) *bufio.Reader {
 	}
 	l := &lendingReader{rc: rc}
 	l.read = l.readRaw
+	l.peek = l.peekRaw
+	l.look = l.lookRaw
 	if n := br.Buffered(); n > 0 {
 		left, _ := br.Peek(n)
 		l.buf = lendPool.Get().(*[]byte)
 		l.w = copy(*l.buf, left)
 	}
 	cc.in = l
-	return bufio.NewReaderSize(cc, 16)
+	cc.idle = l
+	l.br = bufio.NewReaderSize(cc, 16)
+	return l.br
 }
 
 func (l *lendingReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if l.fake != nil {
+		n := copy(p, l.fake)
+		l.fake = l.fake[n:]
+		if len(l.fake) == 0 {
+			l.fake, l.faked = nil, true
+		}
+		return n, nil
+	}
+	if l.before == 0 {
+		return l.readSome(p)
+	}
+	if len(p) > l.before {
+		p = p[:l.before]
+	}
+	n, err := l.readSome(p)
+	if l.before -= n; l.before == 0 {
+		l.fake = emptyMessage[:]
+	}
+	return n, err
+}
+
+// readSome serves p from the borrowed buffer, or from the socket.
+func (l *lendingReader) readSome(p []byte) (int, error) {
 	if l.buf == nil {
 		// Straight into p when it is as large as a buffer; otherwise
 		// into a borrowed buffer, taken only once bytes are there.
@@ -144,3 +181,56 @@ func (l *lendingReader) readRaw(fd uintptr) bool {
 		return true
 	}
 }
+
+// ready reports whether a Read would find bytes at once: buffered, or on
+// the socket. If not, the read loop calls wait (see idle.go).
+//
+// The read loop is not the only reader: coder/websocket's Close reads the
+// peer's close frame itself, on the closing goroutine, while the read loop
+// may be outside Read, here or in wait. Close holds the gate (lockReads),
+// so what is buffered is looked at, and a plan made, only while Close is
+// not reading; while it is, ready reports true and the read loop's Read
+// waits for coder/websocket's read lock instead.
+func (l *lendingReader) ready() bool {
+	if !canPeek || !l.gate.TryLock() {
+		return true
+	}
+	busy := l.buf != nil || l.br.Buffered() > 0 || l.fake != nil || l.before > 0
+	l.gate.Unlock()
+	if busy {
+		return true
+	}
+	l.readable = true
+	if err := l.rc.Control(l.look); err != nil {
+		return true // the Read that follows reports it
+	}
+	return l.readable
+}
+
+// wait returns once the socket is readable (or failed).
+func (l *lendingReader) wait() {
+	_ = l.rc.Read(l.peek)
+}
+
+// lookRaw is ready's one look at the socket.
+func (l *lendingReader) lookRaw(fd uintptr) { l.readable = l.peekRaw(fd) }
+
+// plan arranges for the empty message to follow the first n bytes, unless
+// Close is reading.
+func (l *lendingReader) plan(n int) {
+	if n > 0 && l.gate.TryLock() {
+		if l.buf == nil && l.fake == nil && l.before == 0 {
+			l.before = n
+		}
+		l.gate.Unlock()
+	}
+}
+
+func (l *lendingReader) takeFake() bool {
+	f := l.faked
+	l.faked = false
+	return f
+}
+
+func (l *lendingReader) lockReads()   { l.gate.Lock() }
+func (l *lendingReader) unlockReads() { l.gate.Unlock() }

@@ -20,6 +20,7 @@ type wsConn struct {
 	ws   *websocket.Conn
 	raw  net.Conn
 	cork *corkWriter
+	idle idleReader // nil where the read loop cannot wait outside Read
 }
 
 // BeginBatch holds back the frames written until EndBatch, which sends them
@@ -54,6 +55,12 @@ func (c *wsConn) SetWriteDeadline(t time.Time) error {
 }
 
 func (c *wsConn) Close(code int, reason string) error {
+	if c.idle != nil {
+		// Close reads the peer's close frame: not while the read loop
+		// looks at the frame reader (see lendingReader.waitIdle).
+		c.idle.lockReads()
+		defer c.idle.unlockReads()
+	}
 	return c.ws.Close(websocket.StatusCode(code), reason)
 }
 
@@ -66,6 +73,7 @@ type hijackCapture struct {
 	http.ResponseWriter
 	conn   net.Conn
 	cork   *corkWriter
+	cc     *corkedConn
 	status int // the status coder/websocket answered with, if it refused
 }
 
@@ -88,6 +96,7 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	h.conn = c
 	h.cork = &corkWriter{conn: c}
 	cc := &corkedConn{Conn: c, cork: h.cork}
+	h.cc = cc
 	return cc, bufio.NewReadWriter(newFrameReader(brw.Reader, cc), bufio.NewWriterSize(h.cork, writeBufferSize)), nil
 }
 
@@ -100,6 +109,7 @@ type corkedConn struct {
 	net.Conn
 	cork *corkWriter
 	in   io.Reader
+	idle idleReader // the read loop's shallow wait, where supported
 }
 
 func (c *corkedConn) Read(p []byte) (int, error) {

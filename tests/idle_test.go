@@ -1,0 +1,218 @@
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/troupehq/troupe"
+)
+
+// clientFrame is a frame as a client sends it (masked), with a payload
+// under 126 bytes.
+func clientFrame(fin bool, opcode byte, payload string) []byte {
+	b0 := opcode
+	if fin {
+		b0 |= 0x80
+	}
+	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
+	out := append([]byte{b0, 0x80 | byte(len(payload))}, key[:]...)
+	for i := range len(payload) {
+		out = append(out, payload[i]^key[i%4])
+	}
+	return out
+}
+
+const (
+	opContinuation = 0x0
+	opText         = 0x1
+	opPing         = 0x9
+	opPong         = 0xa
+)
+
+// rawPeer is a hand-written client on a raw connection: it answers the
+// server's pings, as every WebSocket client does, and counts them and the
+// pongs the server sends.
+type rawPeer struct {
+	nc    net.Conn
+	mu    sync.Mutex // one write at a time
+	pings atomic.Int32
+	pongs atomic.Int32
+	mute  atomic.Bool // do not answer pings
+	done  chan struct{}
+}
+
+func newRawPeer(t *testing.T, nc net.Conn) *rawPeer {
+	p := &rawPeer{nc: nc, done: make(chan struct{})}
+	go p.readLoop()
+	t.Cleanup(func() {
+		_ = nc.Close()
+		<-p.done
+	})
+	return p
+}
+
+func (p *rawPeer) write(t *testing.T, frames ...[]byte) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, err := p.nc.Write(bytes.Join(frames, nil)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// writeSplit writes frame in two writes, at, with pause between them, and
+// nothing else in between (no pong answering a ping in the middle).
+func (p *rawPeer) writeSplit(t *testing.T, frame []byte, at int, pause func()) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, err := p.nc.Write(frame[:at]); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	pause()
+	if _, err := p.nc.Write(frame[at:]); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// readLoop reads the server's frames (unmasked, never fragmented here).
+func (p *rawPeer) readLoop() {
+	defer close(p.done)
+	r := bufio.NewReader(p.nc)
+	for {
+		var h [2]byte
+		if _, err := io.ReadFull(r, h[:]); err != nil {
+			return
+		}
+		n := int(h[1] & 0x7f)
+		switch n {
+		case 126:
+			var x [2]byte
+			if _, err := io.ReadFull(r, x[:]); err != nil {
+				return
+			}
+			n = int(binary.BigEndian.Uint16(x[:]))
+		case 127:
+			var x [8]byte
+			if _, err := io.ReadFull(r, x[:]); err != nil {
+				return
+			}
+			n = int(binary.BigEndian.Uint64(x[:]))
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(r, payload); err != nil {
+			return
+		}
+		switch h[0] & 0x0f {
+		case opPing:
+			p.pings.Add(1)
+			if p.mute.Load() {
+				continue
+			}
+			p.mu.Lock()
+			_, err := p.nc.Write(clientFrame(true, opPong, string(payload)))
+			p.mu.Unlock()
+			if err != nil {
+				return
+			}
+		case opPong:
+			p.pongs.Add(1)
+		}
+	}
+}
+
+// Control frames before, between and inside messages, alone or sharing one
+// TCP write with a message, split across writes, while the server pings
+// every few milliseconds: the application receives every message once,
+// whole and in order, an empty message included, and nothing else. (An idle
+// connection's read loop gets control frames through coder/websocket before
+// it waits for its client; transport/idle.go says how.)
+func TestControlFramesAroundMessages(t *testing.T) {
+	got := make(chan string, 64)
+	h := startServer(t, troupe.Config{
+		Settings:  troupe.Settings{PingInterval: 5 * time.Millisecond},
+		OnMessage: func(_ *troupe.Session, text []byte) { got <- string(text) },
+	})
+	p := newRawPeer(t, rawHandshake(t, h, "raw"))
+	pause := func() { time.Sleep(15 * time.Millisecond) } // the read loop goes idle, pings go by
+
+	pause()
+	p.write(t, clientFrame(true, opPong, "unasked"), clientFrame(true, opText, "a"))
+	pause()
+	p.write(t, clientFrame(true, opPing, "p1"), clientFrame(true, opText, "b"))
+	pause()
+	p.write(t, clientFrame(false, opText, "c1"))
+	pause()
+	p.write(t, clientFrame(true, opPing, "p2"))
+	pause()
+	p.write(t, clientFrame(true, opContinuation, "c2"))
+	pause()
+	p.write(t, clientFrame(true, opText, ""))
+	pause()
+	p.writeSplit(t, clientFrame(true, opPong, "split"), 3, pause)
+	pause()
+	p.write(t, clientFrame(true, opPing, "p3"))
+	pause()
+	p.write(t, clientFrame(true, opText, "d"), clientFrame(true, opPong, "z"), clientFrame(true, opText, "e"))
+
+	// Enough pings answered that every message above had pongs around it.
+	deadline := time.After(waitTimeout)
+	for p.pings.Load() < 10 {
+		select {
+		case <-deadline:
+			t.Fatalf("the server sent %d pings and %d pongs", p.pings.Load(), p.pongs.Load())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	p.write(t, clientFrame(true, opText, "last"))
+
+	want := []string{"a", "b", "c1c2", "", "d", "e", "last"}
+	var all []string
+	for len(all) == 0 || all[len(all)-1] != "last" {
+		select {
+		case m := <-got:
+			all = append(all, m)
+		case <-time.After(waitTimeout):
+			t.Fatalf("the application received %q, then nothing; want %q", all, want)
+		}
+	}
+	if !slices.Equal(all, want) {
+		t.Errorf("the application received %q, want %q", all, want)
+	}
+	if s := h.rec.session(t, "raw"); !s.IsOpen() {
+		t.Errorf("the session closed")
+	}
+}
+
+// A connection that fails while the server's ping waits for its pong is
+// closed, and OnClose told, without waiting for the pong timeout.
+func TestConnectionErrorDuringPingClosesAtOnce(t *testing.T) {
+	h := startServer(t, troupe.Config{
+		Settings: troupe.Settings{PingInterval: 5 * time.Millisecond, PongTimeout: time.Hour, IdleTimeout: -1},
+	})
+	p := newRawPeer(t, rawHandshake(t, h, "raw"))
+	p.mute.Store(true)
+	s := h.rec.session(t, "raw")
+	deadline := time.After(waitTimeout)
+	for p.pings.Load() == 0 {
+		select {
+		case <-deadline:
+			t.Fatal("no ping")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	// Reserved bits set: a protocol error ends the server's reading.
+	p.write(t, []byte{0xf1, 0x80, 0, 0, 0, 0})
+	h.rec.waitClose(t, s) // fails if it waits for the pong timeout
+	if s.IsOpen() {
+		t.Error("the session is still open after OnClose")
+	}
+}
