@@ -72,8 +72,9 @@ type Info struct {
 // ID returns the session's identifier, a UUID unless the transport chose one.
 func (s *Session) ID() string { return s.id }
 
-// PID returns the session actor's PID, for actors that watch sessions (rooms
-// do, so a closed session leaves its rooms without anyone asking).
+// PID returns the session actor's PID. To learn when sessions finish, use
+// System.OnSessionEnd rather than watching PIDs: a Watch gives the watched
+// actor a watcher set for its lifetime.
 func (s *Session) PID() *actor.PID { return s.pid }
 
 // Header returns the header of the HTTP upgrade request. Do not modify it.

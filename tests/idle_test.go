@@ -142,7 +142,17 @@ func TestControlFramesAroundMessages(t *testing.T) {
 		OnMessage: func(_ *troupe.Session, text []byte) { got <- string(text) },
 	})
 	p := newRawPeer(t, rawHandshake(t, h, "raw"))
-	pause := func() { time.Sleep(15 * time.Millisecond) } // the read loop goes idle, pings go by
+	// The read loop goes idle and pings go by; some pauses are long enough
+	// for the read loop to move to a new goroutine before it waits again.
+	pauses := 0
+	pause := func() {
+		pauses++
+		if pauses%2 == 0 {
+			time.Sleep(150 * time.Millisecond)
+		} else {
+			time.Sleep(15 * time.Millisecond)
+		}
+	}
 
 	pause()
 	p.write(t, clientFrame(true, opPong, "unasked"), clientFrame(true, opText, "a"))

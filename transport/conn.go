@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
@@ -29,8 +30,10 @@ type conn struct {
 	hb heartbeat
 
 	// Read loop only.
-	limit *rate.Limiter // made on the first message; nil without a rate limit
-	over  int           // strikes: refusals not yet paid back by accepted messages
+	limit  *rate.Limiter // made on the first message; nil without a rate limit
+	over   int           // strikes: refusals not yet paid back by accepted messages
+	moveOn bool          // the next wait for the client starts a fresh goroutine
+	waits  uint8         // waits so far, up to earlyWaits
 
 	mu     sync.Mutex
 	wake   sync.Cond // the read loop waits here: for room in the queue, or for OnOpen
@@ -101,7 +104,7 @@ func (q *inbox) full(n int) bool {
 }
 
 func newConn(h *Handler, s *actors.Session, ws *wsConn) *conn {
-	c := &conn{h: h, s: s, ws: ws}
+	c := &conn{h: h, s: s, ws: ws, moveOn: true}
 	c.wake.L = &c.mu
 	c.hb.start(&h.cfg, ws, s)
 	return c
@@ -166,8 +169,11 @@ func (c *conn) read() {
 	idle := c.ws.idle
 	for {
 		if idle != nil && !idle.ready() {
-			go c.waitAndRead()
-			return
+			if c.moveOn {
+				go c.waitAndRead()
+				return
+			}
+			c.wait()
 		}
 		typ, data, err := ws.Read(context.Background())
 		if err == nil && idle != nil && idle.takeFake() {
@@ -229,8 +235,28 @@ func (c *conn) read() {
 // waitAndRead waits for the client on a fresh goroutine's small stack, then
 // reads.
 func (c *conn) waitAndRead() {
-	c.ws.idle.wait()
+	c.wait()
 	c.read()
+}
+
+// longWait is how long a wait for the client makes the read loop move to a
+// fresh goroutine the next time it waits: a connection that pauses that
+// long is idle more than busy (see idle.go).
+const longWait = 100 * time.Millisecond
+
+// earlyWaits is how many of a connection's first waits move the read loop
+// whatever their length: a client that joins a room and then sits idle
+// sent its first messages quickly.
+const earlyWaits = 8
+
+// wait waits for the client and notes whether the next wait should move.
+func (c *conn) wait() {
+	start := time.Now()
+	c.ws.idle.wait()
+	if c.waits < earlyWaits {
+		c.waits++
+	}
+	c.moveOn = c.waits < earlyWaits || time.Since(start) >= longWait
 }
 
 // open has a worker run OnOpen and waits for it: no message is read before

@@ -7,29 +7,31 @@ package transport
 // coder/websocket's Read, under its frame reader, it holds about 1.7 KiB of
 // frames; with the runtime's guard space that needs a 4 KiB stack, and the
 // collector never gives it back (it halves a stack only when under a
-// quarter of it, guard included, is in use). So once nothing is left to
-// read (ready), the read loop starts a new goroutine that waits for the
-// socket to become readable (wait), a few frames from the bottom of a
-// fresh 2 KiB stack, and ends; the new one reads on once the client sends.
-// That is one goroutine start per idle spell, not per message, and about
-// 2 KiB less per idle connection (also for the collector's goal, which
-// counts stacks).
+// quarter of it, guard included, is in use). So between messages, with
+// nothing buffered (ready), the read loop waits for the socket itself
+// (wait), a few frames from the bottom of its stack, and reads what comes
+// into the frame reader's buffer before Read parses it. When the
+// connection is idle more than busy (its first few waits, and any wait
+// after one of over longWait), the wait happens on a new goroutine, started with
+// a 2 KiB stack, and the old one ends. A busy connection keeps its
+// goroutine: a start and a stack growth per message would cost echo
+// traffic about a tenth of its throughput.
 //
 // Control frames would undo that. The server's pings make every client
 // send a pong, and coder/websocket handles a pong inside Read and reads on
 // for a message: the read loop would park deep again after the first ping.
-// So when the bytes that woke it start with whole control frames, the
-// frame reader serves those bytes and then an empty text message of its
-// own, which makes Read return at a message boundary; the read loop drops
-// that message (takeFake) and can wait shallow again. The pong has done its
+// So when the bytes a wait read start with whole control frames, the frame
+// reader serves those bytes and then an empty text message of its own,
+// which makes Read return at a message boundary; the read loop drops that
+// message (takeFake) and can wait shallow again. The pong has done its
 // work by then: coder/websocket handled it on the way.
 
 // idleReader is the frame reader's side of that, where the platform
 // supports it; wsConn.idle is nil elsewhere.
 type idleReader interface {
-	// ready reports whether bytes are buffered or the socket is readable.
+	// ready reports whether bytes are buffered: Read would not wait.
 	ready() bool
-	// wait returns once the socket is readable.
+	// wait returns once bytes from the socket are buffered, or it failed.
 	wait()
 	// takeFake reports whether the message Read just returned was the
 	// frame reader's own, and forgets it.

@@ -31,15 +31,14 @@ type lendingReader struct {
 	n    int
 	err  error
 
-	// Waiting between messages (waitIdle, see idle.go).
-	gate     sync.Mutex    // held by Close, which reads (see lockReads)
-	br       *bufio.Reader // the reader coder/websocket reads through
-	peek     func(fd uintptr) bool
-	look     func(fd uintptr)
-	readable bool   // lookRaw's answer
-	before   int    // bytes to serve before the empty message; 0: none planned
-	fake     []byte // what is left of the empty message to serve
-	faked    bool   // the empty message was served; the read loop drops it
+	// Waiting between messages (ready and wait, see idle.go).
+	gate   sync.Mutex            // held by Close, which reads (see lockReads)
+	br     *bufio.Reader         // the reader coder/websocket reads through
+	waitFn func(fd uintptr) bool // waitRaw
+	held   error                 // what waitRaw's read(2) failed with, for Read
+	before int                   // bytes to serve before the empty message; 0: none planned
+	fake   []byte                // what is left of the empty message to serve
+	faked  bool                  // the empty message was served; the read loop drops it
 }
 
 // lendBufferSize is the size of the borrowed buffers: how much one read(2)
@@ -64,8 +63,7 @@ func newFrameReader(br *bufio.Reader, cc *corkedConn) *bufio.Reader {
 	}
 	l := &lendingReader{rc: rc}
 	l.read = l.readRaw
-	l.peek = l.peekRaw
-	l.look = l.lookRaw
+	l.waitFn = l.waitRaw
 	if n := br.Buffered(); n > 0 {
 		left, _ := br.Peek(n)
 		l.buf = lendPool.Get().(*[]byte)
@@ -104,6 +102,11 @@ func (l *lendingReader) Read(p []byte) (int, error) {
 
 // readSome serves p from the borrowed buffer, or from the socket.
 func (l *lendingReader) readSome(p []byte) (int, error) {
+	if l.buf == nil && l.held != nil {
+		err := l.held
+		l.held = nil
+		return 0, err
+	}
 	if l.buf == nil {
 		// Straight into p when it is as large as a buffer; otherwise
 		// into a borrowed buffer, taken only once bytes are there.
@@ -182,47 +185,68 @@ func (l *lendingReader) readRaw(fd uintptr) bool {
 	}
 }
 
-// ready reports whether a Read would find bytes at once: buffered, or on
-// the socket. If not, the read loop calls wait (see idle.go).
+// ready reports whether bytes are buffered, so that a Read would not wait.
+// If not, the read loop calls wait (see idle.go).
 //
 // The read loop is not the only reader: coder/websocket's Close reads the
 // peer's close frame itself, on the closing goroutine, while the read loop
 // may be outside Read, here or in wait. Close holds the gate (lockReads),
-// so what is buffered is looked at, and a plan made, only while Close is
-// not reading; while it is, ready reports true and the read loop's Read
-// waits for coder/websocket's read lock instead.
+// so the read loop looks at the buffers, or fills them in wait, only while
+// Close is not reading; while it is, ready reports true and the read loop's
+// Read waits for coder/websocket's read lock instead.
 func (l *lendingReader) ready() bool {
-	if !canPeek || !l.gate.TryLock() {
+	if !l.gate.TryLock() {
 		return true
 	}
-	busy := l.buf != nil || l.br.Buffered() > 0 || l.fake != nil || l.before > 0
+	busy := l.buf != nil || l.br.Buffered() > 0 || l.fake != nil || l.before > 0 || l.held != nil
 	l.gate.Unlock()
-	if busy {
-		return true
-	}
-	l.readable = true
-	if err := l.rc.Control(l.look); err != nil {
-		return true // the Read that follows reports it
-	}
-	return l.readable
+	return busy
 }
 
-// wait returns once the socket is readable (or failed).
+// wait returns once the socket had bytes (now buffered) or failed.
 func (l *lendingReader) wait() {
-	_ = l.rc.Read(l.peek)
-}
-
-// lookRaw is ready's one look at the socket.
-func (l *lendingReader) lookRaw(fd uintptr) { l.readable = l.peekRaw(fd) }
-
-// plan arranges for the empty message to follow the first n bytes, unless
-// Close is reading.
-func (l *lendingReader) plan(n int) {
-	if n > 0 && l.gate.TryLock() {
-		if l.buf == nil && l.fake == nil && l.before == 0 {
-			l.before = n
+	if err := l.rc.Read(l.waitFn); err != nil && l.gate.TryLock() {
+		if l.buf == nil && l.held == nil {
+			l.held = err
 		}
 		l.gate.Unlock()
+	}
+}
+
+// waitRaw is what RawConn.Read retries each time the socket becomes
+// readable, for wait. It reads what is there into a borrowed buffer, and
+// when that starts with whole control frames it plans the empty message
+// after them (see idle.go). The bytes start at a message boundary: the
+// read loop only waits between messages, with nothing buffered.
+func (l *lendingReader) waitRaw(fd uintptr) bool {
+	if !l.gate.TryLock() {
+		return true // Close is reading; the read loop's Read waits for it
+	}
+	defer l.gate.Unlock()
+	if l.buf != nil || l.held != nil {
+		return true
+	}
+	b := lendPool.Get().(*[]byte)
+	for {
+		n, err := syscall.Read(int(fd), *b)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN {
+			lendPool.Put(b)
+			return false // wait until readable, then again
+		}
+		if err != nil || n <= 0 {
+			lendPool.Put(b)
+			l.held = io.EOF
+			if err != nil {
+				l.held = &net.OpError{Op: "read", Net: "tcp", Err: err}
+			}
+			return true
+		}
+		l.buf, l.r, l.w = b, 0, n
+		l.before = controlPrefix((*b)[:n])
+		return true
 	}
 }
 
