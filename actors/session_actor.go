@@ -31,9 +31,9 @@ func (a *sessionActor) Receive(ctx actor.Context) {
 	}
 }
 
-// startWriterLocked starts the writer goroutine unless one is running or the
-// session is finished. The writer exists only while there is work, so an
-// idle session costs no goroutine.
+// startWriterLocked starts the writer unless one is running or the session
+// is finished. The writer runs on the system's pool only while there is
+// work, so an idle session holds no goroutine.
 func (s *Session) startWriterLocked() {
 	if s.writing || s.state == stateFinished || s.closeSent {
 		return
@@ -43,5 +43,5 @@ func (s *Session) startWriterLocked() {
 	}
 	s.writing = true
 	s.writers.Add(1)
-	go s.writeLoop()
+	s.sys.pool.Go(s.writeLoop)
 }

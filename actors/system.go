@@ -9,6 +9,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/google/uuid"
+	"github.com/troupehq/troupe/internal/gopool"
 )
 
 // System owns the protoactor actor system that session (and room) actors
@@ -17,8 +18,10 @@ type System struct {
 	as       *actor.ActorSystem
 	root     *actor.RootContext
 	logger   *slog.Logger
-	props    *actor.Props
 	sessions atomic.Int64
+
+	// pool runs the session actors' mailboxes and writers (see gopool).
+	pool gopool.Pool
 
 	// ended holds the OnSessionEnd hooks, replaced whole on each change so
 	// that Finish reads it without a lock.
@@ -64,7 +67,19 @@ func (sys *System) Sessions() int64 { return sys.sessions.Load() }
 
 // Shutdown stops the actor system. Stop every actor first: protoactor's
 // Shutdown stops none.
-func (sys *System) Shutdown() { sys.as.Shutdown() }
+func (sys *System) Shutdown() {
+	sys.as.Shutdown()
+	sys.pool.Stop()
+}
+
+// poolDispatcher runs mailboxes on the system's pool, where protoactor's
+// default starts a goroutine each time a mailbox gets messages.
+type poolDispatcher struct{ p *gopool.Pool }
+
+func (d poolDispatcher) Schedule(fn func()) { d.p.Go(fn) }
+
+// Throughput is protoactor's default: messages per mailbox run.
+func (poolDispatcher) Throughput() int { return 300 }
 
 // NewSession spawns a session actor writing to conn.
 func (sys *System) NewSession(conn Conn, info Info, opts Options) *Session {
@@ -85,7 +100,8 @@ func (sys *System) NewSession(conn Conn, info Info, opts Options) *Session {
 		cancel: cancel,
 	}
 	s.open.Store(true)
-	props := actor.PropsFromProducer(func() actor.Actor { return &sessionActor{s: s} })
+	props := actor.PropsFromProducer(func() actor.Actor { return &sessionActor{s: s} },
+		actor.WithDispatcher(poolDispatcher{&sys.pool}))
 	s.pid = sys.root.Spawn(props)
 	sys.sessions.Add(1)
 	return s
