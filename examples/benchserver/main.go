@@ -24,6 +24,7 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -36,9 +37,13 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:9000", "listen address")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file until the server stops")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (for example 127.0.0.1:6060)")
+	memRate := flag.Int("memprofilerate", 0, "set runtime.MemProfileRate (1 records every allocation, for exact heap profiles from -pprof); 0 leaves the default")
 	var cluster natsbp.Flags
 	cluster.Register(flag.CommandLine)
 	flag.Parse()
+	if *memRate > 0 {
+		runtime.MemProfileRate = *memRate
+	}
 	if *pprofAddr != "" {
 		go func() { log.Print(http.ListenAndServe(*pprofAddr, nil)) }()
 	}
