@@ -161,9 +161,10 @@ func (c *conn) readLoop() {
 	c.read()
 }
 
-// read reads messages until the connection ends, or until it would have to
-// wait for its client: the wait then goes on in a new goroutine, which goes
-// on reading, and this one ends (see idle.go).
+// read reads messages until the connection ends. Between messages it waits
+// for the client outside coder/websocket's Read, and when the connection
+// looks idle it does so on a new goroutine, which goes on reading, and this
+// one ends (see idle.go).
 func (c *conn) read() {
 	h, s, ws := c.h, c.s, c.ws.ws
 	idle := c.ws.idle

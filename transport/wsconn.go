@@ -57,7 +57,7 @@ func (c *wsConn) SetWriteDeadline(t time.Time) error {
 func (c *wsConn) Close(code int, reason string) error {
 	if c.idle != nil {
 		// Close reads the peer's close frame: not while the read loop
-		// looks at the frame reader (see lendingReader.waitIdle).
+		// looks at the frame reader (see lendingReader.ready).
 		c.idle.lockReads()
 		defer c.idle.unlockReads()
 	}
