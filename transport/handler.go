@@ -11,10 +11,10 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/coder/websocket"
 	"github.com/troupehq/troupe/actors"
+	"github.com/troupehq/troupe/internal/gopool"
 	"github.com/troupehq/troupe/internal/wire"
 )
 
@@ -60,11 +60,7 @@ type Handler struct {
 	workers  map[uint64]struct{} // goroutine IDs of the running workers
 	sessions map[string]*actors.Session
 
-	pmu     sync.Mutex // guards the idle workers
-	idle    []*worker  // oldest first
-	stopped bool       // workers exit instead of waiting for more work
-	reaper  *time.Timer
-	reaping bool // reaper is armed
+	pool gopool.Pool // the workers (workers.go)
 }
 
 // NewHandler returns a handler whose sessions live in sys.
@@ -76,6 +72,7 @@ func NewHandler(sys *actors.System, cfg Config, hooks Hooks) (*Handler, error) {
 	h := &Handler{cfg: cfg, sys: sys, hooks: hooks,
 		sessions: make(map[string]*actors.Session), workers: make(map[uint64]struct{})}
 	h.drain = sync.NewCond(&h.mu)
+	h.initWorkers()
 	return h, nil
 }
 

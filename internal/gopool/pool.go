@@ -21,8 +21,13 @@ const IdleTimeout = 100 * time.Millisecond
 // maxIdle bounds the goroutines kept idle; more exit at once.
 const maxIdle = 1024
 
-// Pool runs tasks on kept goroutines. The zero Pool is ready to use.
+// Pool runs tasks on kept goroutines. The zero Pool is ready to use; set
+// Started and Exiting, if at all, before the first Go.
 type Pool struct {
+	// Started, if set, runs on each new goroutine before its first task,
+	// and Exiting on it after its last: for state kept per goroutine.
+	Started, Exiting func()
+
 	mu      sync.Mutex
 	idle    []*idler // a stack: the most recently idle is taken first
 	reaper  *time.Timer
@@ -52,6 +57,12 @@ func (p *Pool) Go(fn func()) {
 }
 
 func (p *Pool) run(fn func()) {
+	if p.Started != nil {
+		p.Started()
+	}
+	if p.Exiting != nil {
+		defer p.Exiting()
+	}
 	w := &idler{next: make(chan func(), 1)}
 	for fn != nil {
 		fn()

@@ -74,3 +74,42 @@ func TestPoolLetsIdleGoroutinesGo(t *testing.T) {
 	}
 	// No Stop: goleak in TestMain checks that they exited.
 }
+
+// Started and Exiting run once on every goroutine of the pool, Started
+// before its first task.
+func TestPoolStartedAndExiting(t *testing.T) {
+	var mu sync.Mutex
+	starts, exits := 0, 0
+	p := Pool{
+		Started: func() { mu.Lock(); starts++; mu.Unlock() },
+		Exiting: func() { mu.Lock(); exits++; mu.Unlock() },
+	}
+	var wg sync.WaitGroup
+	wg.Add(20)
+	for range 20 {
+		p.Go(func() {
+			mu.Lock()
+			if starts == 0 {
+				t.Error("a task ran before any Started")
+			}
+			mu.Unlock()
+			time.Sleep(time.Millisecond)
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	p.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		s, e := starts, exits
+		mu.Unlock()
+		if s > 0 && s == e {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines started, %d exited", s, e)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
