@@ -3,7 +3,9 @@ package tests
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/troupehq/troupe"
 )
 
@@ -224,5 +227,72 @@ func TestConnectionErrorDuringPingClosesAtOnce(t *testing.T) {
 	h.rec.waitClose(t, s) // fails if it waits for the pong timeout
 	if s.IsOpen() {
 		t.Error("the session is still open after OnClose")
+	}
+}
+
+// Connections left idle long enough for the server to stop holding a
+// goroutine for them (transport/idle.go) are served as before in every way
+// a client can see: they receive broadcasts, what they send is answered,
+// a client that vanishes without a close frame is noticed (OnClose), one
+// the server drops at once is finished too, and Shutdown closes the others
+// with 1001.
+func TestIdleConnectionsStayServed(t *testing.T) {
+	h := startServer(t, troupe.Config{})
+	registerJoin(h.srv)
+	troupe.Handle(h.srv, "ask", func(c *troupe.Context, n int) error { return c.Reply("answer", n) })
+	const n = 40
+	clients := make([]*client, n)
+	for i := range clients {
+		clients[i] = h.dial(t, fmt.Sprintf("idle-%d", i))
+		clients[i].startReading()
+		clients[i].join(t, "room")
+	}
+	idle := func() { time.Sleep(300 * time.Millisecond) } // well past the server's 100 ms
+	for round := range 3 {
+		idle()
+		if err := h.srv.Broadcast("room", "news", round); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range clients {
+			if e := c.expect(t, "news"); string(e.Payload) != fmt.Sprint(round) {
+				t.Fatalf("%s: news %s, want %d", c.name, e.Payload, round)
+			}
+		}
+		idle()
+		for i, c := range clients {
+			c.send(t, "ask", i)
+		}
+		for i, c := range clients {
+			if e := c.expect(t, "answer"); string(e.Payload) != fmt.Sprint(i) {
+				t.Fatalf("%s: answer %s, want %d", c.name, e.Payload, i)
+			}
+		}
+	}
+	idle()
+	// Half vanish: the TCP connection closes with no close frame.
+	for _, c := range clients[:n/2] {
+		s := h.rec.session(t, c.name)
+		_ = c.ws.CloseNow()
+		h.rec.waitClose(t, s)
+	}
+	idle()
+	// A quarter are dropped by the server at once (no close handshake, so
+	// nothing arrives from the client to wake their reading).
+	for _, c := range clients[n/2 : 3*n/4] {
+		s := h.rec.session(t, c.name)
+		s.ShutdownNow()
+		h.rec.waitClose(t, s)
+	}
+	idle()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	for _, c := range clients[3*n/4:] {
+		_, err := c.waitEnd(t)
+		if code, reason := closeCode(err); code != websocket.StatusGoingAway {
+			t.Errorf("%s: closed with %d %q, want 1001", c.name, code, reason)
+		}
 	}
 }

@@ -32,8 +32,12 @@ type conn struct {
 	// Read loop only.
 	limit  *rate.Limiter // made on the first message; nil without a rate limit
 	over   int           // strikes: refusals not yet paid back by accepted messages
-	moveOn bool          // the next wait for the client starts a fresh goroutine
+	moveOn bool          // the next wait for the client leaves this goroutine
 	waits  uint8         // waits so far, up to earlyWaits
+
+	token      uint64    // the poller's name for this connection; 0 until parked
+	registered bool      // the socket is in the poller's epoll set
+	parkedAt   time.Time // when it was last parked
 
 	mu     sync.Mutex
 	wake   sync.Cond // the read loop waits here: for room in the queue, or for OnOpen
@@ -106,6 +110,9 @@ func (q *inbox) full(n int) bool {
 func newConn(h *Handler, s *actors.Session, ws *wsConn) *conn {
 	c := &conn{h: h, s: s, ws: ws, moveOn: true}
 	c.wake.L = &c.mu
+	if ws.cc != nil {
+		ws.cc.owner.Store(c)
+	}
 	c.hb.start(&h.cfg, ws, s)
 	return c
 }
@@ -171,7 +178,9 @@ func (c *conn) read() {
 	for {
 		if idle != nil && !idle.ready() {
 			if c.moveOn {
-				go c.waitAndRead()
+				if !c.h.poll.park(c) {
+					go c.waitAndRead()
+				}
 				return
 			}
 			c.wait()
@@ -234,9 +243,16 @@ func (c *conn) read() {
 }
 
 // waitAndRead waits for the client on a fresh goroutine's small stack, then
-// reads.
+// reads: where the poller cannot hold the connection.
 func (c *conn) waitAndRead() {
 	c.wait()
+	c.read()
+}
+
+// resume reads on once the poller saw the client send (or the connection
+// close).
+func (c *conn) resume() {
+	c.waitSince(c.parkedAt) // returns at once: bytes are there, or the socket failed
 	c.read()
 }
 
@@ -251,8 +267,10 @@ const longWait = 100 * time.Millisecond
 const earlyWaits = 8
 
 // wait waits for the client and notes whether the next wait should move.
-func (c *conn) wait() {
-	start := time.Now()
+func (c *conn) wait() { c.waitSince(time.Now()) }
+
+// waitSince is wait for a connection idle since start.
+func (c *conn) waitSince(start time.Time) {
 	c.ws.idle.wait()
 	if c.waits < earlyWaits {
 		c.waits++

@@ -61,6 +61,7 @@ type Handler struct {
 	sessions map[string]*actors.Session
 
 	pool gopool.Pool // the workers (workers.go)
+	poll *poller     // holds idle connections (poller_linux.go)
 }
 
 // NewHandler returns a handler whose sessions live in sys.
@@ -73,6 +74,7 @@ func NewHandler(sys *actors.System, cfg Config, hooks Hooks) (*Handler, error) {
 		sessions: make(map[string]*actors.Session), workers: make(map[uint64]struct{})}
 	h.drain = sync.NewCond(&h.mu)
 	h.initWorkers()
+	h.poll = newPoller()
 	return h, nil
 }
 
@@ -144,7 +146,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(h.cfg.MaxMessageSize)
 	conn := &wsConn{ws: ws, raw: hc.conn, cork: hc.cork}
-	if hc.cc != nil && hc.cc.idle != nil {
+	if hc.cc != nil {
+		conn.cc = hc.cc
 		conn.idle = hc.cc.idle
 	}
 

@@ -1,21 +1,25 @@
 package transport
 
-// Why an idle connection's read loop moves to a new goroutine.
+// What an idle connection holds while it waits for its client.
 //
-// An idle connection's read loop is a goroutine parked in a read, and its
-// stack is most of what the connection costs. Parked inside
+// An idle connection's read loop would be a goroutine parked in a read, and
+// its stack most of what the connection costs. Parked inside
 // coder/websocket's Read, under its frame reader, it holds about 1.7 KiB of
 // frames; with the runtime's guard space that needs a 4 KiB stack, and the
 // collector never gives it back (it halves a stack only when under a
 // quarter of it, guard included, is in use). So between messages, with
 // nothing buffered (ready), the read loop waits for the socket itself
-// (wait), a few frames from the bottom of its stack, and reads what comes
-// into the frame reader's buffer before Read parses it. When the
-// connection is idle more than busy (its first few waits, and any wait
-// after one of over longWait), the wait happens on a new goroutine, started with
-// a 2 KiB stack, and the old one ends. A busy connection keeps its
-// goroutine: a start and a stack growth per message would cost echo
-// traffic about a tenth of its throughput.
+// (wait), outside Read, and reads what arrives into the frame reader's
+// buffer before Read parses it.
+//
+// When the connection is idle more than busy (its first few waits, and any
+// wait after one of over longWait), the read loop does not wait at all: on
+// Linux it puts the socket in the poller's epoll set and its goroutine
+// ends, so the idle connection holds no goroutine (poller_linux.go); a
+// pooled goroutine reads on once the client sends. Elsewhere it waits on a
+// new goroutine, started with a 2 KiB stack. A busy connection keeps its
+// goroutine: a hand-over per message would cost echo traffic about a tenth
+// of its throughput.
 //
 // Control frames would undo that. The server's pings make every client
 // send a pong, and coder/websocket handles a pong inside Read and reads on

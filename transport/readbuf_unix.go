@@ -71,6 +71,7 @@ func newFrameReader(br *bufio.Reader, cc *corkedConn) *bufio.Reader {
 	}
 	cc.in = l
 	cc.idle = l
+	cc.rc = rc
 	l.br = bufio.NewReaderSize(cc, 16)
 	return l.br
 }

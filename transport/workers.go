@@ -32,5 +32,9 @@ func (h *Handler) initWorkers() {
 // which runs them and then is free for another connection.
 func (h *Handler) dispatch(c *conn) { h.pool.Go(c.run) }
 
-// stopWorkers lets the idle workers go and has busy ones exit when done.
-func (h *Handler) stopWorkers() { h.pool.Stop() }
+// stopWorkers lets the idle workers go and has busy ones exit when done,
+// and stops the poller.
+func (h *Handler) stopWorkers() {
+	h.poll.stop()
+	h.pool.Stop()
+}

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -20,7 +22,8 @@ type wsConn struct {
 	ws   *websocket.Conn
 	raw  net.Conn
 	cork *corkWriter
-	idle idleReader // nil where the read loop cannot wait outside Read
+	idle idleReader  // nil where the read loop cannot wait outside Read
+	cc   *corkedConn // the connection under coder/websocket
 }
 
 // BeginBatch holds back the frames written until EndBatch, which sends them
@@ -109,7 +112,12 @@ type corkedConn struct {
 	net.Conn
 	cork *corkWriter
 	in   io.Reader
-	idle idleReader // the read loop's shallow wait, where supported
+	idle idleReader      // the read loop's shallow wait, where supported
+	rc   syscall.RawConn // the socket, where the poller can hold it
+
+	// owner is the connection whose read loop reads here, once it runs:
+	// Close resumes it if it is parked in the poller.
+	owner atomic.Pointer[conn]
 }
 
 func (c *corkedConn) Read(p []byte) (int, error) {
@@ -120,6 +128,9 @@ func (c *corkedConn) Read(p []byte) (int, error) {
 }
 
 func (c *corkedConn) Close() error {
+	if o := c.owner.Load(); o != nil {
+		o.h.poll.unpark(o) // a closed socket leaves epoll without a word
+	}
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = c.cork.uncork()
 	return c.Conn.Close()
