@@ -1,7 +1,9 @@
 package transport
 
 import (
+	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,22 +23,25 @@ type poller struct {
 
 	mu      sync.Mutex
 	conns   map[uint64]*conn // parked, by token
-	next    uint64           // the last token given
 	epfd    int              // -1 until started
-	wakefd  int              // eventfd that stops the loop
+	file    *os.File         // epfd, waited on through Go's own poller
 	stopped bool
 	done    chan struct{} // closed when the loop has returned
 }
 
-// wakeToken marks the eventfd in the epoll set; connections' tokens start
-// at 1.
-const wakeToken = 0
+// tokens names connections in epoll sets, unique in the process: a stale
+// registration can never be taken for another connection, in any set.
+var tokens atomic.Uint64
 
 func newPoller() *poller {
-	return &poller{conns: make(map[uint64]*conn), epfd: -1, wakefd: -1}
+	return &poller{conns: make(map[uint64]*conn), epfd: -1}
 }
 
-// start creates the epoll set and its goroutine, on the first park.
+// startLocked creates the epoll set and its goroutine, on the first park.
+// The goroutine waits for the set to have events through Go's own poller
+// (an epoll set is itself pollable), not in epoll_wait: a goroutine blocked
+// in a system call would hold its processor, and with GOMAXPROCS=1 stall
+// every other goroutine until the runtime took it back.
 func (p *poller) startLocked() bool {
 	if p.epfd >= 0 {
 		return true
@@ -45,21 +50,19 @@ func (p *poller) startLocked() bool {
 	if err != nil {
 		return false
 	}
-	r, _, errno := syscall.RawSyscall(syscall.SYS_EVENTFD2, 0, syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
-	if errno != 0 {
+	if err := syscall.SetNonblock(epfd, true); err != nil {
 		syscall.Close(epfd)
 		return false
 	}
-	wakefd := int(r)
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN}
-	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
-		syscall.Close(epfd)
-		syscall.Close(wakefd)
+	f := os.NewFile(uintptr(epfd), "troupe-epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
 		return false
 	}
-	p.epfd, p.wakefd = epfd, wakefd
+	p.epfd, p.file = epfd, f
 	p.done = make(chan struct{})
-	go p.loop(epfd, wakefd, p.done)
+	go p.loop(rc, p.done)
 	return true
 }
 
@@ -75,8 +78,7 @@ func (p *poller) park(c *conn) bool {
 		return false
 	}
 	if c.token == 0 {
-		p.next++
-		c.token = p.next
+		c.token = tokens.Add(1)
 	}
 	op := syscall.EPOLL_CTL_MOD
 	if !c.registered {
@@ -128,22 +130,27 @@ func (p *poller) unpark(c *conn) {
 	}
 }
 
-func (p *poller) loop(epfd, wakefd int, done chan struct{}) {
+func (p *poller) loop(rc syscall.RawConn, done chan struct{}) {
 	defer close(done)
 	events := make([]syscall.EpollEvent, 256)
-	for {
-		n, err := syscall.EpollWait(epfd, events, -1)
-		if err == syscall.EINTR {
-			continue
+	n := 0
+	var failed error
+	collect := func(fd uintptr) bool {
+		for {
+			k, err := syscall.EpollWait(int(fd), events, 0)
+			if err == syscall.EINTR {
+				continue
+			}
+			n, failed = max(k, 0), err
+			return err != nil || k > 0 // none yet: wait until the set is readable
 		}
-		if err != nil {
-			return
+	}
+	for {
+		if err := rc.Read(collect); err != nil || failed != nil {
+			return // stop closed the set
 		}
 		for _, ev := range events[:n] {
 			tok := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-			if tok == wakeToken {
-				return
-			}
 			p.mu.Lock()
 			c := p.conns[tok]
 			delete(p.conns, tok)
@@ -165,16 +172,11 @@ func (p *poller) stop() {
 		return
 	}
 	p.stopped = true
-	epfd, wakefd, done := p.epfd, p.wakefd, p.done
+	f, done := p.file, p.done
 	p.mu.Unlock()
-	if epfd < 0 {
-		p.readers.Stop()
-		return
+	if f != nil {
+		_ = f.Close() // ends the loop's wait
+		<-done
 	}
-	one := [8]byte{1}
-	_, _ = syscall.Write(wakefd, one[:])
-	<-done
-	syscall.Close(epfd)
-	syscall.Close(wakefd)
 	p.readers.Stop()
 }
