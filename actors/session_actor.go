@@ -11,6 +11,14 @@ type sessionActor struct{ s *Session }
 
 func (a *sessionActor) Receive(ctx actor.Context) {
 	s := a.s
+	// A panic here would be a bug of ours; it must not reach protoactor's
+	// supervisor, whose restart would build the actor again from the
+	// shared Props (System.NewSession) without its session.
+	defer func() {
+		if r := recover(); r != nil {
+			s.sys.logger.Error("troupe: panic in session actor", "session", s.id, "panic", r)
+		}
+	}()
 	switch m := ctx.Message().(type) {
 	case *Shared:
 		s.mu.Lock()

@@ -23,6 +23,10 @@ type System struct {
 	// pool runs the session actors' mailboxes and writers (see gopool).
 	pool gopool.Pool
 
+	props    *actor.Props // of every session actor
+	spawnMu  sync.Mutex   // one session spawned at a time: ...
+	spawning *Session     // ... this one, for props' producer
+
 	// ended holds the OnSessionEnd hooks, replaced whole on each change so
 	// that Finish reads it without a lock.
 	endMu sync.Mutex
@@ -53,7 +57,10 @@ func NewSystem(logger *slog.Logger) *System {
 		// The dead-letter throttle holds a goroutine for one interval.
 		actor.WithDeadLetterThrottleInterval(100*time.Millisecond),
 	)
-	return &System{as: as, root: as.Root, logger: logger}
+	sys := &System{as: as, root: as.Root, logger: logger}
+	sys.props = actor.PropsFromProducer(func() actor.Actor { return &sessionActor{s: sys.spawning} },
+		actor.WithDispatcher(poolDispatcher{&sys.pool}))
+	return sys
 }
 
 // Root returns the root context used to send to and spawn actors.
@@ -100,9 +107,15 @@ func (sys *System) NewSession(conn Conn, info Info, opts Options) *Session {
 		cancel: cancel,
 	}
 	s.open.Store(true)
-	props := actor.PropsFromProducer(func() actor.Actor { return &sessionActor{s: s} },
-		actor.WithDispatcher(poolDispatcher{&sys.pool}))
-	s.pid = sys.root.Spawn(props)
+	// One Props serves every session: the producer runs inside Spawn and
+	// takes the session being spawned. Props of its own would cost each
+	// session about 240 bytes for as long as it lives. A session actor is
+	// never restarted (its Receive recovers), so the producer runs once.
+	sys.spawnMu.Lock()
+	sys.spawning = s
+	s.pid = sys.root.Spawn(sys.props)
+	sys.spawning = nil
+	sys.spawnMu.Unlock()
 	sys.sessions.Add(1)
 	return s
 }
