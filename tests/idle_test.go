@@ -172,13 +172,13 @@ func TestControlFramesAroundMessages(t *testing.T) {
 	pause()
 	p.writeSplit(t, clientFrame(true, opPong, "split"), 3, pause)
 	pause()
-	p.write(t, clientFrame(true, opPing, "p3"))
+	p.write(t, clientFrame(true, opPong, "x"), clientFrame(true, opPing, "p3"), clientFrame(true, opPong, "y"))
 	pause()
 	p.write(t, clientFrame(true, opText, "d"), clientFrame(true, opPong, "z"), clientFrame(true, opText, "e"))
 
 	// Enough pings answered that every message above had pongs around it.
 	deadline := time.After(waitTimeout)
-	for p.pings.Load() < 10 {
+	for p.pings.Load() < 10 || p.pongs.Load() < 3 { // p1, p2 and p3 answered
 		select {
 		case <-deadline:
 			t.Fatalf("the server sent %d pings and %d pongs", p.pings.Load(), p.pongs.Load())

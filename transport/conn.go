@@ -37,7 +37,7 @@ type conn struct {
 
 	token      uint64    // the poller's name for this connection; 0 until parked
 	registered bool      // the socket is in the poller's epoll set
-	parkedAt   time.Time // when it was last parked
+	parkedAt   time.Time // when it last stopped waiting on a goroutine of its own
 
 	mu     sync.Mutex
 	wake   sync.Cond // the read loop waits here: for room in the queue, or for OnOpen
@@ -174,12 +174,13 @@ func (c *conn) readLoop() {
 // one ends (see idle.go).
 func (c *conn) read() {
 	h, s, ws := c.h, c.s, c.ws.ws
-	idle := c.ws.idle
+	idle := c.ws.idle()
 	for {
 		if idle != nil && !idle.ready() {
 			if c.moveOn {
 				if !c.h.poll.park(c) {
-					go c.waitAndRead()
+					c.parkedAt = time.Now()
+					go c.resume() // waits on a fresh goroutine's small stack
 				}
 				return
 			}
@@ -242,17 +243,12 @@ func (c *conn) read() {
 	}
 }
 
-// waitAndRead waits for the client on a fresh goroutine's small stack, then
-// reads: where the poller cannot hold the connection.
-func (c *conn) waitAndRead() {
-	c.wait()
-	c.read()
-}
-
-// resume reads on once the poller saw the client send (or the connection
-// close).
+// resume waits for the client, then reads: on a pooled goroutine once the
+// poller saw the client send (or the connection close), where the wait
+// returns at once; on a goroutine of its own where the poller cannot hold
+// the connection.
 func (c *conn) resume() {
-	c.waitSince(c.parkedAt) // returns at once: bytes are there, or the socket failed
+	c.waitSince(c.parkedAt)
 	c.read()
 }
 
@@ -271,7 +267,7 @@ func (c *conn) wait() { c.waitSince(time.Now()) }
 
 // waitSince is wait for a connection idle since start.
 func (c *conn) waitSince(start time.Time) {
-	c.ws.idle.wait()
+	c.ws.idle().wait()
 	if c.waits < earlyWaits {
 		c.waits++
 	}

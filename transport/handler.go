@@ -145,11 +145,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(h.cfg.MaxMessageSize)
-	conn := &wsConn{ws: ws, raw: hc.conn, cork: hc.cork}
-	if hc.cc != nil {
-		conn.cc = hc.cc
-		conn.idle = hc.cc.idle
-	}
+	conn := &wsConn{ws: ws, raw: hc.conn, cork: hc.cork, cc: hc.cc}
 
 	s = h.sys.NewSession(conn, actors.Info{
 		Header:      r.Header,

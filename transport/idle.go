@@ -18,8 +18,9 @@ package transport
 // ends, so the idle connection holds no goroutine (poller_linux.go); a
 // pooled goroutine reads on once the client sends. Elsewhere it waits on a
 // new goroutine, started with a 2 KiB stack. A busy connection keeps its
-// goroutine: a hand-over per message would cost echo traffic about a tenth
-// of its throughput.
+// goroutine: a new goroutine per message grows its stack each time (in a
+// CPU profile of echo traffic, 7.7 % of the server's time went to stack
+// growth and 1.3 % to starting goroutines).
 //
 // Control frames would undo that. The server's pings make every client
 // send a pong, and coder/websocket handles a pong inside Read and reads on

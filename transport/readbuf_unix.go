@@ -215,10 +215,10 @@ func (l *lendingReader) wait() {
 }
 
 // waitRaw is what RawConn.Read retries each time the socket becomes
-// readable, for wait. It reads what is there into a borrowed buffer, and
-// when that starts with whole control frames it plans the empty message
-// after them (see idle.go). The bytes start at a message boundary: the
-// read loop only waits between messages, with nothing buffered.
+// readable, for wait: readRaw into a borrowed buffer, and when what it read
+// starts with whole control frames, the plan of the empty message after
+// them (see idle.go). The bytes start at a message boundary: the read loop
+// only waits between messages, with nothing buffered.
 func (l *lendingReader) waitRaw(fd uintptr) bool {
 	if !l.gate.TryLock() {
 		return true // Close is reading; the read loop's Read waits for it
@@ -227,28 +227,20 @@ func (l *lendingReader) waitRaw(fd uintptr) bool {
 	if l.buf != nil || l.held != nil {
 		return true
 	}
-	b := lendPool.Get().(*[]byte)
-	for {
-		n, err := syscall.Read(int(fd), *b)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err == syscall.EAGAIN {
-			lendPool.Put(b)
-			return false // wait until readable, then again
-		}
-		if err != nil || n <= 0 {
-			lendPool.Put(b)
-			l.held = io.EOF
-			if err != nil {
-				l.held = &net.OpError{Op: "read", Net: "tcp", Err: err}
-			}
-			return true
-		}
-		l.buf, l.r, l.w = b, 0, n
-		l.before = controlPrefix((*b)[:n])
-		return true
+	l.n, l.err = 0, nil
+	if !l.readRaw(fd) {
+		return false
 	}
+	switch {
+	case l.err != nil:
+		l.held, l.err = l.err, nil
+	case l.n == 0:
+		l.held = io.EOF
+	default:
+		l.r, l.w = 0, l.n
+		l.before = controlPrefix((*l.buf)[:l.n])
+	}
+	return true
 }
 
 func (l *lendingReader) takeFake() bool {

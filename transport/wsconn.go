@@ -22,8 +22,16 @@ type wsConn struct {
 	ws   *websocket.Conn
 	raw  net.Conn
 	cork *corkWriter
-	idle idleReader  // nil where the read loop cannot wait outside Read
 	cc   *corkedConn // the connection under coder/websocket
+}
+
+// idle is the frame reader's side of waiting between messages, nil where
+// the read loop cannot wait outside Read (see idle.go).
+func (c *wsConn) idle() idleReader {
+	if c.cc == nil {
+		return nil
+	}
+	return c.cc.idle
 }
 
 // BeginBatch holds back the frames written until EndBatch, which sends them
@@ -58,11 +66,11 @@ func (c *wsConn) SetWriteDeadline(t time.Time) error {
 }
 
 func (c *wsConn) Close(code int, reason string) error {
-	if c.idle != nil {
+	if idle := c.idle(); idle != nil {
 		// Close reads the peer's close frame: not while the read loop
 		// looks at the frame reader (see lendingReader.ready).
-		c.idle.lockReads()
-		defer c.idle.unlockReads()
+		idle.lockReads()
+		defer idle.unlockReads()
 	}
 	return c.ws.Close(websocket.StatusCode(code), reason)
 }
