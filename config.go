@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/troupehq/troupe/rooms"
 	"github.com/troupehq/troupe/transport"
 )
 
@@ -14,7 +13,7 @@ import (
 type Config struct {
 	// Settings are the connection-level settings; unset fields take their
 	// defaults. SettingsFromEnv reads them from WEBSOCKET_* variables.
-	Settings
+	Settings Settings
 
 	// Authorize runs on the HTTP upgrade request, before any WebSocket is
 	// made. Returning an error refuses the connection with 401, or 403 if
@@ -76,14 +75,14 @@ type Config struct {
 	HistoryRetention time.Duration
 	// NewHistory replaces the in-memory history, for example with a
 	// durable store.
-	NewHistory func(room string) rooms.History
+	NewHistory func(room string) History
 	// Backplane lets the room protocol's rooms span several server nodes:
 	// members connected to different nodes see one order, one gap-free
 	// sequence and one history (see rooms.Backplane and the module
 	// github.com/troupehq/troupe/backplane/nats). Nil, the default, keeps
 	// every room in this process. It needs RoomProtocol. Close the
 	// backplane after Shutdown.
-	Backplane rooms.Backplane
+	Backplane Backplane
 	// MaxMetaBytes bounds the meta a member sends with room.join (default
 	// 1024).
 	MaxMetaBytes int
@@ -120,3 +119,7 @@ var errBackplaneNeedsProtocol = errors.New("troupe: Config.Backplane needs RoomP
 // WEBSOCKET_RATE_LIMIT and WEBSOCKET_RATE_BURST. A malformed value
 // is an error that names the variable.
 func SettingsFromEnv() (Settings, error) { return transport.FromEnv() }
+
+// Settings are the connection-level settings (heartbeat, timeouts, limits,
+// origins) of Config.Settings.
+type Settings = transport.Config

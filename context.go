@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/troupehq/troupe/internal/router"
 	"github.com/troupehq/troupe/typed"
 )
 
@@ -77,5 +78,5 @@ func HandleRequest[T, R any](srv *Server, typ string, fn func(c *Context, msg T)
 // request that carries an id and that fn neither answered (Reply) nor failed
 // gets an empty {"type":"reply","id":…}: every id is answered exactly once.
 func Handle[T any](srv *Server, typ string, fn func(c *Context, msg T) error) {
-	typed.Handle(srv.router, typ, fn)
+	router.Handle(srv.router, typ, fn)
 }

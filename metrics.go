@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/troupehq/troupe/internal/session"
 )
 
 // Metrics returns the server's Prometheus collector. Troupe keeps it up to
@@ -121,7 +122,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 
 	total, longest := 0, 0
 	for _, s := range sessions {
-		n := s.QueueLen()
+		n := session.QueueLen(s)
 		total += n
 		longest = max(longest, n)
 	}

@@ -2,8 +2,9 @@ package troupe
 
 import (
 	"encoding/json"
+	"fmt"
 
-	"github.com/troupehq/troupe/rooms"
+	"github.com/troupehq/troupe/internal/hub"
 	"github.com/troupehq/troupe/typed"
 )
 
@@ -44,7 +45,7 @@ const (
 
 func checkRoom(room string) error {
 	if room == "" || len(room) > maxRoomName {
-		return typed.Errorf(typed.CodeInvalidPayload, "room must be 1 to %d bytes", maxRoomName)
+		return typed.NewError(typed.CodeInvalidPayload, fmt.Sprintf("room must be 1 to %d bytes", maxRoomName))
 	}
 	return nil
 }
@@ -59,7 +60,7 @@ func (srv *Server) registerRoomProtocol() {
 			return err
 		}
 		if len(m.Meta) > maxMeta {
-			return typed.Errorf(typed.CodeInvalidPayload, "meta is over %d bytes", maxMeta)
+			return typed.NewError(typed.CodeInvalidPayload, fmt.Sprintf("meta is over %d bytes", maxMeta))
 		}
 		if string(m.Meta) == "null" {
 			m.Meta = nil
@@ -68,7 +69,7 @@ func (srv *Server) registerRoomProtocol() {
 			return err
 		}
 		c.replied = true // room.joined comes from the room
-		return roomError(srv.rooms.JoinWith(c.Context(), m.Room, c.s, &rooms.JoinOptions{Since: m.Since, Epoch: m.Epoch, Meta: m.Meta, ID: c.env.ID}))
+		return roomError(srv.rooms.JoinWith(c.Context(), m.Room, c.s, &hub.JoinOptions{Since: m.Since, Epoch: m.Epoch, Meta: m.Meta, ID: c.env.ID}))
 	})
 	Handle(srv, "room.leave", func(c *Context, m roomMsg) error {
 		if err := checkRoom(m.Room); err != nil {

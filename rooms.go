@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/troupehq/troupe/internal/hub"
 	"github.com/troupehq/troupe/rooms"
 	"github.com/troupehq/troupe/typed"
 )
@@ -25,11 +26,11 @@ func roomError(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, rooms.ErrNotMember):
+	case errors.Is(err, hub.ErrNotMember):
 		code = "not_member"
-	case errors.Is(err, rooms.ErrRoomFull):
+	case errors.Is(err, hub.ErrRoomFull):
 		code = "room_full"
-	case errors.Is(err, rooms.ErrTooManyRooms):
+	case errors.Is(err, hub.ErrTooManyRooms):
 		code = "too_many_rooms"
 	case errors.Is(err, rooms.ErrUnavailable):
 		code = "unavailable"

@@ -10,9 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/troupehq/troupe/actors"
+	"github.com/troupehq/troupe/internal/hub"
+	"github.com/troupehq/troupe/internal/router"
+	"github.com/troupehq/troupe/internal/session"
 	"github.com/troupehq/troupe/internal/wire"
-	"github.com/troupehq/troupe/rooms"
 	"github.com/troupehq/troupe/transport"
 	"github.com/troupehq/troupe/typed"
 )
@@ -21,10 +22,10 @@ import (
 // It is an http.Handler: mount it wherever the WebSocket endpoint should be.
 type Server struct {
 	cfg     Config
-	sys     *actors.System
+	sys     *session.System
 	http    *transport.Handler
-	rooms   *rooms.Manager
-	router  *typed.Router[*Context]
+	rooms   *hub.Manager
+	router  *router.Router[*Context]
 	metrics *metrics
 
 	stopOnce sync.Once
@@ -37,9 +38,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, errBackplaneNeedsProtocol
 	}
 	cfg.Settings = cfg.Settings.WithDefaults()
-	srv := &Server{cfg: cfg, router: typed.NewRouter[*Context]()}
+	srv := &Server{cfg: cfg, router: router.NewRouter[*Context]()}
 	srv.metrics = newMetrics(srv)
-	srv.sys = actors.NewSystem(cfg.Logger)
+	srv.sys = session.NewSystem(cfg.Settings.Logger)
 	h, err := transport.NewHandler(srv.sys, cfg.Settings, transport.Hooks{
 		Authorize: srv.authorize(),
 		OnOpen:    cfg.OnOpen,
@@ -65,7 +66,7 @@ func New(cfg Config) (*Server, error) {
 	srv.router.HandleEnvelope("ping", func(c *Context, env *typed.Envelope) error {
 		return c.Reply("pong", env.Payload)
 	})
-	srv.rooms = rooms.New(srv.sys, rooms.Config{
+	srv.rooms = hub.New(srv.sys, hub.Config{
 		NewHandler:         cfg.NewRoomHandler,
 		Encode:             typed.Encode,
 		OnError:            func(_ string, err error) { srv.onError(nil, err) },
@@ -141,8 +142,9 @@ func (srv *Server) onFrame(s *Session, binary bool, data []byte) {
 			return
 		}
 		srv.metrics.errors.WithLabelValues("unsupported").Inc()
-		_ = s.SendFrame(actors.Frame{Data: typed.ErrorEnvelope(
+		_ = session.SendFrame(s, session.Frame{Data: router.ErrorEnvelope(
 			typed.NewError("unsupported", "binary messages are not accepted"), nil)})
+
 		return
 	}
 	if srv.cfg.RawMessages {
@@ -158,8 +160,9 @@ func (srv *Server) onFrame(s *Session, binary bool, data []byte) {
 			return
 		}
 		srv.metrics.errors.WithLabelValues(typed.CodeBadRequest).Inc()
-		_ = s.SendFrame(actors.Frame{Data: typed.ErrorEnvelope(
+		_ = session.SendFrame(s, session.Frame{Data: router.ErrorEnvelope(
 			typed.NewError(typed.CodeBadRequest, err.Error()), nil)})
+
 		return
 	}
 	if srv.resolve(s, env) {
@@ -172,9 +175,9 @@ func (srv *Server) onFrame(s *Session, binary bool, data []byte) {
 		if errors.As(err, &pe) {
 			srv.onError(s, err)
 		}
-		ce := typed.ClientError(err)
+		ce := router.ClientError(err)
 		srv.metrics.observe(env.Type, ce.Code != typed.CodeUnknownType, start, ce.Code)
-		_ = s.SendFrame(actors.Frame{Data: typed.ErrorEnvelope(ce, env.ID)})
+		_ = session.SendFrame(s, session.Frame{Data: router.ErrorEnvelope(ce, env.ID)})
 		return
 	}
 	srv.metrics.observe(env.Type, true, start, "")
@@ -186,11 +189,11 @@ func (srv *Server) onFrame(s *Session, binary bool, data []byte) {
 
 // resolve hands a client's answer to a Session.Request waiting for it.
 func (srv *Server) resolve(s *Session, env *typed.Envelope) bool {
-	if (env.Type != "reply" && env.Type != "error") || len(env.ID) < len(actors.RequestIDPrefix)+2 || env.ID[0] != '"' {
+	if (env.Type != "reply" && env.Type != "error") || len(env.ID) < len(session.RequestIDPrefix)+2 || env.ID[0] != '"' {
 		return false
 	}
 	var id string
-	if json.Unmarshal(env.ID, &id) != nil || !strings.HasPrefix(id, actors.RequestIDPrefix) {
+	if json.Unmarshal(env.ID, &id) != nil || !strings.HasPrefix(id, session.RequestIDPrefix) {
 		return false
 	}
 	var err error
@@ -198,9 +201,9 @@ func (srv *Server) resolve(s *Session, env *typed.Envelope) bool {
 	if env.Type == "error" {
 		var e typed.Error
 		_ = json.Unmarshal(env.Payload, &e)
-		err, payload = &actors.ReplyError{Code: e.Code, Message: e.Message}, nil
+		err, payload = &session.ReplyError{Code: e.Code, Message: e.Message}, nil
 	}
-	return s.Resolve(id, payload, err)
+	return session.Resolve(s, id, payload, err)
 }
 
 // Shutdown stops the server gracefully: no new connections (503), close 1001
@@ -254,9 +257,9 @@ func (srv *Server) BroadcastAll(typ string, payload any) error {
 	if err != nil {
 		return err
 	}
-	sh := actors.Share(actors.Frame{Data: b})
+	sh := session.Share(session.Frame{Data: b})
 	for _, s := range srv.Sessions() {
-		_ = s.SendShared(sh)
+		_ = session.SendShared(s, sh)
 	}
 	return nil
 }

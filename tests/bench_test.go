@@ -33,7 +33,7 @@ type benchServer struct {
 func startBenchServer(b *testing.B, cfg troupe.Config) *benchServer {
 	b.Helper()
 	// Benchmark clients send far above the default rate limit.
-	cfg.RateLimit = -1
+	cfg.Settings.RateLimit = -1
 	srv, err := troupe.New(cfg)
 	if err != nil {
 		b.Fatalf("troupe.New: %v", err)

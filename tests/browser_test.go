@@ -19,6 +19,7 @@ import (
 
 	"github.com/troupehq/troupe"
 	"github.com/troupehq/troupe/examples/chatserver"
+	"github.com/troupehq/troupe/internal/session"
 )
 
 // browserWait bounds every wait for a page. Starting Chromium and loading a
@@ -294,7 +295,7 @@ func TestBrowserChat(t *testing.T) {
 	if len(bobs) != 1 {
 		t.Fatalf("found %d sessions of bob, want 1", len(bobs))
 	}
-	bobs[0].ShutdownNow()
+	session.Drop(bobs[0], "shutdown")
 	bob.waitFor("bob's page says it is reconnecting", func(st chatPage) bool {
 		return st.Status == "reconnecting" && strings.Contains(st.StatusText, "reconnecting") && !st.CanSend
 	})

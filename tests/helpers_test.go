@@ -215,10 +215,10 @@ func (l *sendBufferListener) Accept() (net.Conn, error) {
 // (cfg's own hooks still run), and stops it when the test ends.
 func startServer(t *testing.T, cfg troupe.Config, opts ...serverOption) *testServer {
 	t.Helper()
-	if cfg.RateLimit == 0 {
+	if cfg.Settings.RateLimit == 0 {
 		// These tests send in bursts far above the default rate limit; the
 		// rate limit has tests of its own.
-		cfg.RateLimit = -1
+		cfg.Settings.RateLimit = -1
 	}
 	rec := newRecorder()
 	userOpen, userClose, userError := cfg.OnOpen, cfg.OnClose, cfg.OnError

@@ -16,6 +16,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/troupehq/troupe"
+	"github.com/troupehq/troupe/internal/session"
 )
 
 // clientFrame is a frame as a client sends it (masked), with a payload
@@ -280,7 +281,7 @@ func TestIdleConnectionsStayServed(t *testing.T) {
 	// nothing arrives from the client to wake their reading).
 	for _, c := range clients[n/2 : 3*n/4] {
 		s := h.rec.session(t, c.name)
-		s.ShutdownNow()
+		session.Drop(s, "shutdown")
 		h.rec.waitClose(t, s)
 	}
 	idle()

@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
 	"github.com/troupehq/troupe"
+	"github.com/troupehq/troupe/internal/session"
 )
 
 // TestOnCloseRunsOncePerSessionUnderConcurrentCloses checks that however
@@ -48,7 +49,7 @@ func TestOnCloseRunsOncePerSessionUnderConcurrentCloses(t *testing.T) {
 	for _, s := range sessions {
 		c := clients[s.Header().Get(clientHeader)]
 		race(func() { _ = s.Close("server close") })
-		race(func() { s.ShutdownNow() })
+		race(func() { session.Drop(s, "shutdown") })
 		race(func() { _ = c.ws.Close(websocket.StatusNormalClosure, "peer close") })
 	}
 	race(func() { _ = h.srv.Close() })
@@ -327,7 +328,7 @@ func TestGracefulShutdownDeliversQueuedMessages(t *testing.T) {
 	// The clients are not reading, so the messages are still in the
 	// server's queues (not only in socket buffers) when Shutdown starts.
 	for _, s := range ss {
-		if s.QueueLen() == 0 {
+		if session.QueueLen(s) == 0 {
 			t.Fatalf("%s: nothing left in the queue before Shutdown", s.Header().Get(clientHeader))
 		}
 	}

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe"
-	"github.com/troupehq/troupe/actors"
 	"github.com/troupehq/troupe/backplane/memory"
+	"github.com/troupehq/troupe/internal/session"
 )
 
 // The JavaScript client (clients/js/troupe.js) and plain clients of the npm
@@ -107,7 +107,7 @@ func registerNodeHandlers(srv *troupe.Server, asks *sync.WaitGroup) {
 	// test.drop cuts the connection without a close handshake, the way a
 	// crashed proxy or a lost network does.
 	troupe.Handle(srv, "test.drop", func(c *troupe.Context, _ json.RawMessage) error {
-		c.Session().Drop("dropped by test")
+		session.Drop(c.Session(), "dropped by test")
 		return nil
 	})
 	// test.burst queues n envelopes at once; under the ndjson subprotocol
@@ -140,7 +140,7 @@ func registerNodeHandlers(srv *troupe.Server, asks *sync.WaitGroup) {
 			defer cancel()
 			var res nodeAskResult
 			p, err := s.Request(ctx, m.Type, m.Payload)
-			var re *actors.ReplyError
+			var re *session.ReplyError
 			switch {
 			case errors.As(err, &re):
 				res.Code, res.Message = re.Code, re.Message

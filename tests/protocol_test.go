@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe"
-	"github.com/troupehq/troupe/rooms"
 	"github.com/troupehq/troupe/typed"
 )
 
@@ -664,7 +663,7 @@ func TestProtocolRoomPanicKeepsSequenceAndHistory(t *testing.T) {
 	h.rec.waitFor(t, "OnError to hear of both panics", func() bool {
 		n := 0
 		for _, e := range h.rec.errs {
-			var pe *rooms.PanicError
+			var pe *troupe.PanicError
 			if e.s == nil && errors.As(e.err, &pe) && pe.Room == room {
 				n++
 			}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe"
-	"github.com/troupehq/troupe/actors"
+	"github.com/troupehq/troupe/internal/session"
 	"github.com/troupehq/troupe/typed"
 )
 
@@ -210,7 +210,7 @@ func TestServerRequestResolvesWithClientReply(t *testing.T) {
 }
 
 // TestServerRequestErrorAnswer checks that a client answering with an error
-// envelope makes Session.Request return a *actors.ReplyError with its code
+// envelope makes Session.Request return a *session.ReplyError with its code
 // and message.
 func TestServerRequestErrorAnswer(t *testing.T) {
 	h := startServer(t, troupe.Config{})
@@ -221,7 +221,7 @@ func TestServerRequestErrorAnswer(t *testing.T) {
 	e := c.expect(t, "question")
 	c.write(t, mustEnvelope(t, "error", errorPayload{Code: "declined", Message: "not now"}, e.ID))
 	r := result(t, res)
-	var re *actors.ReplyError
+	var re *session.ReplyError
 	if !errors.As(r.err, &re) || re.Code != "declined" || re.Message != "not now" {
 		t.Fatalf("Request returned %s, %v; want a ReplyError declined / not now", r.payload, r.err)
 	}

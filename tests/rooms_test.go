@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/troupehq/troupe"
-	"github.com/troupehq/troupe/rooms"
 )
 
 type pubMsg struct {
@@ -183,7 +182,7 @@ func TestRoomLogicPanicsUnderLoad(t *testing.T) {
 	// OnError hears of every panic, as a room error (no session).
 	h.rec.waitFor(t, "OnError for every panic", func() bool { return len(h.rec.errs) >= panics })
 	for _, err := range h.rec.errorsOf(nil) {
-		var pe *rooms.PanicError
+		var pe *troupe.PanicError
 		if !errors.As(err, &pe) || pe.Room != "hot" {
 			t.Errorf("OnError: %v, want a panic of room hot", err)
 		}

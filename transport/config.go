@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/troupehq/troupe/actors"
+	"github.com/troupehq/troupe/internal/session"
 )
 
 // Config holds the connection-level settings. The zero value of every field
@@ -79,7 +79,7 @@ const (
 	DefaultPongTimeout    = 15 * time.Second
 	DefaultIdleTimeout    = 60 * time.Second
 	DefaultMaxMessageSize = 65536
-	DefaultWriteTimeout   = actors.DefaultWriteTimeout
+	DefaultWriteTimeout   = session.DefaultWriteTimeout
 	DefaultMaxConnections = 10000
 	DefaultHandshake      = 10 * time.Second
 	DefaultRateLimit      = 100
@@ -109,10 +109,10 @@ func (c Config) WithDefaults() Config {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.MaxQueuedMessages == 0 {
-		c.MaxQueuedMessages = actors.DefaultMaxQueuedMessages
+		c.MaxQueuedMessages = session.DefaultMaxQueuedMessages
 	}
 	if c.MaxQueuedBytes == 0 {
-		c.MaxQueuedBytes = actors.DefaultMaxQueuedBytes
+		c.MaxQueuedBytes = session.DefaultMaxQueuedBytes
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections

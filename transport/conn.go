@@ -7,7 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
-	"github.com/troupehq/troupe/actors"
+	"github.com/troupehq/troupe/internal/session"
 	"golang.org/x/time/rate"
 )
 
@@ -25,7 +25,7 @@ import (
 // that a parked Read needs.
 type conn struct {
 	h  *Handler
-	s  *actors.Session
+	s  *session.Session
 	ws *wsConn
 	hb heartbeat
 
@@ -107,7 +107,7 @@ func (q *inbox) full(n int) bool {
 	return q.n == inboxLen || (q.n > 0 && q.bytes+n > inboxBytes)
 }
 
-func newConn(h *Handler, s *actors.Session, ws *wsConn) *conn {
+func newConn(h *Handler, s *session.Session, ws *wsConn) *conn {
 	c := &conn{h: h, s: s, ws: ws, moveOn: true}
 	c.wake.L = &c.mu
 	if ws.cc != nil {
@@ -162,7 +162,7 @@ func (c *conn) readLoop() {
 	if h.hooks.OnOpen != nil && !c.open() {
 		reason := "open handler failed"
 		_ = ws.Close(websocket.StatusInternalError, reason)
-		c.end(actors.CloseInternalError, reason)
+		c.end(session.CloseInternalError, reason)
 		return
 	}
 	c.read()
@@ -192,7 +192,7 @@ func (c *conn) read() {
 		}
 		if err != nil {
 			code, reason := closeStatus(err)
-			if code == actors.CloseMessageTooBig {
+			if code == session.CloseMessageTooBig {
 				// coder/websocket has sent 1009; finish the handshake,
 				// discarding the rest of the message, so the client reads
 				// the close frame instead of a connection reset.
@@ -310,7 +310,7 @@ func (c *conn) run() {
 			c.mu.Unlock()
 		case itemEnd:
 			c.hb.stop()
-			s.Finish(c.endCode, c.endReason)
+			session.Finish(s, c.endCode, c.endReason)
 			h.stats.closed(s.CloseCode())
 			h.done()
 			// Nothing follows itemEnd: the next call to next returns
@@ -328,9 +328,9 @@ func (c *conn) run() {
 				}
 				_ = s.SendText(rateLimited)
 			case itemRateClose:
-				_ = s.CloseWith(actors.ClosePolicyViolation, "rate limit exceeded")
+				_ = s.CloseWith(session.ClosePolicyViolation, "rate limit exceeded")
 			case itemBadUTF8:
-				_ = s.CloseWith(actors.CloseInvalidData, "text message is not valid UTF-8")
+				_ = s.CloseWith(session.CloseInvalidData, "text message is not valid UTF-8")
 			default:
 				h.frame(s, it.kind == itemBinary, it.data)
 			}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/troupehq/troupe/actors"
+	"github.com/troupehq/troupe/internal/session"
 	"github.com/troupehq/troupe/transport"
 )
 
@@ -72,7 +72,7 @@ func TestFromLookupRateLimitZeroDisables(t *testing.T) {
 		}
 	}
 
-	sys := actors.NewSystem(slog.New(slog.DiscardHandler))
+	sys := session.NewSystem(slog.New(slog.DiscardHandler))
 	defer sys.Shutdown()
 	h, err := transport.NewHandler(sys, mustLoad(t, map[string]string{"WEBSOCKET_RATE_LIMIT": "0"}), transport.Hooks{})
 	if err != nil {

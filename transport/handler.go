@@ -13,8 +13,8 @@ import (
 	"sync"
 
 	"github.com/coder/websocket"
-	"github.com/troupehq/troupe/actors"
 	"github.com/troupehq/troupe/internal/gopool"
+	"github.com/troupehq/troupe/internal/session"
 	"github.com/troupehq/troupe/internal/wire"
 )
 
@@ -32,12 +32,12 @@ type Hooks struct {
 	// Authorize, if set, runs before the upgrade; an error answers the
 	// HTTP request with status (401 if status is 0) and no session is made.
 	Authorize func(r *http.Request) (identity string, status int, err error)
-	OnOpen    func(s *actors.Session)
-	OnFrame   func(s *actors.Session, binary bool, data []byte)
-	OnError   func(s *actors.Session, err error)
-	OnClose   func(s *actors.Session, code int, reason string)
+	OnOpen    func(s *session.Session)
+	OnFrame   func(s *session.Session, binary bool, data []byte)
+	OnError   func(s *session.Session, err error)
+	OnClose   func(s *session.Session, code int, reason string)
 	// OnRateLimited is told of every "rate_limited" answer sent.
-	OnRateLimited func(s *actors.Session)
+	OnRateLimited func(s *session.Session)
 	// Encode builds typed envelopes for Session.Send.
 	Encode func(typ string, payload any) ([]byte, error)
 	// EncodeRequest builds the envelopes of Session.Request.
@@ -47,7 +47,7 @@ type Hooks struct {
 // Handler is an http.Handler that accepts WebSocket connections.
 type Handler struct {
 	cfg   Config
-	sys   *actors.System
+	sys   *session.System
 	hooks Hooks
 
 	stats Stats
@@ -58,20 +58,20 @@ type Handler struct {
 	active   int                 // connections being upgraded or served, until OnClose has returned
 	conns    int                 // connections against MaxConnections: upgrading, or open until OnClose
 	workers  map[uint64]struct{} // goroutine IDs of the running workers
-	sessions map[string]*actors.Session
+	sessions map[string]*session.Session
 
 	pool gopool.Pool // the workers (workers.go)
 	poll *poller     // holds idle connections (poller_linux.go)
 }
 
 // NewHandler returns a handler whose sessions live in sys.
-func NewHandler(sys *actors.System, cfg Config, hooks Hooks) (*Handler, error) {
+func NewHandler(sys *session.System, cfg Config, hooks Hooks) (*Handler, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	h := &Handler{cfg: cfg, sys: sys, hooks: hooks,
-		sessions: make(map[string]*actors.Session), workers: make(map[uint64]struct{})}
+		sessions: make(map[string]*session.Session), workers: make(map[uint64]struct{})}
 	h.drain = sync.NewCond(&h.mu)
 	h.initWorkers()
 	h.poll = newPoller()
@@ -100,7 +100,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.conns++
 	h.mu.Unlock()
 	handedOff := false
-	var s *actors.Session
+	var s *session.Session
 	defer func() {
 		if s == nil {
 			// No session: no OnClose to give the place back.
@@ -147,11 +147,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(h.cfg.MaxMessageSize)
 	conn := &wsConn{ws: ws, raw: hc.conn, cork: hc.cork, cc: hc.cc}
 
-	s = h.sys.NewSession(conn, actors.Info{
+	s = h.sys.NewSession(conn, session.Info{
 		Header:      r.Header,
 		RemoteAddr:  r.RemoteAddr,
 		Subprotocol: ws.Subprotocol(),
-	}, actors.Options{
+	}, session.Options{
 		MaxQueuedMessages: h.cfg.MaxQueuedMessages,
 		MaxQueuedBytes:    h.cfg.MaxQueuedBytes,
 		WriteTimeout:      h.cfg.WriteTimeout,
@@ -171,7 +171,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// in the list it closed, so close it here.
 		h.mu.Unlock()
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
-		s.Finish(actors.CloseGoingAway, "server shutting down")
+		session.Finish(s, session.CloseGoingAway, "server shutting down")
 		return
 	}
 	h.sessions[s.ID()] = s
@@ -232,7 +232,7 @@ var rateLimited = wire.Error(nil, "rate_limited", "too many messages; slow down"
 
 // call runs user code for s; a panic is reported to OnError and the session
 // lives on. It reports whether fn returned normally.
-func (h *Handler) call(s *actors.Session, fn func()) (ok bool) {
+func (h *Handler) call(s *session.Session, fn func()) (ok bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			ok = false
@@ -245,7 +245,7 @@ func (h *Handler) call(s *actors.Session, fn func()) (ok bool) {
 
 // frame hands one message to OnFrame, like call but without a closure to
 // allocate for every message.
-func (h *Handler) frame(s *actors.Session, binary bool, data []byte) {
+func (h *Handler) frame(s *session.Session, binary bool, data []byte) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.EmitError(fmt.Errorf("troupe: panic in handler: %v", r))
@@ -254,7 +254,7 @@ func (h *Handler) frame(s *actors.Session, binary bool, data []byte) {
 	h.hooks.OnFrame(s, binary, data)
 }
 
-func (h *Handler) onClose(s *actors.Session, code int, reason string) {
+func (h *Handler) onClose(s *session.Session, code int, reason string) {
 	h.mu.Lock()
 	delete(h.sessions, s.ID())
 	h.conns--
@@ -273,23 +273,23 @@ func closeStatus(err error) (int, string) {
 	}
 	if strings.Contains(err.Error(), "read limited at") {
 		// coder/websocket has already sent 1009 to the client.
-		return actors.CloseMessageTooBig, "message too big"
+		return session.CloseMessageTooBig, "message too big"
 	}
-	return actors.CloseAbnormal, "connection lost"
+	return session.CloseAbnormal, "connection lost"
 }
 
 // Session returns the open session with the given ID, or nil.
-func (h *Handler) Session(id string) *actors.Session {
+func (h *Handler) Session(id string) *session.Session {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.sessions[id]
 }
 
 // Sessions returns a snapshot of the sessions not yet closed.
-func (h *Handler) Sessions() []*actors.Session {
+func (h *Handler) Sessions() []*session.Session {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]*actors.Session, 0, len(h.sessions))
+	out := make([]*session.Session, 0, len(h.sessions))
 	for _, s := range h.sessions {
 		out = append(out, s)
 	}
@@ -310,7 +310,7 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 	}
 	defer h.stopWorkers()
 	for _, s := range h.Sessions() {
-		_ = s.CloseWith(actors.CloseGoingAway, "server shutting down")
+		_ = s.CloseWith(session.CloseGoingAway, "server shutting down")
 	}
 	done := h.drained()
 	select {
@@ -318,7 +318,7 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		for _, s := range h.Sessions() {
-			s.ShutdownNow()
+			session.Drop(s, "shutdown")
 		}
 		<-done
 		return ctx.Err()
@@ -331,7 +331,7 @@ func (h *Handler) Close() {
 	h.stopAccepting()
 	defer h.stopWorkers()
 	for _, s := range h.Sessions() {
-		s.ShutdownNow()
+		session.Drop(s, "shutdown")
 	}
 	<-h.drained()
 }

@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/troupehq/troupe/actors"
+	"github.com/troupehq/troupe/internal/session"
 )
 
 // heartbeat is one session's ping and idle-timeout timer. It is a single
@@ -16,7 +16,7 @@ import (
 type heartbeat struct {
 	cfg      *Config
 	ws       *wsConn
-	s        *actors.Session
+	s        *session.Session
 	lastRead atomic.Int64 // unix nanoseconds of the last message read
 	lastPing time.Time    // only touched by the timer callback
 
@@ -29,7 +29,7 @@ type heartbeat struct {
 
 // start sets h up (it lives inside the connection's state, saving an
 // allocation) and arms the first check.
-func (h *heartbeat) start(cfg *Config, ws *wsConn, s *actors.Session) {
+func (h *heartbeat) start(cfg *Config, ws *wsConn, s *session.Session) {
 	h.cfg, h.ws, h.s = cfg, ws, s
 	now := time.Now()
 	h.lastRead.Store(now.UnixNano())
@@ -84,7 +84,7 @@ func (h *heartbeat) fire() {
 	}
 	now := time.Now()
 	if h.cfg.IdleTimeout > 0 && now.Sub(time.Unix(0, h.lastRead.Load())) >= h.cfg.IdleTimeout {
-		_ = h.s.CloseWith(actors.ClosePolicyViolation, "idle timeout")
+		_ = h.s.CloseWith(session.ClosePolicyViolation, "idle timeout")
 		return
 	}
 	if h.cfg.pinging() && now.Sub(h.lastPing) >= h.cfg.PingInterval {
@@ -105,7 +105,7 @@ func (h *heartbeat) fire() {
 		cancel()
 		if err != nil {
 			if h.s.IsOpen() && !h.stopped() {
-				h.s.Drop("pong timeout")
+				session.Drop(h.s, "pong timeout")
 			}
 			return
 		}

@@ -3,7 +3,6 @@ package typed_test
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -266,41 +265,6 @@ func TestEncodeEscapesType(t *testing.T) {
 	}
 }
 
-func TestErrorEnvelopeShape(t *testing.T) {
-	for _, id := range []json.RawMessage{json.RawMessage(`7`), json.RawMessage(`"r-1"`), nil} {
-		b := typed.ErrorEnvelope(typed.NewError("bad_thing", `it "broke"`), id)
-
-		var top map[string]json.RawMessage
-		if err := json.Unmarshal(b, &top); err != nil {
-			t.Fatalf("error envelope %s is not a JSON object: %v", b, err)
-		}
-		wantKeys := []string{"payload", "type"}
-		if id != nil {
-			wantKeys = append(wantKeys, "id")
-		}
-		if got := sortedKeys(top); !slices.Equal(got, sorted(wantKeys)) {
-			t.Fatalf("top-level keys %q, want %q", got, sorted(wantKeys))
-		}
-		if string(top["type"]) != `"error"` {
-			t.Fatalf("type = %s, want \"error\"", top["type"])
-		}
-		if id != nil && string(top["id"]) != string(id) {
-			t.Fatalf("id = %s, want %s", top["id"], id)
-		}
-		var payload map[string]string
-		if err := json.Unmarshal(top["payload"], &payload); err != nil {
-			t.Fatalf("payload %s: %v", top["payload"], err)
-		}
-		if len(payload) != 2 || payload["code"] != "bad_thing" || payload["message"] != `it "broke"` {
-			t.Fatalf("payload = %v, want exactly code and message", payload)
-		}
-	}
-
-	if got := string(typed.ErrorEnvelope(typed.NewError("x", "y"), json.RawMessage(`3`))); got != `{"type":"error","payload":{"code":"x","message":"y"},"id":3}` {
-		t.Fatalf("ErrorEnvelope = %s", got)
-	}
-}
-
 func sortedKeys(m map[string]json.RawMessage) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -315,27 +279,8 @@ func sorted(s []string) []string {
 	return s
 }
 
-func TestAsError(t *testing.T) {
-	own := typed.NewError("quota", "too many")
-	if got := typed.AsError(own); got != own {
-		t.Fatalf("AsError(*Error) = %v, want the same *Error", got)
-	}
-	wrapped := fmt.Errorf("saving: %w", own)
-	if got := typed.AsError(wrapped); got != own {
-		t.Fatalf("AsError(wrapped *Error) = %v, want the inner *Error", got)
-	}
-	plain := errors.New("disk full")
-	got := typed.AsError(plain)
-	if got.Code != typed.CodeHandlerError || got.Message != "disk full" {
-		t.Fatalf("AsError(plain) = %+v, want %s with the error's text", got, typed.CodeHandlerError)
-	}
-}
-
-func TestErrorf(t *testing.T) {
-	e := typed.Errorf(typed.CodeBadRequest, "field %q: %d", "age", -1)
-	if e.Code != typed.CodeBadRequest || e.Message != `field "age": -1` {
-		t.Fatalf("Errorf = %+v", e)
-	}
+func TestErrorText(t *testing.T) {
+	e := typed.NewError(typed.CodeBadRequest, `field "age": -1`)
 	if !strings.Contains(e.Error(), typed.CodeBadRequest) || !strings.Contains(e.Error(), `field "age": -1`) {
 		t.Fatalf("Error() = %q, want code and message", e.Error())
 	}

@@ -1,11 +1,7 @@
 package typed
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-
-	"github.com/troupehq/troupe/internal/wire"
 )
 
 // Error codes of the error envelope. Handlers may use their own codes too.
@@ -33,34 +29,22 @@ func (e *Error) Unwrap() error { return e.Err }
 // NewError returns an *Error with the given code and message.
 func NewError(code, message string) *Error { return &Error{Code: code, Message: message} }
 
-// Errorf is NewError with a formatted message.
-func Errorf(code, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
 // Error returns "code: message".
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
-// AsError turns any error into the *Error a client is told: the *Error
-// inside err if there is one, else CodeHandlerError with err's text.
-func AsError(err error) *Error {
-	var e *Error
-	if errors.As(err, &e) {
-		return e
-	}
-	return &Error{Code: CodeHandlerError, Message: err.Error()}
-}
-
-// ErrorEnvelope encodes {"type":"error","payload":{"code","message"},"id"}.
-func ErrorEnvelope(e *Error, id json.RawMessage) []byte { return wire.Error(id, e.Code, e.Message) }
-
-// PanicError is what Dispatch returns when a handler panicked.
+// PanicError is what the server's OnError receives when application code
+// panicked: a message handler (Type is the envelope type) or room logic
+// (Room is the room, restarted since). The session or room lives on.
 type PanicError struct {
-	Type  string // the envelope type whose handler panicked
+	Type  string // the envelope type whose handler panicked, if any
+	Room  string // the room whose logic panicked, if any
 	Value any    // the value passed to panic
 }
 
-// Error says which handler panicked with what.
+// Error says what panicked with what.
 func (e *PanicError) Error() string {
+	if e.Room != "" {
+		return fmt.Sprintf("typed: room %q logic panicked: %v (room restarted)", e.Room, e.Value)
+	}
 	return fmt.Sprintf("typed: handler for %q panicked: %v", e.Type, e.Value)
 }

@@ -1,81 +1,38 @@
 package typed_test
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/troupehq/troupe/typed"
 )
 
-// Handlers receive the application's per-message context (here a reply
-// collector) and the payload decoded into their own type. Dispatch errors
-// become error envelopes that echo the request id.
-func ExampleHandle() {
-	type Greet struct {
-		Name string `json:"name"`
+// A codec round trip: what a client sends is decoded into an Envelope whose
+// payload stays raw JSON until a handler decodes it into its own type.
+func Example() {
+	env, err := typed.Decode([]byte(`{"type":"greet","id":7,"payload":{"name":"Ada"}}`))
+	if err != nil {
+		panic(err)
 	}
-	type replies struct{ out [][]byte }
+	fmt.Println(env.Type, string(env.ID), string(env.Payload))
 
-	r := typed.NewRouter[*replies]()
-	typed.Handle(r, "greet", func(c *replies, msg Greet) error {
-		if msg.Name == "" {
-			return typed.NewError(typed.CodeBadRequest, "name is required")
-		}
-		b, err := typed.Encode("greeting", map[string]string{"text": "hello, " + msg.Name})
-		if err != nil {
-			return err
-		}
-		c.out = append(c.out, b)
-		return nil
-	})
+	out, _ := typed.Encode("greeting", map[string]string{"text": "hello, Ada"})
+	fmt.Println(string(out))
 
-	for _, frame := range []string{
-		`{"type":"greet","payload":{"name":"Ada"}}`,
-		`{"type":"greet","payload":{},"id":2}`,
-		`{"type":"shout","id":"x"}`,
-		`{"type":"greet","payload":{"name":7},"id":3}`,
-	} {
-		env, err := typed.Decode([]byte(frame))
-		if err != nil {
-			fmt.Println(err)
-			continue
-		}
-		c := &replies{}
-		if err := r.Dispatch(c, env); err != nil {
-			e := typed.ClientError(err)
-			if e.Code == typed.CodeInvalidPayload {
-				// The message quotes encoding/json; show only the code.
-				fmt.Println("error", e.Code, "for id", string(env.ID))
-				continue
-			}
-			fmt.Println(string(typed.ErrorEnvelope(e, env.ID)))
-			continue
-		}
-		for _, b := range c.out {
-			fmt.Println(string(b))
-		}
-	}
+	_, err = typed.Decode([]byte(`not json`))
+	fmt.Println(errors.Is(err, typed.ErrNotEnvelope))
 	// Output:
+	// greet 7 {"name":"Ada"}
 	// {"type":"greeting","payload":{"text":"hello, Ada"}}
-	// {"type":"error","payload":{"code":"bad_request","message":"name is required"},"id":2}
-	// {"type":"error","payload":{"code":"unknown_type","message":"no handler for type \"shout\""},"id":"x"}
-	// error invalid_payload for id 3
+	// true
 }
 
-// Encode marshals the payload; JSON that is already encoded is used as it
-// is, and a reply carries the request's id exactly as the client wrote it.
-func ExampleEncode() {
-	a, _ := typed.Encode("chat", map[string]string{"text": "hi"})
-	fmt.Println(string(a))
-
-	b, _ := typed.Encode("cached", json.RawMessage(`{"n": 1}`))
-	fmt.Println(string(b))
-
-	req, _ := typed.Decode([]byte(`{"type":"ping","id":"abc"}`))
-	c, _ := typed.EncodeWithID("pong", nil, req.ID)
-	fmt.Println(string(c))
-	// Output:
-	// {"type":"chat","payload":{"text":"hi"}}
-	// {"type":"cached","payload":{"n": 1}}
-	// {"type":"pong","id":"abc"}
+// A handler chooses what the client is told by returning an *Error.
+func ExampleError() {
+	err := fmt.Errorf("saving bid: %w", typed.NewError("too_low", "bid below the current price"))
+	var e *typed.Error
+	if errors.As(err, &e) {
+		fmt.Println(e.Code, "-", e.Message)
+	}
+	// Output: too_low - bid below the current price
 }

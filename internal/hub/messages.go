@@ -1,0 +1,50 @@
+package hub
+
+import "github.com/troupehq/troupe/internal/session"
+
+// Messages of the supervisor's and the rooms' mailboxes. Replies travel on
+// buffered channels rather than protoactor futures, which cost a process
+// registration and a timer each.
+
+type joinReq struct {
+	room  string
+	s     *session.Session
+	opts  *JoinOptions // room protocol only
+	reply chan error
+}
+
+type leaveReq struct {
+	room  string
+	s     *session.Session
+	reply chan error
+}
+
+type membersReq struct {
+	room  string
+	reply chan []*session.Session
+}
+
+type broadcast struct {
+	frame  session.Frame
+	except *session.Session
+}
+
+type deliver struct {
+	from *session.Session
+	msg  any
+}
+
+// roomEmpty tells the supervisor that a room has no members; joins counts the
+// joins the room had processed, so the supervisor can tell whether a join is
+// still on its way to the room.
+type roomEmpty struct {
+	name  string
+	joins uint64
+}
+
+// presenceFlush asks a room to send its pending presence.diff.
+type presenceFlush struct{}
+
+// sessionGone tells a room that one of its members finished (see
+// Manager.sessionEnded).
+type sessionGone struct{ s *session.Session }

@@ -1,0 +1,48 @@
+package session
+
+import "time"
+
+// Options are a session's limits and hooks. The transport fills them from the
+// server's configuration; zero values get the defaults below.
+type Options struct {
+	// MaxQueuedMessages bounds the frames accepted and not yet written
+	// (default 1024).
+	MaxQueuedMessages int
+	// MaxQueuedBytes bounds the bytes of those frames (default 4 MiB).
+	MaxQueuedBytes int
+	// WriteTimeout bounds one batch of writes; a write that takes longer
+	// drops the connection (default 10s).
+	WriteTimeout time.Duration
+	// Coalesce writes every text frame queued at the moment of writing as
+	// one frame of newline-separated messages (the "ndjson" subprotocol).
+	Coalesce bool
+	// Encode builds a typed envelope for Session.Send.
+	Encode func(typ string, payload any) ([]byte, error)
+	// EncodeRequest builds the envelope of Session.Request, with its id.
+	EncodeRequest func(typ string, payload any, id string) ([]byte, error)
+	// OnError receives errors about the session (slow consumer, write
+	// failures, and whatever EmitError is given).
+	OnError func(s *Session, err error)
+	// OnClose is called exactly once, after the connection is gone.
+	OnClose func(s *Session, code int, reason string)
+}
+
+// Default limits.
+const (
+	DefaultMaxQueuedMessages = 1024
+	DefaultMaxQueuedBytes    = 4 << 20
+	DefaultWriteTimeout      = 10 * time.Second
+)
+
+func (o Options) withDefaults() *Options {
+	if o.MaxQueuedMessages <= 0 {
+		o.MaxQueuedMessages = DefaultMaxQueuedMessages
+	}
+	if o.MaxQueuedBytes <= 0 {
+		o.MaxQueuedBytes = DefaultMaxQueuedBytes
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	return &o
+}

@@ -1,0 +1,1099 @@
+package session_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/troupehq/troupe/internal/session"
+)
+
+// wait bounds every wait for an event that should come promptly; it only
+// keeps a broken implementation from hanging the test run.
+const wait = 5 * time.Second
+
+// newSystem returns an actor system that is shut down when the test ends,
+// after every session the test created has been finished.
+func newSystem(t *testing.T) *session.System {
+	t.Helper()
+	sys := session.NewSystem(nil)
+	t.Cleanup(sys.Shutdown)
+	return sys
+}
+
+// newSession creates a session on conn and finishes it when the test ends,
+// as the transport does once a connection is gone.
+func newSession(t *testing.T, sys *session.System, conn session.Conn, opts session.Options) *session.Session {
+	t.Helper()
+	s := sys.NewSession(conn, session.Info{}, opts)
+	t.Cleanup(func() { session.Finish(s, session.CloseAbnormal, "test over") })
+	return s
+}
+
+// barrier returns once the session actor has handled every message posted
+// to it before the call: the mailbox is first in, first out, and Touch is
+// answered by the actor itself.
+func barrier(t *testing.T, sys *session.System, s *session.Session) {
+	t.Helper()
+	if _, err := sys.Root().RequestFuture(session.PID(s), &actor.Touch{}, wait).Result(); err != nil {
+		t.Fatalf("session actor did not answer: %v", err)
+	}
+}
+
+// waitClosed waits until the session closed conn and returns the close code
+// and reason it used.
+func waitClosed(t *testing.T, conn *session.MemConn) (int, string) {
+	t.Helper()
+	conn.WaitCount(math.MaxInt, wait)
+	closed, code, reason := conn.Closed()
+	if !closed {
+		t.Fatalf("connection was not closed within %v", wait)
+	}
+	return code, reason
+}
+
+type closeEvent struct {
+	code   int
+	reason string
+}
+
+// hooks records what a session reports through OnError and OnClose.
+type hooks struct {
+	closes  chan closeEvent
+	errs    chan error
+	nCloses atomic.Int32
+}
+
+func newHooks() *hooks {
+	return &hooks{closes: make(chan closeEvent, 16), errs: make(chan error, 64)}
+}
+
+// options returns o with OnError and OnClose wired to h.
+func (h *hooks) options(o session.Options) session.Options {
+	o.OnError = func(_ *session.Session, err error) {
+		select {
+		case h.errs <- err:
+		default:
+		}
+	}
+	o.OnClose = func(_ *session.Session, code int, reason string) {
+		h.nCloses.Add(1)
+		select {
+		case h.closes <- closeEvent{code, reason}:
+		default:
+		}
+	}
+	return o
+}
+
+func (h *hooks) nextClose(t *testing.T) closeEvent {
+	t.Helper()
+	select {
+	case ev := <-h.closes:
+		return ev
+	case <-time.After(wait):
+		t.Fatal("OnClose was not called")
+		return closeEvent{}
+	}
+}
+
+func (h *hooks) nextError(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-h.errs:
+		return err
+	case <-time.After(wait):
+		t.Fatal("OnError was not called")
+		return nil
+	}
+}
+
+func texts(frames []session.Frame) []string {
+	out := make([]string, len(frames))
+	for i, f := range frames {
+		out[i] = string(f.Data)
+	}
+	return out
+}
+
+// checkPerSenderOrder asserts that msgs ("sender/seq") hold every message
+// of every sender exactly once, each sender's in the order it sent them.
+func checkPerSenderOrder(t *testing.T, msgs []string, senders, perSender int) {
+	t.Helper()
+	if len(msgs) != senders*perSender {
+		t.Fatalf("got %d messages, want %d", len(msgs), senders*perSender)
+	}
+	next := make([]int, senders)
+	for _, m := range msgs {
+		g, seq, ok := strings.Cut(m, "/")
+		gi, err1 := strconv.Atoi(g)
+		si, err2 := strconv.Atoi(seq)
+		if !ok || err1 != nil || err2 != nil || gi < 0 || gi >= senders {
+			t.Fatalf("unexpected message %q", m)
+		}
+		if si != next[gi] {
+			t.Fatalf("sender %d: got message %d, want %d (out of order or lost)", gi, si, next[gi])
+		}
+		next[gi]++
+	}
+}
+
+// sendConcurrently has each of senders goroutines send perSender numbered
+// text frames, and fails the test on any send error.
+func sendConcurrently(t *testing.T, s *session.Session, senders, perSender int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, senders)
+	for g := range senders {
+		wg.Go(func() {
+			for i := range perSender {
+				if err := s.SendText([]byte(fmt.Sprintf("%d/%d", g, i))); err != nil {
+					errs <- fmt.Errorf("sender %d, frame %d: %w", g, i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestConcurrentSendersKeepTheirOrder(t *testing.T) {
+	const senders, perSender = 8, 250
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	s := newSession(t, sys, conn, session.Options{MaxQueuedMessages: senders * perSender})
+
+	sendConcurrently(t, s, senders, perSender)
+
+	if n := conn.WaitCount(senders*perSender, wait); n != senders*perSender {
+		t.Fatalf("%d frames written, want %d", n, senders*perSender)
+	}
+	frames := conn.Frames()
+	for _, f := range frames {
+		if f.Binary {
+			t.Fatalf("text frame %q written as binary", f.Data)
+		}
+	}
+	checkPerSenderOrder(t, texts(frames), senders, perSender)
+	if n := conn.Overlaps(); n != 0 {
+		t.Fatalf("%d writes overlapped another write", n)
+	}
+}
+
+func TestConcurrentSendersKeepTheirOrderWhenCoalesced(t *testing.T) {
+	const senders, perSender = 8, 250
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	s := newSession(t, sys, conn, session.Options{MaxQueuedMessages: senders * perSender, Coalesce: true})
+
+	sendConcurrently(t, s, senders, perSender)
+	// Close drains every accepted frame before the close frame, so once the
+	// conn is closed everything that will be written has been.
+	s.Close("done")
+	if code, _ := waitClosed(t, conn); code != session.CloseNormal {
+		t.Fatalf("close code %d, want %d", code, session.CloseNormal)
+	}
+
+	var msgs []string
+	for _, f := range conn.Frames() {
+		msgs = append(msgs, strings.Split(string(f.Data), "\n")...)
+	}
+	checkPerSenderOrder(t, msgs, senders, perSender)
+	if n := conn.Overlaps(); n != 0 {
+		t.Fatalf("%d writes overlapped another write", n)
+	}
+}
+
+func TestCloseDrainsAcceptedFramesThenSendsCloseFrame(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	h := newHooks()
+	s := newSession(t, sys, conn, h.options(session.Options{}))
+
+	conn.Block()
+	var want []string
+	for i := range 10 {
+		msg := fmt.Sprintf("frame %d", i)
+		want = append(want, msg)
+		if err := s.SendText([]byte(msg)); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	if err := s.Close("bye"); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if s.IsOpen() {
+		t.Fatal("IsOpen is true after Close")
+	}
+	if err := s.SendText([]byte("late")); !errors.Is(err, session.ErrClosed) {
+		t.Fatalf("send after Close: got %v, want ErrClosed", err)
+	}
+
+	// The close request has reached the actor, but the client has not read
+	// the queued frames: the close frame must wait for them.
+	barrier(t, sys, s)
+	if closed, _, _ := conn.Closed(); closed {
+		t.Fatal("connection closed before the queued frames were written")
+	}
+
+	conn.Unblock()
+	code, reason := waitClosed(t, conn)
+	if code != session.CloseNormal || reason != "bye" {
+		t.Fatalf("closed with %d %q, want %d %q", code, reason, session.CloseNormal, "bye")
+	}
+	// MemConn refuses writes once closed, so every frame recorded was
+	// written before the close frame.
+	if got := texts(conn.Frames()); !slices.Equal(got, want) {
+		t.Fatalf("frames written:\n got %q\nwant %q", got, want)
+	}
+	if ctxErr := s.Context().Err(); ctxErr != nil {
+		t.Fatalf("context cancelled before Finish: %v", ctxErr)
+	}
+
+	// The transport calls Finish once the peer answered the close; OnClose
+	// reports the code this side sent, not the peer's echo.
+	session.Finish(s, session.CloseNoStatus, "")
+	if ev := h.nextClose(t); ev.code != session.CloseNormal || ev.reason != "bye" {
+		t.Fatalf("OnClose(%d, %q), want (%d, %q)", ev.code, ev.reason, session.CloseNormal, "bye")
+	}
+}
+
+func TestCloseWithCutsLongReason(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	s := newSession(t, sys, conn, session.Options{})
+
+	long := strings.Repeat("r", 200)
+	s.CloseWith(4001, long)
+	code, reason := waitClosed(t, conn)
+	if code != 4001 {
+		t.Fatalf("close code %d, want 4001", code)
+	}
+	// RFC 6455 leaves 123 bytes for the reason in a close frame.
+	if reason != long[:123] {
+		t.Fatalf("reason of %d bytes, want the first 123 bytes of the given reason", len(reason))
+	}
+}
+
+func TestSendsAfterCloseReturnErrClosed(t *testing.T) {
+	closers := map[string]func(s *session.Session){
+		"Close":       func(s *session.Session) { s.Close("bye") },
+		"CloseWith":   func(s *session.Session) { s.CloseWith(4000, "custom") },
+		"ShutdownNow": func(s *session.Session) { session.Drop(s, "shutdown") },
+		"Drop":        func(s *session.Session) { session.Drop(s, "pong timeout") },
+		"Finish":      func(s *session.Session) { session.Finish(s, session.CloseGoingAway, "peer left") },
+	}
+	for name, closeIt := range closers {
+		t.Run(name, func(t *testing.T) {
+			sys := newSystem(t)
+			conn := session.NewMemConn()
+			s := newSession(t, sys, conn, session.Options{Encode: encodeEnvelope})
+
+			closeIt(s)
+			if s.IsOpen() {
+				t.Fatal("IsOpen is true after closing")
+			}
+			sends := map[string]func() error{
+				"SendText":   func() error { return s.SendText([]byte("x")) },
+				"SendBinary": func() error { return s.SendBinary([]byte{1}) },
+				"SendFrame":  func() error { return session.SendFrame(s, session.Frame{Data: []byte("x")}) },
+				"Send":       func() error { return s.Send("t", map[string]int{"n": 1}) },
+			}
+			for sendName, send := range sends {
+				for range 3 {
+					if err := send(); !errors.Is(err, session.ErrClosed) {
+						t.Fatalf("%s after %s: got %v, want ErrClosed", sendName, name, err)
+					}
+				}
+			}
+			if n := session.QueueLen(s); n != 0 {
+				t.Fatalf("QueueLen = %d after refused sends, want 0", n)
+			}
+			// Closing again, by any means, must be harmless.
+			for _, again := range closers {
+				again(s)
+			}
+			waitClosed(t, conn)
+			if n := len(conn.Frames()); n != 0 {
+				t.Fatalf("%d data frames written after close", n)
+			}
+		})
+	}
+}
+
+func TestCloseOnceUnderConcurrentClosers(t *testing.T) {
+	type outcome struct {
+		code   int
+		reason string
+	}
+	plausible := []outcome{
+		{session.CloseNormal, "close"},
+		{4000, "closewith"},
+		{session.CloseAbnormal, "shutdown"},
+		{session.CloseAbnormal, "drop"},
+		{session.CloseGoingAway, "peer"},
+	}
+	for round := range 20 {
+		t.Run(fmt.Sprintf("round%d", round), func(t *testing.T) {
+			sys := newSystem(t)
+			conn := session.NewMemConn()
+			h := newHooks()
+			s := sys.NewSession(conn, session.Info{}, h.options(session.Options{}))
+
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Go(func() { <-start; s.Close("close") })
+				wg.Go(func() { <-start; s.CloseWith(4000, "closewith") })
+				wg.Go(func() { <-start; session.Drop(s, "shutdown") })
+				wg.Go(func() { <-start; session.Drop(s, "drop") })
+				wg.Go(func() { <-start; session.Finish(s, session.CloseGoingAway, "peer") })
+				wg.Go(func() {
+					<-start
+					for i := range 50 {
+						if err := s.SendText([]byte(strconv.Itoa(i))); err != nil && !errors.Is(err, session.ErrClosed) {
+							t.Errorf("send during close: %v", err)
+							return
+						}
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			session.Finish(s, session.CloseAbnormal, "late")
+
+			if n := h.nCloses.Load(); n != 1 {
+				t.Fatalf("OnClose called %d times, want 1", n)
+			}
+			ev := <-h.closes
+			if !slices.Contains(plausible, outcome{ev.code, ev.reason}) {
+				t.Fatalf("OnClose(%d, %q) matches none of the closers", ev.code, ev.reason)
+			}
+			if s.IsOpen() {
+				t.Fatal("session still open")
+			}
+			if s.Context().Err() == nil {
+				t.Fatal("context not cancelled after Finish")
+			}
+			if n := conn.Overlaps(); n != 0 {
+				t.Fatalf("%d overlapping writes", n)
+			}
+		})
+	}
+}
+
+func TestSlowConsumerMessageLimit(t *testing.T) {
+	const limit = 8
+	sys := newSystem(t)
+	slowConn, fastConn := session.NewMemConn(), session.NewMemConn()
+	h := newHooks()
+	slow := newSession(t, sys, slowConn, h.options(session.Options{MaxQueuedMessages: limit}))
+	fast := newSession(t, sys, fastConn, session.Options{})
+
+	slowConn.Block()
+	var sent []string
+	for i := range limit {
+		msg := fmt.Sprintf("m%d", i)
+		if err := slow.SendText([]byte(msg)); err != nil {
+			t.Fatalf("send %d of %d within the limit: %v", i+1, limit, err)
+		}
+		sent = append(sent, msg)
+	}
+	if err := slow.SendText([]byte("overflow")); !errors.Is(err, session.ErrSlowConsumer) {
+		t.Fatalf("send past the limit: got %v, want ErrSlowConsumer", err)
+	}
+	if slow.IsOpen() {
+		t.Fatal("slow session still open after overflowing")
+	}
+	if err := slow.SendText([]byte("after")); !errors.Is(err, session.ErrClosed) {
+		t.Fatalf("send after overflow: got %v, want ErrClosed", err)
+	}
+	if err := h.nextError(t); !errors.Is(err, session.ErrSlowConsumer) {
+		t.Fatalf("OnError got %v, want ErrSlowConsumer", err)
+	}
+
+	// A stuck client must not hold up anyone else.
+	const fastFrames = 200
+	for i := range fastFrames {
+		if err := fast.SendText([]byte(strconv.Itoa(i))); err != nil {
+			t.Fatalf("fast session send %d: %v", i, err)
+		}
+	}
+	if n := fastConn.WaitCount(fastFrames, wait); n != fastFrames {
+		t.Fatalf("fast session wrote %d frames while the slow one was stuck, want %d", n, fastFrames)
+	}
+
+	// Depending on whether the writer had taken a frame before the
+	// overflow, the conn is closed already or closes once that write
+	// returns; either way with 1013.
+	slowConn.Unblock()
+	code, reason := waitClosed(t, slowConn)
+	if code != session.CloseTryAgainLater {
+		t.Fatalf("slow conn closed with %d %q, want %d", code, reason, session.CloseTryAgainLater)
+	}
+	// Whatever reached the client is what was accepted, in order: frames
+	// are dropped from the tail, never from the middle.
+	got := texts(slowConn.Frames())
+	if len(got) > len(sent) || !slices.Equal(got, sent[:len(got)]) {
+		t.Fatalf("slow conn got %q, want a prefix of %q", got, sent)
+	}
+
+	session.Finish(slow, session.CloseAbnormal, "")
+	if ev := h.nextClose(t); ev.code != session.CloseTryAgainLater {
+		t.Fatalf("OnClose code %d, want %d", ev.code, session.CloseTryAgainLater)
+	}
+	if got := texts(fastConn.Frames()); len(got) != fastFrames || got[fastFrames-1] != strconv.Itoa(fastFrames-1) {
+		t.Fatalf("fast session frames incomplete: %d frames", len(got))
+	}
+}
+
+func TestSlowConsumerByteLimit(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	h := newHooks()
+	s := newSession(t, sys, conn, h.options(session.Options{MaxQueuedBytes: 100}))
+
+	conn.Block()
+	chunk := bytes.Repeat([]byte("a"), 40)
+	for i := range 2 {
+		if err := s.SendText(chunk); err != nil {
+			t.Fatalf("send %d (%d of 100 bytes queued): %v", i, (i+1)*40, err)
+		}
+	}
+	if err := s.SendText(chunk); !errors.Is(err, session.ErrSlowConsumer) {
+		t.Fatalf("send to 120 of 100 bytes: got %v, want ErrSlowConsumer", err)
+	}
+	if err := h.nextError(t); !errors.Is(err, session.ErrSlowConsumer) {
+		t.Fatalf("OnError got %v, want ErrSlowConsumer", err)
+	}
+	conn.Unblock()
+	if code, _ := waitClosed(t, conn); code != session.CloseTryAgainLater {
+		t.Fatalf("closed with %d, want %d", code, session.CloseTryAgainLater)
+	}
+}
+
+func TestOversizedFrameAloneIsAccepted(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	s := newSession(t, sys, conn, session.Options{MaxQueuedBytes: 100})
+
+	conn.Block()
+	big := bytes.Repeat([]byte("b"), 250)
+	// Refusing a frame larger than the limit on an empty queue would make
+	// that frame impossible to send at all.
+	if err := s.SendText(big); err != nil {
+		t.Fatalf("oversized frame on an empty queue: %v", err)
+	}
+	if err := s.SendText([]byte("x")); !errors.Is(err, session.ErrSlowConsumer) {
+		t.Fatalf("send behind an oversized frame: got %v, want ErrSlowConsumer", err)
+	}
+	conn.Unblock()
+	if code, _ := waitClosed(t, conn); code != session.CloseTryAgainLater {
+		t.Fatalf("closed with %d, want %d", code, session.CloseTryAgainLater)
+	}
+}
+
+func TestCoalesceJoinsQueuedTextFrames(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	s := newSession(t, sys, conn, session.Options{Coalesce: true})
+
+	conn.Block()
+	var want []string
+	for i := range 10 {
+		msg := fmt.Sprintf(`{"type":"tick","payload":%d}`, i)
+		want = append(want, msg)
+		if err := s.SendText([]byte(msg)); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	// Every frame is now with the writer, which is stuck on its first write.
+	barrier(t, sys, s)
+	conn.Unblock()
+	s.Close("done")
+	waitClosed(t, conn)
+
+	frames := conn.Frames()
+	// One write for what the writer held when it blocked, one for the rest.
+	if len(frames) > 2 {
+		t.Fatalf("%d writes for 10 queued messages, want at most 2", len(frames))
+	}
+	var got []string
+	for _, f := range frames {
+		if f.Binary {
+			t.Fatalf("coalesced text written as binary: %q", f.Data)
+		}
+		got = append(got, strings.Split(string(f.Data), "\n")...)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("coalesced content:\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestCoalesceNeverJoinsBinaryFrames(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	s := newSession(t, sys, conn, session.Options{Coalesce: true})
+
+	sent := []session.Frame{
+		{Data: []byte("t0")},
+		{Data: []byte("t1")},
+		{Data: []byte{0, 1}, Binary: true},
+		{Data: []byte("t2")},
+		{Data: []byte("t3")},
+		{Data: []byte{2, 3}, Binary: true},
+		{Data: []byte{4, 5}, Binary: true},
+		{Data: []byte("t4")},
+	}
+	conn.Block()
+	for i, f := range sent {
+		if err := session.SendFrame(s, f); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	barrier(t, sys, s)
+	conn.Unblock()
+	s.Close("done")
+	waitClosed(t, conn)
+
+	// Splitting the text frames at '\n' must give back the sent sequence,
+	// with every binary frame written on its own, byte for byte.
+	var got []session.Frame
+	for _, f := range conn.Frames() {
+		if f.Binary {
+			got = append(got, f)
+			continue
+		}
+		for _, part := range strings.Split(string(f.Data), "\n") {
+			got = append(got, session.Frame{Data: []byte(part)})
+		}
+	}
+	if !slices.EqualFunc(got, sent, func(a, b session.Frame) bool {
+		return a.Binary == b.Binary && bytes.Equal(a.Data, b.Data)
+	}) {
+		t.Fatalf("frames:\n got %v\nwant %v", got, sent)
+	}
+	if n := len(conn.Frames()); n >= len(sent) {
+		t.Fatalf("%d writes for %d frames: adjacent text frames were not joined", n, len(sent))
+	}
+}
+
+func TestWithoutCoalesceQueuedFramesStaySeparate(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	s := newSession(t, sys, conn, session.Options{})
+
+	conn.Block()
+	want := []string{"a", "b", "c", "d", "e"}
+	for _, m := range want {
+		if err := s.SendText([]byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	barrier(t, sys, s)
+	conn.Unblock()
+	if n := conn.WaitCount(len(want), wait); n != len(want) {
+		t.Fatalf("%d frames written, want %d", n, len(want))
+	}
+	if got := texts(conn.Frames()); !slices.Equal(got, want) {
+		t.Fatalf("frames %q, want %q", got, want)
+	}
+}
+
+func TestShutdownNowDiscardsQueueAndCutsConnection(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	h := newHooks()
+	s := newSession(t, sys, conn, h.options(session.Options{}))
+
+	conn.Block()
+	for i := range 5 {
+		if err := s.SendText([]byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	session.Drop(s, "shutdown")
+	// ShutdownNow does not wait for the client: the connection is cut
+	// before it returns, with nothing written.
+	closed, code, _ := conn.Closed()
+	if !closed || code != session.CloseAbnormal {
+		t.Fatalf("after ShutdownNow: closed=%v code=%d, want closed with %d", closed, code, session.CloseAbnormal)
+	}
+	if n := len(conn.Frames()); n != 0 {
+		t.Fatalf("%d frames written to a blocked client after ShutdownNow", n)
+	}
+
+	session.Finish(s, session.CloseAbnormal, "")
+	if ev := h.nextClose(t); ev.code != session.CloseAbnormal || ev.reason != "shutdown" {
+		t.Fatalf("OnClose(%d, %q), want (%d, %q)", ev.code, ev.reason, session.CloseAbnormal, "shutdown")
+	}
+}
+
+func TestShutdownNowOverridesGracefulClose(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	h := newHooks()
+	s := newSession(t, sys, conn, h.options(session.Options{}))
+
+	conn.Block()
+	for i := range 5 {
+		if err := s.SendText([]byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close("bye")
+	// A graceful close stuck behind a client that does not read must not
+	// stop a server from cutting it.
+	session.Drop(s, "shutdown")
+	if closed, code, _ := conn.Closed(); !closed || code != session.CloseAbnormal {
+		t.Fatalf("after ShutdownNow: closed=%v code=%d, want closed with %d", closed, code, session.CloseAbnormal)
+	}
+	session.Finish(s, session.CloseAbnormal, "")
+	if ev := h.nextClose(t); ev.code != session.CloseAbnormal {
+		t.Fatalf("OnClose code %d, want %d", ev.code, session.CloseAbnormal)
+	}
+}
+
+func TestFinishDoesNotWaitForABlockedClient(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	h := newHooks()
+	s := newSession(t, sys, conn, h.options(session.Options{}))
+
+	conn.Block()
+	if err := s.SendText([]byte("stuck")); err != nil {
+		t.Fatal(err)
+	}
+	barrier(t, sys, s)
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		session.Finish(s, session.CloseAbnormal, "connection lost")
+	}()
+	select {
+	case <-done:
+	case <-time.After(wait):
+		conn.Unblock() // let the stuck goroutine go before failing
+		<-done
+		t.Fatal("Finish hung on a writer blocked in Write")
+	}
+	if ev := h.nextClose(t); ev.code != session.CloseAbnormal || ev.reason != "connection lost" {
+		t.Fatalf("OnClose(%d, %q), want (%d, %q)", ev.code, ev.reason, session.CloseAbnormal, "connection lost")
+	}
+}
+
+// failConn is a Conn whose writes fail, like a socket reset by the peer.
+type failConn struct {
+	once   sync.Once
+	closed chan struct{}
+	code   atomic.Int32
+	err    error // what Write fails with
+}
+
+// errTimeout is a write that hit the write deadline: a client too slow to
+// take its batch, which OnError hears about.
+var errTimeout = fmt.Errorf("write tcp: %w", os.ErrDeadlineExceeded)
+
+// errReset is a connection that went away, which only OnClose reports.
+var errReset = errors.New("connection reset")
+
+func (c *failConn) Write(bool, []byte) error         { return c.err }
+func (c *failConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *failConn) Close(code int, _ string) error {
+	c.once.Do(func() { c.code.Store(int32(code)); close(c.closed) })
+	return nil
+}
+func (c *failConn) CloseNow() error { return c.Close(session.CloseAbnormal, "") }
+
+func TestWriteTimeoutIsReportedAndDropsSession(t *testing.T) {
+	sys := newSystem(t)
+	conn := &failConn{closed: make(chan struct{}), err: errTimeout}
+	h := newHooks()
+	s := newSession(t, sys, conn, h.options(session.Options{}))
+
+	if err := s.SendText([]byte("hello")); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if err := h.nextError(t); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("OnError got %v, want an error wrapping %v", err, os.ErrDeadlineExceeded)
+	}
+	select {
+	case <-conn.closed:
+	case <-time.After(wait):
+		t.Fatal("failed connection was not closed")
+	}
+	if code := conn.code.Load(); code != session.CloseAbnormal {
+		t.Fatalf("failed conn closed with %d, want CloseNow (%d)", code, session.CloseAbnormal)
+	}
+	if s.IsOpen() {
+		t.Fatal("session still open after its connection failed")
+	}
+	if err := s.SendText([]byte("again")); !errors.Is(err, session.ErrClosed) {
+		t.Fatalf("send after write failure: got %v, want ErrClosed", err)
+	}
+	session.Finish(s, session.CloseAbnormal, "")
+	if ev := h.nextClose(t); ev.code != session.CloseAbnormal {
+		t.Fatalf("OnClose code %d, want %d", ev.code, session.CloseAbnormal)
+	}
+}
+
+// A connection that breaks is not an error to report: OnClose says 1006.
+func TestBrokenConnectionDropsSessionWithoutError(t *testing.T) {
+	sys := newSystem(t)
+	conn := &failConn{closed: make(chan struct{}), err: errReset}
+	h := newHooks()
+	s := newSession(t, sys, conn, h.options(session.Options{}))
+
+	if err := s.SendText([]byte("hello")); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	select {
+	case <-conn.closed:
+	case <-time.After(wait):
+		t.Fatal("failed connection was not closed")
+	}
+	if s.IsOpen() {
+		t.Fatal("session still open after its connection failed")
+	}
+	session.Finish(s, session.CloseAbnormal, "")
+	if ev := h.nextClose(t); ev.code != session.CloseAbnormal {
+		t.Fatalf("OnClose code %d, want %d", ev.code, session.CloseAbnormal)
+	}
+	select {
+	case err := <-h.errs:
+		t.Fatalf("OnError got %v for a broken connection", err)
+	default:
+	}
+}
+
+func TestContextCancelledAfterFinish(t *testing.T) {
+	sys := newSystem(t)
+	s := newSession(t, sys, session.NewMemConn(), session.Options{})
+
+	ctx := s.Context()
+	if err := ctx.Err(); err != nil {
+		t.Fatalf("context of an open session: %v", err)
+	}
+	session.Finish(s, session.CloseNormal, "")
+	select {
+	case <-ctx.Done():
+	case <-time.After(wait):
+		t.Fatal("context not cancelled after Finish")
+	}
+}
+
+type ctxKey struct{ name string }
+
+func TestSetGet(t *testing.T) {
+	sys := newSystem(t)
+	s := newSession(t, sys, session.NewMemConn(), session.Options{})
+
+	user, lang := ctxKey{"user"}, ctxKey{"lang"}
+	if v, ok := s.Get(user); ok || v != nil {
+		t.Fatalf("Get before Set = %v, %v; want nil, false", v, ok)
+	}
+	s.Set(user, "alice")
+	s.Set(lang, "en")
+	s.Set(user, "bob")
+	if v, ok := s.Get(user); !ok || v != "bob" {
+		t.Fatalf("Get(user) = %v, %v; want bob, true", v, ok)
+	}
+	if v, ok := s.Get(lang); !ok || v != "en" {
+		t.Fatalf("Get(lang) = %v, %v; want en, true", v, ok)
+	}
+	// Keys of another type with the same content are different keys.
+	if _, ok := s.Get("user"); ok {
+		t.Fatal(`Get("user") found a value stored under ctxKey{"user"}`)
+	}
+
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			k := ctxKey{strconv.Itoa(g)}
+			for i := range 100 {
+				s.Set(k, i)
+				if v, ok := s.Get(k); !ok || v != i {
+					t.Errorf("goroutine %d: Get = %v, %v; want %d", g, v, ok, i)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestIdentity(t *testing.T) {
+	sys := newSystem(t)
+	s := newSession(t, sys, session.NewMemConn(), session.Options{})
+
+	if id := s.Identity(); id != "" {
+		t.Fatalf("Identity before SetIdentity = %q, want empty", id)
+	}
+	s.SetIdentity("user-42")
+	if id := s.Identity(); id != "user-42" {
+		t.Fatalf("Identity = %q, want user-42", id)
+	}
+	s.SetIdentity("user-43")
+	if id := s.Identity(); id != "user-43" {
+		t.Fatalf("Identity after second SetIdentity = %q, want user-43", id)
+	}
+}
+
+func TestInfoAndSessionCount(t *testing.T) {
+	sys := newSystem(t)
+	hdr := http.Header{"Authorization": {"Bearer x"}}
+	a := newSession(t, sys, session.NewMemConn(), session.Options{})
+	b := sys.NewSession(session.NewMemConn(), session.Info{
+		ID: "fixed-id", Header: hdr, RemoteAddr: "127.0.0.1:5555", Subprotocol: "ndjson",
+	}, session.Options{})
+	t.Cleanup(func() { session.Finish(b, session.CloseAbnormal, "") })
+	c := newSession(t, sys, session.NewMemConn(), session.Options{})
+
+	if b.ID() != "fixed-id" || b.RemoteAddr() != "127.0.0.1:5555" || b.Subprotocol() != "ndjson" ||
+		b.Header().Get("Authorization") != "Bearer x" {
+		t.Fatalf("Info not kept: id=%q remote=%q proto=%q header=%v", b.ID(), b.RemoteAddr(), b.Subprotocol(), b.Header())
+	}
+	if a.ID() == "" || c.ID() == "" || a.ID() == c.ID() {
+		t.Fatalf("generated IDs %q and %q: want distinct, non-empty", a.ID(), c.ID())
+	}
+	if n := sys.Sessions(); n != 3 {
+		t.Fatalf("Sessions() = %d, want 3", n)
+	}
+	session.Finish(b, session.CloseNormal, "")
+	session.Finish(b, session.CloseNormal, "")
+	if n := sys.Sessions(); n != 2 {
+		t.Fatalf("Sessions() after finishing one twice = %d, want 2", n)
+	}
+}
+
+var errEncode = errors.New("cannot encode")
+
+// encodeEnvelope is a small envelope encoder of the shape Options.Encode
+// expects; the typed package provides the real one.
+func encodeEnvelope(typ string, payload any) ([]byte, error) {
+	if payload == "fail" {
+		return nil, errEncode
+	}
+	return json.Marshal(struct {
+		Type    string `json:"type"`
+		Payload any    `json:"payload"`
+	}{typ, payload})
+}
+
+func TestSendUsesEncoder(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	s := newSession(t, sys, conn, session.Options{Encode: encodeEnvelope})
+
+	if err := s.Send("greet", map[string]string{"name": "ada"}); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if err := s.Send("broken", "fail"); !errors.Is(err, errEncode) {
+		t.Fatalf("Send with failing encoder: got %v, want %v", err, errEncode)
+	}
+	if err := s.Send("after", 7); err != nil {
+		t.Fatalf("Send after an encoder error: %v", err)
+	}
+	if n := conn.WaitCount(2, wait); n != 2 {
+		t.Fatalf("%d frames written, want 2", n)
+	}
+	frames := conn.Frames()
+	want := []string{`{"type":"greet","payload":{"name":"ada"}}`, `{"type":"after","payload":7}`}
+	if got := texts(frames); !slices.Equal(got, want) {
+		t.Fatalf("frames %q, want %q", got, want)
+	}
+	if frames[0].Binary {
+		t.Fatal("envelope written as a binary frame")
+	}
+}
+
+func TestSendWithoutEncoder(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	s := newSession(t, sys, conn, session.Options{})
+	if err := s.Send("greet", 1); !errors.Is(err, session.ErrNoEncoder) {
+		t.Fatalf("Send without Encode: got %v, want ErrNoEncoder", err)
+	}
+	if n := session.QueueLen(s); n != 0 {
+		t.Fatalf("QueueLen = %d after a refused Send, want 0", n)
+	}
+}
+
+func TestBinaryFramesKeepTheirKind(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	s := newSession(t, sys, conn, session.Options{})
+
+	if err := s.SendBinary([]byte{0xff, 0x00}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SendText([]byte("t")); err != nil {
+		t.Fatal(err)
+	}
+	if n := conn.WaitCount(2, wait); n != 2 {
+		t.Fatalf("%d frames written, want 2", n)
+	}
+	f := conn.Frames()
+	if !f[0].Binary || !bytes.Equal(f[0].Data, []byte{0xff, 0x00}) || f[1].Binary || string(f[1].Data) != "t" {
+		t.Fatalf("frames %+v: want binary ff00 then text \"t\"", f)
+	}
+}
+
+func TestEmitError(t *testing.T) {
+	sys := newSystem(t)
+	var got []error
+	var from *session.Session
+	s := newSession(t, sys, session.NewMemConn(), session.Options{
+		OnError: func(s *session.Session, err error) { from = s; got = append(got, err) },
+	})
+	s.EmitError(nil)
+	boom := errors.New("boom")
+	s.EmitError(boom)
+	if len(got) != 1 || got[0] != boom || from != s {
+		t.Fatalf("OnError saw %v from %p, want [boom] from %p", got, from, s)
+	}
+}
+
+// batchConn is a MemConn that also implements session.Batcher and records
+// whether every write falls inside a batch.
+type batchConn struct {
+	*session.MemConn
+	mu      sync.Mutex
+	inBatch bool
+	begins  int
+	ends    int
+	outside int // writes outside BeginBatch/EndBatch
+	nested  int // BeginBatch while a batch was open
+	endErr  error
+}
+
+func (c *batchConn) Write(binary bool, p []byte) error {
+	c.mu.Lock()
+	if !c.inBatch {
+		c.outside++
+	}
+	c.mu.Unlock()
+	return c.MemConn.Write(binary, p)
+}
+
+func (c *batchConn) BeginBatch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inBatch {
+		c.nested++
+	}
+	c.inBatch = true
+	c.begins++
+}
+
+func (c *batchConn) EndBatch() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inBatch = false
+	c.ends++
+	return c.endErr
+}
+
+func TestBatcherBracketsEveryWrite(t *testing.T) {
+	sys := newSystem(t)
+	conn := &batchConn{MemConn: session.NewMemConn()}
+	s := newSession(t, sys, conn, session.Options{})
+
+	conn.Block()
+	for i := range 20 {
+		if err := s.SendText([]byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	barrier(t, sys, s)
+	conn.Unblock()
+	s.Close("done")
+	waitClosed(t, conn.MemConn)
+
+	if n := len(conn.Frames()); n != 20 {
+		t.Fatalf("%d frames written, want 20", n)
+	}
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	if conn.outside != 0 || conn.nested != 0 {
+		t.Fatalf("%d writes outside a batch, %d nested batches; want none", conn.outside, conn.nested)
+	}
+	if conn.begins == 0 || conn.begins != conn.ends {
+		t.Fatalf("BeginBatch %d times, EndBatch %d times; want equal and non-zero", conn.begins, conn.ends)
+	}
+	// The writer was stuck on the first frame while the rest queued up:
+	// they must leave as one batch, not one batch per frame.
+	if conn.begins > 2 {
+		t.Fatalf("%d batches for 20 frames queued behind a blocked write, want at most 2", conn.begins)
+	}
+}
+
+func TestBatcherEndErrorIsAWriteError(t *testing.T) {
+	sys := newSystem(t)
+	errFlush := fmt.Errorf("flush failed: %w", os.ErrDeadlineExceeded)
+	conn := &batchConn{MemConn: session.NewMemConn(), endErr: errFlush}
+	h := newHooks()
+	s := newSession(t, sys, conn, h.options(session.Options{}))
+
+	if err := s.SendText([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.nextError(t); !errors.Is(err, errFlush) {
+		t.Fatalf("OnError got %v, want an error wrapping %v", err, errFlush)
+	}
+	if code, _ := waitClosed(t, conn.MemConn); code != session.CloseAbnormal {
+		t.Fatalf("conn closed with %d, want CloseNow (%d)", code, session.CloseAbnormal)
+	}
+	if s.IsOpen() {
+		t.Fatal("session still open after a failed batch")
+	}
+}
+
+// A text frame with a newline of its own cannot share a coalesced frame: the
+// client splits at '\n' and would get broken pieces.
+func TestCoalesceKeepsFramesWithNewlinesApart(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	s := newSession(t, sys, conn, session.Options{Coalesce: true})
+
+	sent := []string{"a", "b", "two\nlines", "c", "d"}
+	conn.Block()
+	for i, m := range sent {
+		if err := s.SendText([]byte(m)); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	barrier(t, sys, s)
+	conn.Unblock()
+	s.Close("done")
+	waitClosed(t, conn)
+
+	// The writer may have taken "a" alone before the rest was queued, so
+	// the batches vary; what may not vary: the message with a newline is a
+	// frame of its own, and nothing is lost or reordered.
+	got := texts(conn.Frames())
+	if !slices.Contains(got, "two\nlines") {
+		t.Fatalf("frames %q: the message with a newline was joined to others", got)
+	}
+	if strings.Join(got, "\n") != strings.Join(sent, "\n") {
+		t.Fatalf("frames %q, want %q in order", got, sent)
+	}
+}
