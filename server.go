@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -31,17 +32,19 @@ type Server struct {
 	stopOnce sync.Once
 }
 
-// New returns a server ready to be mounted. It fails only on settings that
-// cannot work.
+// New returns a server ready to be mounted. It fails only on a
+// configuration that cannot work (see Config.Validate).
 func New(cfg Config) (*Server, error) {
-	if cfg.Backplane != nil && !cfg.RoomProtocol {
-		return nil, errBackplaneNeedsProtocol
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	cfg.Settings = cfg.Settings.WithDefaults()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	srv := &Server{cfg: cfg, router: router.NewRouter[*Context]()}
 	srv.metrics = newMetrics(srv)
-	srv.sys = session.NewSystem(cfg.Settings.Logger)
-	h, err := serve.NewHandler(srv.sys, cfg.Settings, serve.Hooks{
+	srv.sys = session.NewSystem(cfg.Logger)
+	h, err := serve.NewHandler(srv.sys, cfg.Settings.transportConfig(cfg.Logger), serve.Hooks{
 		Authorize: srv.authorize(),
 		OnOpen:    cfg.OnOpen,
 		OnFrame:   srv.onFrame,
@@ -76,8 +79,8 @@ func New(cfg Config) (*Server, error) {
 		NewHistory:         cfg.NewHistory,
 		Retention:          cfg.HistoryRetention,
 		Backplane:          cfg.Backplane,
-		MaxMembers:         limit(cfg.MaxRoomMembers, DefaultMaxRoomMembers),
-		MaxRoomsPerSession: limit(cfg.MaxRoomsPerSession, DefaultMaxRoomsPerSession),
+		MaxMembers:         limit(cfg.MaxRoomMembers, defaultMaxRoomMembers),
+		MaxRoomsPerSession: limit(cfg.MaxRoomsPerSession, defaultMaxRoomsPerSession),
 	})
 	if cfg.RoomProtocol {
 		srv.registerRoomProtocol()
@@ -100,9 +103,6 @@ func limit(v, def int) int {
 // ServeHTTP upgrades the request to a WebSocket and serves it until it
 // closes.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { srv.http.ServeHTTP(w, r) }
-
-// Settings returns the connection settings in effect, defaults applied.
-func (srv *Server) Settings() Settings { return srv.http.Config() }
 
 func (srv *Server) authorize() func(*http.Request) (string, int, error) {
 	if srv.cfg.Authorize == nil {

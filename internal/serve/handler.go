@@ -66,8 +66,8 @@ type Handler struct {
 
 // NewHandler returns a handler whose sessions live in sys.
 func NewHandler(sys *session.System, cfg Config, hooks Hooks) (*Handler, error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	h := &Handler{cfg: cfg, sys: sys, hooks: hooks,
