@@ -62,6 +62,10 @@ type Handler struct {
 
 	pool gopool.Pool // the workers (workers.go)
 	poll *poller     // holds idle connections (poller_linux.go)
+
+	// fallback: coder/websocket failed the reader check (adoption.go), so
+	// connections are read without the idle-read machinery.
+	fallback bool
 }
 
 // NewHandler returns a handler whose sessions live in sys.
@@ -75,6 +79,12 @@ func NewHandler(sys *actors.System, cfg Config, hooks Hooks) (*Handler, error) {
 	h.drain = sync.NewCond(&h.mu)
 	h.initWorkers()
 	h.poll = newPoller()
+	if err := readerCheck(); err != nil {
+		h.fallback = true
+		cfg.Logger.Warn("troupe: this coder/websocket does not read frames through the reader the connection is hijacked with; "+
+			"serving connections without the idle-read optimisation (each idle connection keeps a goroutine and net/http's read buffer)",
+			"err", err)
+	}
 	return h, nil
 }
 
@@ -127,7 +137,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		identity = id
 	}
 
-	hc := &hijackCapture{ResponseWriter: w}
+	hc := &hijackCapture{ResponseWriter: w, fallback: h.fallback}
 	opts := &websocket.AcceptOptions{
 		OriginPatterns:     h.cfg.OriginPatterns,
 		InsecureSkipVerify: h.cfg.InsecureSkipOriginCheck,
@@ -136,7 +146,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.cfg.DisableNDJSON {
 		opts.Subprotocols = []string{SubprotocolNDJSON}
 	}
-	ws, err := websocket.Accept(hc, r, opts)
+	ws, err := upgrade(hc, r, opts)
 	if err != nil {
 		if hc.status >= 400 {
 			h.stats.refused(hc.status)
