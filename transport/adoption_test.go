@@ -117,14 +117,14 @@ func TestReaderAdoptionCheck(t *testing.T) {
 	}
 }
 
-// echoServer serves a handler that echoes every message, pinging its
-// clients every ping (never if negative), in the given mode:
+// serve serves a handler with cfg and hooks in the given mode:
 //
 //   - "adopted": as this module builds;
 //   - "fallback": the reader check made to fail, coder/websocket as it is;
 //   - "not adopted": a coder/websocket that reads through a reader of its
 //     own (ownReaderOverOurs), which the check catches.
-func echoServer(t *testing.T, mode string, ping time.Duration) (addr string) {
+func serve(t *testing.T, mode string, cfg Config, hooks Hooks) (addr string) {
+	t.Helper()
 	switch mode {
 	case "adopted":
 		useCheck(t, func() error { return nil })
@@ -136,17 +136,14 @@ func echoServer(t *testing.T, mode string, ping time.Duration) (addr string) {
 	default:
 		t.Fatalf("mode %q", mode)
 	}
+	if cfg.RateLimit == 0 {
+		cfg.RateLimit = -1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	sys := actors.NewSystem(nil)
-	h, err := NewHandler(sys, Config{
-		PingInterval:   ping,
-		RateLimit:      -1,
-		MaxMessageSize: 1 << 20,
-		Logger:         slog.New(slog.DiscardHandler),
-	}, Hooks{
-		OnFrame: func(s *actors.Session, binary bool, data []byte) {
-			_ = s.SendFrame(actors.Frame{Data: data, Binary: binary})
-		},
-	})
+	h, err := NewHandler(sys, cfg, hooks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,6 +157,16 @@ func echoServer(t *testing.T, mode string, ping time.Duration) (addr string) {
 		sys.Shutdown()
 	})
 	return ts.Listener.Addr().String()
+}
+
+// echoServer serves a handler that echoes every message, pinging its
+// clients every ping (never if negative), in the given mode (see serve).
+func echoServer(t *testing.T, mode string, ping time.Duration) (addr string) {
+	return serve(t, mode, Config{PingInterval: ping, MaxMessageSize: 1 << 20}, Hooks{
+		OnFrame: func(s *actors.Session, binary bool, data []byte) {
+			_ = s.SendFrame(actors.Frame{Data: data, Binary: binary})
+		},
+	})
 }
 
 // TestServedWithoutAdoption runs clients against the server in each mode:
@@ -190,7 +197,8 @@ func TestServedWithoutAdoption(t *testing.T) {
 			t.Run("bursts in one write", func(t *testing.T) { bursts(t, quiet) })
 			t.Run("bursts under the server's pings", func(t *testing.T) { bursts(t, pinging) })
 			t.Run("pings between messages", func(t *testing.T) {
-				ws, got := dialEcho(t, pinging)
+				c := dialEcho(t, pinging)
+				ws, got := c.ws, c.got
 				for i := range 30 {
 					m := fmt.Sprintf("between-%d", i)
 					write(t, ws, websocket.MessageText, []byte(m))
@@ -207,33 +215,33 @@ func TestServedWithoutAdoption(t *testing.T) {
 				}
 			})
 			t.Run("large message", func(t *testing.T) {
-				ws, got := dialEcho(t, quiet)
+				c := dialEcho(t, quiet)
+				ws, got := c.ws, c.got
 				big := bytes.Repeat([]byte("0123456789abcdef"), 300<<10/16)
 				write(t, ws, websocket.MessageBinary, big)
 				write(t, ws, websocket.MessageText, []byte("after"))
 				expectEcho(t, got, string(big), "after")
 
-				c := dialRaw(t, quiet, nil)
-				c.write(t, append(maskedFrame(0x81, big[:200<<10]), maskedFrame(0x81, []byte("small"))...))
-				c.expect(t, string(big[:200<<10]), "small")
+				raw := dialRaw(t, quiet, nil)
+				raw.write(t, append(maskedFrame(0x81, big[:200<<10]), maskedFrame(0x81, []byte("small"))...))
+				raw.expect(t, string(big[:200<<10]), "small")
 			})
 			t.Run("idle connections that later send", func(t *testing.T) {
 				const n = 30
-				wss := make([]*websocket.Conn, n)
-				gots := make([]chan string, n)
-				for i := range n {
-					wss[i], gots[i] = dialEcho(t, quiet)
-					write(t, wss[i], websocket.MessageText, []byte("hello"))
-					expectEcho(t, gots[i], "hello")
+				cs := make([]*echoClient, n)
+				for i := range cs {
+					cs[i] = dialEcho(t, quiet)
+					write(t, cs[i].ws, websocket.MessageText, []byte("hello"))
+					expectEcho(t, cs[i].got, "hello")
 				}
 				time.Sleep(300 * time.Millisecond)
-				for i, ws := range wss {
+				for i, c := range cs {
 					for k := range 3 {
-						write(t, ws, websocket.MessageText, fmt.Appendf(nil, "%d-%d", i, k))
+						write(t, c.ws, websocket.MessageText, fmt.Appendf(nil, "%d-%d", i, k))
 					}
 				}
-				for i, got := range gots {
-					expectEcho(t, got, fmt.Sprintf("%d-0", i), fmt.Sprintf("%d-1", i), fmt.Sprintf("%d-2", i))
+				for i, c := range cs {
+					expectEcho(t, c.got, fmt.Sprintf("%d-0", i), fmt.Sprintf("%d-1", i), fmt.Sprintf("%d-2", i))
 				}
 			})
 		})
@@ -272,8 +280,16 @@ func bursts(t *testing.T, addr string) {
 	}
 }
 
-// dialEcho dials with coder/websocket and returns the messages it reads.
-func dialEcho(t *testing.T, addr string) (*websocket.Conn, chan string) {
+// echoClient is a coder/websocket client whose messages are read into got;
+// err is why reading ended, once got is closed.
+type echoClient struct {
+	ws  *websocket.Conn
+	got chan string
+	err error
+}
+
+// dialEcho dials with coder/websocket and reads on.
+func dialEcho(t *testing.T, addr string) *echoClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -282,24 +298,25 @@ func dialEcho(t *testing.T, addr string) (*websocket.Conn, chan string) {
 		t.Fatalf("dial: %v", err)
 	}
 	ws.SetReadLimit(-1)
-	got := make(chan string, 1024)
+	c := &echoClient{ws: ws, got: make(chan string, 1024)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		defer close(got)
+		defer close(c.got)
 		for {
 			_, b, err := ws.Read(context.Background())
 			if err != nil {
+				c.err = err
 				return
 			}
-			got <- string(b)
+			c.got <- string(b)
 		}
 	}()
 	t.Cleanup(func() {
 		_ = ws.CloseNow()
 		<-done
 	})
-	return ws, got
+	return c
 }
 
 func write(t *testing.T, ws *websocket.Conn, typ websocket.MessageType, p []byte) {
@@ -353,10 +370,11 @@ func maskedFrame(b0 byte, payload []byte) []byte {
 // the server in the writes it makes. It answers pings and collects the
 // messages it reads.
 type rawClient struct {
-	nc   net.Conn
-	mu   sync.Mutex // one write at a time
-	got  chan string
-	done chan struct{}
+	nc    net.Conn
+	mu    sync.Mutex // one write at a time
+	got   chan string
+	done  chan struct{}
+	close []byte // the payload of the server's close frame, once done
 }
 
 // dialRaw upgrades a connection, sending first in the same write as the
@@ -444,6 +462,10 @@ func (c *rawClient) readLoop(r *bufio.Reader) {
 				return
 			}
 		case 0x8:
+			c.close = payload
+			c.mu.Lock()
+			_, _ = c.nc.Write(maskedFrame(0x88, payload))
+			c.mu.Unlock()
 			return
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 
 	"github.com/coder/websocket"
@@ -154,7 +153,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.cfg.Logger.Debug("troupe: upgrade refused", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	ws.SetReadLimit(h.cfg.MaxMessageSize)
+	ws.SetReadLimit(readLimit(h.cfg.MaxMessageSize))
 	conn := &wsConn{ws: ws, raw: hc.conn, cork: hc.cork, cc: hc.cc}
 
 	s = h.sys.NewSession(conn, actors.Info{
@@ -280,10 +279,6 @@ func closeStatus(err error) (int, string) {
 	var ce websocket.CloseError
 	if errors.As(err, &ce) {
 		return int(ce.Code), ce.Reason
-	}
-	if strings.Contains(err.Error(), "read limited at") {
-		// coder/websocket has already sent 1009 to the client.
-		return actors.CloseMessageTooBig, "message too big"
 	}
 	return actors.CloseAbnormal, "connection lost"
 }
