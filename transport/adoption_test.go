@@ -123,7 +123,7 @@ func TestReaderAdoptionCheck(t *testing.T) {
 //   - "fallback": the reader check made to fail, coder/websocket as it is;
 //   - "not adopted": a coder/websocket that reads through a reader of its
 //     own (ownReaderOverOurs), which the check catches.
-func serve(t *testing.T, mode string, cfg Config, hooks Hooks) (addr string) {
+func serve(t *testing.T, mode string, cfg Config, hooks Hooks) (addr string, h *Handler) {
 	t.Helper()
 	switch mode {
 	case "adopted":
@@ -156,17 +156,18 @@ func serve(t *testing.T, mode string, cfg Config, hooks Hooks) (addr string) {
 		ts.Close()
 		sys.Shutdown()
 	})
-	return ts.Listener.Addr().String()
+	return ts.Listener.Addr().String(), h
 }
 
 // echoServer serves a handler that echoes every message, pinging its
 // clients every ping (never if negative), in the given mode (see serve).
 func echoServer(t *testing.T, mode string, ping time.Duration) (addr string) {
-	return serve(t, mode, Config{PingInterval: ping, MaxMessageSize: 1 << 20}, Hooks{
+	addr, _ = serve(t, mode, Config{PingInterval: ping, MaxMessageSize: 1 << 20}, Hooks{
 		OnFrame: func(s *actors.Session, binary bool, data []byte) {
 			_ = s.SendFrame(actors.Frame{Data: data, Binary: binary})
 		},
 	})
+	return addr
 }
 
 // TestServedWithoutAdoption runs clients against the server in each mode:

@@ -354,7 +354,9 @@ func (c *conn) run() {
 		}
 		switch it.kind {
 		case itemOpen:
+			h.enter()
 			ok := h.call(s, func() { h.hooks.OnOpen(s) })
+			h.leave()
 			c.mu.Lock()
 			c.opened, c.openOK = true, ok
 			c.wake.Signal()
@@ -375,7 +377,9 @@ func (c *conn) run() {
 				if h.hooks.OnRateLimited != nil {
 					// Before the send: the client may read the answer
 					// before SendText returns.
+					h.enter()
 					h.hooks.OnRateLimited(s)
+					h.leave()
 				}
 				_ = s.SendText(rateLimited)
 			case itemRateClose:
@@ -383,7 +387,9 @@ func (c *conn) run() {
 			case itemBadUTF8:
 				_ = s.CloseWith(actors.CloseInvalidData, "text message is not valid UTF-8")
 			default:
+				h.enter()
 				h.frame(s, it.kind == itemBinary, it.data)
+				h.leave()
 			}
 		}
 	}
