@@ -69,6 +69,11 @@ const adoptionReaderSize = 64
 // that reader, all of them; nowhere else. Both messages must read back
 // whole. It returns what did not hold.
 func checkAdoption(accept acceptFunc) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
 	srv, cli := net.Pipe()
 	deadline := time.Now().Add(5 * time.Second)
 	_ = srv.SetDeadline(deadline)
