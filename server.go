@@ -208,23 +208,45 @@ func (srv *Server) resolve(s *Session, env *typed.Envelope) bool {
 
 // Shutdown stops the server gracefully: no new connections (503), close 1001
 // to every session after its queued messages, then rooms stop. Sessions
-// still open when ctx ends are dropped and ctx's error is returned. It is
-// idempotent and may be called from any goroutine, handlers included.
+// still open when ctx ends are dropped and ctx's error is returned at once;
+// rooms then stop once the last of them has ended. It is idempotent and may
+// be called from any goroutine; from a handler, call it on a goroutine of
+// its own (or with a ctx that has a deadline): it waits for the handler's
+// own session, which ends only once the handler has returned.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	err := srv.http.Shutdown(ctx)
-	srv.stop(ctx)
+	srv.stopAfterSessions(ctx)
 	return err
 }
 
 // Close stops the server at once: every connection is dropped without a
 // close handshake (ShutdownNow) and rooms stop. Idempotent; safe from any
-// goroutine.
+// goroutine, handlers included: it does not wait for sessions whose
+// handler is running (they end when it returns), and rooms stop once the
+// last of them has ended.
 func (srv *Server) Close() error {
 	srv.http.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	srv.stop(ctx)
+	srv.stopAfterSessions(ctx)
 	return nil
+}
+
+// stopAfterSessions stops rooms and the actor system once no session is
+// left: now, or when the last one ends if some are still ending.
+func (srv *Server) stopAfterSessions(ctx context.Context) {
+	now, cancel := context.WithCancel(context.Background())
+	cancel()
+	if srv.http.Shutdown(now) == nil { // nil with ctx done: no session left
+		srv.stop(ctx)
+		return
+	}
+	go func() {
+		_ = srv.http.Shutdown(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.stop(ctx)
+	}()
 }
 
 func (srv *Server) stop(ctx context.Context) {
