@@ -113,7 +113,7 @@ func (q *inbox) full(n int) bool {
 func newConn(h *Handler, s *session.Session, ws *wsConn) *conn {
 	c := &conn{h: h, s: s, ws: ws, moveOn: true}
 	c.wake.L = &c.mu
-	if ws.cc != nil {
+	if ws != nil && ws.cc != nil {
 		ws.cc.owner.Store(c)
 	}
 	c.hb.start(&h.cfg, ws, s)
@@ -176,7 +176,7 @@ func (c *conn) readLoop() {
 // looks idle it does so on a new goroutine, which goes on reading, and this
 // one ends (see idle.go).
 func (c *conn) read() {
-	h, s, ws := c.h, c.s, c.ws.ws
+	h, ws := c.h, c.ws.ws
 	idle := c.ws.idle()
 	for {
 		if idle != nil && !idle.ready() {
@@ -207,45 +207,53 @@ func (c *conn) read() {
 			c.end(code, reason)
 			return
 		}
-		c.hb.touch()
-		h.stats.MessagesIn.Add(1)
-		h.stats.BytesIn.Add(uint64(len(data)))
-		if !s.IsOpen() {
-			// Closing (by this side: 1007, 1008, Close): what the client
-			// sends meanwhile is read, for the handshake's sake, and
-			// dropped.
-			continue
+		c.received(typ == websocket.MessageBinary, data)
+	}
+}
+
+// received handles one message read from the client, whatever the
+// transport: it counts it and queues it for the worker, or its refusal
+// (rate limit, invalid UTF-8).
+func (c *conn) received(binary bool, data []byte) {
+	h, s := c.h, c.s
+	c.hb.touch()
+	h.stats.MessagesIn.Add(1)
+	h.stats.BytesIn.Add(uint64(len(data)))
+	if !s.IsOpen() {
+		// Closing (by this side: 1007, 1008, Close): what the client
+		// sends meanwhile is read, for the handshake's sake, and
+		// dropped.
+		return
+	}
+	kind := uint8(itemText)
+	if binary {
+		kind = itemBinary
+	}
+	if h.cfg.RateLimit > 0 {
+		if c.limit == nil {
+			c.limit = rate.NewLimiter(rate.Limit(h.cfg.RateLimit), h.cfg.RateBurst)
 		}
-		kind := uint8(itemText)
-		if typ == websocket.MessageBinary {
-			kind = itemBinary
-		}
-		if h.cfg.RateLimit > 0 {
-			if c.limit == nil {
-				c.limit = rate.NewLimiter(rate.Limit(h.cfg.RateLimit), h.cfg.RateBurst)
+		if !c.limit.Allow() {
+			h.stats.RateLimited.Add(1)
+			kind = itemRateLimited
+			if c.over++; c.over > h.cfg.RateBurst {
+				kind = itemRateClose
 			}
-			if !c.limit.Allow() {
-				h.stats.RateLimited.Add(1)
-				kind = itemRateLimited
-				if c.over++; c.over > h.cfg.RateBurst {
-					kind = itemRateClose
-				}
-				c.push(item{kind: kind})
-				continue
-			}
-			// A refusal costs a strike, an accepted message pays one
-			// back: a client well over the limit runs out of strikes and
-			// is closed, one that only touches it is not.
-			c.over = max(c.over-1, 0)
+			c.push(item{kind: kind})
+			return
 		}
-		if kind == itemText && !utf8.Valid(data) {
-			// RFC 6455 8.1: a text message must be UTF-8.
-			c.push(item{kind: itemBadUTF8})
-			continue
-		}
-		if h.hooks.OnFrame != nil {
-			c.push(item{data: data, kind: kind})
-		}
+		// A refusal costs a strike, an accepted message pays one
+		// back: a client well over the limit runs out of strikes and
+		// is closed, one that only touches it is not.
+		c.over = max(c.over-1, 0)
+	}
+	if kind == itemText && !utf8.Valid(data) {
+		// RFC 6455 8.1: a text message must be UTF-8.
+		c.push(item{kind: itemBadUTF8})
+		return
+	}
+	if h.hooks.OnFrame != nil {
+		c.push(item{data: data, kind: kind})
 	}
 }
 

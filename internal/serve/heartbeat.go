@@ -43,7 +43,7 @@ func (h *heartbeat) touch() { h.lastRead.Store(time.Now().UnixNano()) }
 // arm schedules the next check, unless the heartbeat was stopped.
 func (h *heartbeat) arm(now time.Time) {
 	var next time.Duration = -1
-	if h.cfg.pinging() {
+	if h.pings() {
 		next = h.lastPing.Add(h.cfg.PingInterval).Sub(now)
 	}
 	if h.cfg.IdleTimeout > 0 {
@@ -52,7 +52,7 @@ func (h *heartbeat) arm(now time.Time) {
 			next = idle
 		}
 	}
-	if next < 0 && !h.cfg.pinging() && h.cfg.IdleTimeout <= 0 {
+	if next < 0 && !h.pings() && h.cfg.IdleTimeout <= 0 {
 		return // nothing to watch
 	}
 	if next < time.Millisecond {
@@ -87,7 +87,7 @@ func (h *heartbeat) fire() {
 		_ = h.s.CloseWith(session.ClosePolicyViolation, "idle timeout")
 		return
 	}
-	if h.cfg.pinging() && now.Sub(h.lastPing) >= h.cfg.PingInterval {
+	if h.pings() && now.Sub(h.lastPing) >= h.cfg.PingInterval {
 		h.lastPing = now
 		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PongTimeout)
 		h.mu.Lock()
@@ -135,3 +135,8 @@ func (h *heartbeat) stopped() bool {
 	defer h.mu.Unlock()
 	return h.done
 }
+
+// pings reports whether this connection is pinged: the transport must be
+// able to (a WebSocket can; a connection served through ServeConn is only
+// watched for idleness).
+func (h *heartbeat) pings() bool { return h.ws != nil && h.cfg.pinging() }
