@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/troupehq/troupe/transport"
+	"github.com/troupehq/troupe/internal/serve"
 )
 
 // Config configures a Server. Every field is optional.
@@ -118,8 +118,8 @@ var errBackplaneNeedsProtocol = errors.New("troupe: Config.Backplane needs RoomP
 // WEBSOCKET_MAX_CONNECTIONS, WEBSOCKET_HANDSHAKE_TIMEOUT,
 // WEBSOCKET_RATE_LIMIT and WEBSOCKET_RATE_BURST. A malformed value
 // is an error that names the variable.
-func SettingsFromEnv() (Settings, error) { return transport.FromEnv() }
+func SettingsFromEnv() (Settings, error) { return serve.FromEnv() }
 
 // Settings are the connection-level settings (heartbeat, timeouts, limits,
 // origins) of Config.Settings.
-type Settings = transport.Config
+type Settings = serve.Config

@@ -12,9 +12,9 @@ import (
 
 	"github.com/troupehq/troupe/internal/hub"
 	"github.com/troupehq/troupe/internal/router"
+	"github.com/troupehq/troupe/internal/serve"
 	"github.com/troupehq/troupe/internal/session"
 	"github.com/troupehq/troupe/internal/wire"
-	"github.com/troupehq/troupe/transport"
 	"github.com/troupehq/troupe/typed"
 )
 
@@ -23,7 +23,7 @@ import (
 type Server struct {
 	cfg     Config
 	sys     *session.System
-	http    *transport.Handler
+	http    *serve.Handler
 	rooms   *hub.Manager
 	router  *router.Router[*Context]
 	metrics *metrics
@@ -41,7 +41,7 @@ func New(cfg Config) (*Server, error) {
 	srv := &Server{cfg: cfg, router: router.NewRouter[*Context]()}
 	srv.metrics = newMetrics(srv)
 	srv.sys = session.NewSystem(cfg.Settings.Logger)
-	h, err := transport.NewHandler(srv.sys, cfg.Settings, transport.Hooks{
+	h, err := serve.NewHandler(srv.sys, cfg.Settings, serve.Hooks{
 		Authorize: srv.authorize(),
 		OnOpen:    cfg.OnOpen,
 		OnFrame:   srv.onFrame,

@@ -20,7 +20,7 @@ set -euo pipefail
 
 usage() {
 	cat <<'EOF'
-usage: bench/run.sh [-d DURATION] [-n ROUNDS] [-s SCENARIOS] [-o DIR] [-p]
+usage: bench/run.sh [-d DURATION] [-n ROUNDS] [-s SCENARIOS] [-o DIR] [-p] [-b REV]
 
   -d DURATION   measured window of echo and fanout (env DURATION, default 5s)
   -n ROUNDS     rounds of baseline+Troupe runs (env ROUNDS, default 3)
@@ -47,6 +47,7 @@ ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-fanout-10x100,fanout-10x100-batch,fanout-1x2000,fanout-1x2000-batch,echo,conns,overload}
 OUT=${OUT:-}
 PROFILE=${PROFILE:-}
+BEFORE=${BEFORE:-}
 WSLOAD_DIR=${WSLOAD_DIR:-$repo/../shared/bench/wsload}
 SERVER_CPU=${SERVER_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
@@ -57,13 +58,14 @@ HOLD=${HOLD:-3s}
 CONNS=${CONNS:-10000}
 QUIET_WAIT=${QUIET_WAIT:-60}
 
-while getopts "d:n:s:o:ph" opt; do
+while getopts "d:n:s:o:pb:h" opt; do
 	case $opt in
 	d) DURATION=$OPTARG ;;
 	n) ROUNDS=$OPTARG ;;
 	s) SCENARIOS=$OPTARG ;;
 	o) OUT=$OPTARG ;;
 	p) PROFILE=1 ;;
+	b) BEFORE=$OPTARG ;;
 	h) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
@@ -314,7 +316,16 @@ GO
 echo "building wsload, benchserver and baseline into $work" >&2
 [[ -d $WSLOAD_DIR ]] || { echo "wsload not found in $WSLOAD_DIR (set WSLOAD_DIR)" >&2; exit 1; }
 (cd "$WSLOAD_DIR" && go build -o "$work/wsload" .)
-(cd "$repo" && go build -o "$work/benchserver" ./examples/benchserver && go build -o "$work/baseline" ./bench/baseline)
+if [[ -n $BEFORE ]]; then
+	# The baseline is Troupe itself at another revision.
+	echo "building the benchserver of $BEFORE as the baseline" >&2
+	git -C "$repo" worktree add -q --detach "$work/before" "$BEFORE"
+	(cd "$work/before" && go build -o "$work/baseline" ./examples/benchserver)
+	git -C "$repo" worktree remove --force "$work/before"
+	(cd "$repo" && go build -o "$work/benchserver" ./examples/benchserver)
+else
+	(cd "$repo" && go build -o "$work/benchserver" ./examples/benchserver && go build -o "$work/baseline" ./bench/baseline)
+fi
 write_summarizer "$work/summarize.go"
 
 # scenario_args prints the wsload arguments of a scenario.

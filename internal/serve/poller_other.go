@@ -1,6 +1,6 @@
 //go:build !linux
 
-package transport
+package serve
 
 // poller is Linux's (poller_linux.go); elsewhere an idle connection's read
 // loop waits on a goroutine of its own.

@@ -1,4 +1,4 @@
-package transport
+package serve
 
 // The handler's workers run the connections' callbacks. A connection with
 // messages waiting is handed to an idle worker, or to a new one if none is

@@ -1,8 +1,8 @@
-// Package transport serves WebSocket connections over HTTP with
+// Package serve serves client connections: WebSocket connections over HTTP with
 // coder/websocket and turns each one into a session actor: the upgrade
 // handshake and origin check, the read loop, heartbeats and idle timeouts,
 // the message size limit, and graceful or immediate shutdown.
-package transport
+package serve
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package transport_test
+package serve_test
 
 import (
 	"slices"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/troupehq/troupe/transport"
+	"github.com/troupehq/troupe/internal/serve"
 )
 
 // lookup serves an environment from a map, as FromLookup expects.
@@ -17,9 +17,9 @@ func lookup(env map[string]string) func(string) (string, bool) {
 	}
 }
 
-func mustLoad(t *testing.T, env map[string]string) transport.Config {
+func mustLoad(t *testing.T, env map[string]string) serve.Config {
 	t.Helper()
-	c, err := transport.FromLookup(lookup(env))
+	c, err := serve.FromLookup(lookup(env))
 	if err != nil {
 		t.Fatalf("FromLookup(%v): %v", env, err)
 	}
@@ -74,11 +74,11 @@ func TestFromLookupDurations(t *testing.T) {
 		{" 20s ", 20 * time.Second},
 		{"7\n", 7 * time.Second},
 	}
-	fields := map[string]func(transport.Config) time.Duration{
-		"WEBSOCKET_PING_INTERVAL": func(c transport.Config) time.Duration { return c.PingInterval },
-		"WEBSOCKET_PONG_TIMEOUT":  func(c transport.Config) time.Duration { return c.PongTimeout },
-		"WEBSOCKET_IDLE_TIMEOUT":  func(c transport.Config) time.Duration { return c.IdleTimeout },
-		"WEBSOCKET_WRITE_TIMEOUT": func(c transport.Config) time.Duration { return c.WriteTimeout },
+	fields := map[string]func(serve.Config) time.Duration{
+		"WEBSOCKET_PING_INTERVAL": func(c serve.Config) time.Duration { return c.PingInterval },
+		"WEBSOCKET_PONG_TIMEOUT":  func(c serve.Config) time.Duration { return c.PongTimeout },
+		"WEBSOCKET_IDLE_TIMEOUT":  func(c serve.Config) time.Duration { return c.IdleTimeout },
+		"WEBSOCKET_WRITE_TIMEOUT": func(c serve.Config) time.Duration { return c.WriteTimeout },
 	}
 	for name, field := range fields {
 		for _, v := range values {
@@ -172,7 +172,7 @@ func TestFromLookupRejectsMalformedValues(t *testing.T) {
 	}
 
 	for _, tc := range cases {
-		_, err := transport.FromLookup(lookup(map[string]string{
+		_, err := serve.FromLookup(lookup(map[string]string{
 			tc.name: tc.value,
 			// A valid variable beside the bad one must not hide the error.
 			"WEBSOCKET_ALLOWED_ORIGINS": "example.com",
@@ -192,7 +192,7 @@ func TestFromLookupRejectsMalformedValues(t *testing.T) {
 func TestFromLookupRejectsUnrepresentableSeconds(t *testing.T) {
 	for _, name := range []string{"WEBSOCKET_PING_INTERVAL", "WEBSOCKET_IDLE_TIMEOUT", "WEBSOCKET_PONG_TIMEOUT", "WEBSOCKET_WRITE_TIMEOUT"} {
 		for _, v := range []string{"NaN", "Inf", "+Inf", "1e300", "1e400", "9223372036.854776"} {
-			c, err := transport.FromLookup(lookup(map[string]string{name: v}))
+			c, err := serve.FromLookup(lookup(map[string]string{name: v}))
 			if err == nil {
 				t.Errorf("%s=%q: no error (PingInterval %v, IdleTimeout %v), want one naming the variable",
 					name, v, c.PingInterval, c.IdleTimeout)
@@ -209,7 +209,7 @@ func TestFromEnvReadsProcessEnvironment(t *testing.T) {
 	t.Setenv("WEBSOCKET_IDLE_TIMEOUT", "90s")
 	t.Setenv("WEBSOCKET_MAX_MESSAGE_SIZE", "4096")
 	t.Setenv("WEBSOCKET_AUTO_PING_PONG", "false")
-	c, err := transport.FromEnv()
+	c, err := serve.FromEnv()
 	if err != nil {
 		t.Fatalf("FromEnv: %v", err)
 	}
@@ -218,7 +218,7 @@ func TestFromEnvReadsProcessEnvironment(t *testing.T) {
 	}
 
 	t.Setenv("WEBSOCKET_PING_INTERVAL", "soon")
-	if _, err := transport.FromEnv(); err == nil || !strings.Contains(err.Error(), "WEBSOCKET_PING_INTERVAL") {
+	if _, err := serve.FromEnv(); err == nil || !strings.Contains(err.Error(), "WEBSOCKET_PING_INTERVAL") {
 		t.Fatalf("FromEnv with WEBSOCKET_PING_INTERVAL=soon: %v, want an error naming it", err)
 	}
 }

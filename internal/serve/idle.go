@@ -1,4 +1,4 @@
-package transport
+package serve
 
 // What an idle connection holds while it waits for its client.
 //

@@ -1,4 +1,4 @@
-package transport_test
+package serve_test
 
 import (
 	"log/slog"
@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe/internal/session"
-	"github.com/troupehq/troupe/transport"
+	"github.com/troupehq/troupe/internal/serve"
 )
 
 // TestFromLookupLimitDefaults checks that a server configured from an empty
@@ -74,7 +74,7 @@ func TestFromLookupRateLimitZeroDisables(t *testing.T) {
 
 	sys := session.NewSystem(slog.New(slog.DiscardHandler))
 	defer sys.Shutdown()
-	h, err := transport.NewHandler(sys, mustLoad(t, map[string]string{"WEBSOCKET_RATE_LIMIT": "0"}), transport.Hooks{})
+	h, err := serve.NewHandler(sys, mustLoad(t, map[string]string{"WEBSOCKET_RATE_LIMIT": "0"}), serve.Hooks{})
 	if err != nil {
 		t.Fatalf("NewHandler: %v", err)
 	}
@@ -92,7 +92,7 @@ func TestFromLookupRejectsMalformedLimits(t *testing.T) {
 	}
 	for name, values := range cases {
 		for _, v := range values {
-			c, err := transport.FromLookup(lookup(map[string]string{
+			c, err := serve.FromLookup(lookup(map[string]string{
 				name: v,
 				// A valid variable beside the bad one must not hide the error.
 				"WEBSOCKET_MAX_MESSAGE_SIZE": "4096",
@@ -114,7 +114,7 @@ func TestFromEnvReadsLimits(t *testing.T) {
 	t.Setenv("WEBSOCKET_HANDSHAKE_TIMEOUT", "1s")
 	t.Setenv("WEBSOCKET_RATE_LIMIT", "50")
 	t.Setenv("WEBSOCKET_RATE_BURST", "10")
-	c, err := transport.FromEnv()
+	c, err := serve.FromEnv()
 	if err != nil {
 		t.Fatalf("FromEnv: %v", err)
 	}
@@ -124,7 +124,7 @@ func TestFromEnvReadsLimits(t *testing.T) {
 	}
 
 	t.Setenv("WEBSOCKET_RATE_LIMIT", "NaN")
-	if _, err := transport.FromEnv(); err == nil || !strings.Contains(err.Error(), "WEBSOCKET_RATE_LIMIT") {
+	if _, err := serve.FromEnv(); err == nil || !strings.Contains(err.Error(), "WEBSOCKET_RATE_LIMIT") {
 		t.Fatalf("FromEnv with WEBSOCKET_RATE_LIMIT=NaN: %v, want an error naming it", err)
 	}
 }

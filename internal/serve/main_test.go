@@ -1,4 +1,4 @@
-package transport_test
+package serve_test
 
 import (
 	"testing"
