@@ -3,17 +3,26 @@ package troupe
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
-
-	"github.com/troupehq/troupe/internal/serve"
 )
 
-// Config configures a Server. Every field is optional.
+// Config configures a Server. Every field is optional, and Config and its
+// Settings share one convention: the zero value of a field means its
+// default (given in the field's comment); a negative value means off for a
+// timer and no limit for a limit. A field that cannot be off says so, and
+// Validate (which New calls) rejects a negative value for it.
 type Config struct {
-	// Settings are the connection-level settings; unset fields take their
-	// defaults. SettingsFromEnv reads them from WEBSOCKET_* variables.
+	// Settings are the connection-level settings (heartbeat, timeouts,
+	// limits, origins). SettingsFromEnv reads them from WEBSOCKET_*
+	// variables.
 	Settings Settings
+
+	// Logger receives Troupe's own logs (default slog.Default()); the actor
+	// library's informational chatter is held back below Warn.
+	Logger *slog.Logger
 
 	// Authorize runs on the HTTP upgrade request, before any WebSocket is
 	// made. Returning an error refuses the connection with 401, or 403 if
@@ -65,16 +74,18 @@ type Config struct {
 	// resume from a sequence number), room.publish, room.leave,
 	// room.history and presence.diff. See the README for the wire format.
 	RoomProtocol bool
-	// HistoryMessages and HistoryBytes bound what each room keeps for
-	// resume and room.history (defaults 1000 messages, 1 MiB).
+	// HistoryMessages bounds the messages each room keeps for resume and
+	// room.history. Default 1000; it cannot be off.
 	HistoryMessages int
-	HistoryBytes    int
-	// HistoryRetention is how long an empty room's sequence and history
-	// are kept for members that come back (default 5 minutes; negative:
-	// not kept).
+	// HistoryBytes bounds the payload bytes each room keeps for resume and
+	// room.history. Default 1 MiB; it cannot be off.
+	HistoryBytes int
+	// HistoryRetention is how long an empty room's sequence and history are
+	// kept for members that come back. Default 5 minutes; negative: off
+	// (not kept).
 	HistoryRetention time.Duration
 	// NewHistory replaces the in-memory history, for example with a
-	// durable store.
+	// durable store; HistoryMessages and HistoryBytes then do not apply.
 	NewHistory func(room string) History
 	// Backplane lets the room protocol's rooms span several server nodes:
 	// members connected to different nodes see one order, one gap-free
@@ -83,24 +94,49 @@ type Config struct {
 	// every room in this process. It needs RoomProtocol. Close the
 	// backplane after Shutdown.
 	Backplane Backplane
-	// MaxMetaBytes bounds the meta a member sends with room.join (default
-	// 1024).
+	// MaxMetaBytes bounds the meta a member sends with room.join. Default
+	// 1024; it cannot be off.
 	MaxMetaBytes int
 
 	// MaxRoomsPerSession bounds the rooms one session can be in; a join
-	// beyond it fails with code "too_many_rooms" (default 100, negative: no
-	// limit).
+	// beyond it fails with code "too_many_rooms". Default 100; negative: no
+	// limit.
 	MaxRoomsPerSession int
 	// MaxRoomMembers bounds the members of one room; a join beyond it fails
-	// with code "room_full" (default 10000, negative: no limit).
+	// with code "room_full". Default 10000; negative: no limit.
 	MaxRoomMembers int
 }
 
 // Room limit defaults.
 const (
-	DefaultMaxRoomsPerSession = 100
-	DefaultMaxRoomMembers     = 10000
+	defaultMaxRoomsPerSession = 100
+	defaultMaxRoomMembers     = 10000
 )
+
+// Validate reports a configuration that cannot work: a negative value for
+// a field that cannot be off, or a Backplane without RoomProtocol. New
+// calls it.
+func (c Config) Validate() error {
+	if err := c.Settings.validate(); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name  string
+		value int
+	}{
+		{"HistoryMessages", c.HistoryMessages},
+		{"HistoryBytes", c.HistoryBytes},
+		{"MaxMetaBytes", c.MaxMetaBytes},
+	} {
+		if f.value < 0 {
+			return fmt.Errorf("troupe: Config.%s is negative; it cannot be off", f.name)
+		}
+	}
+	if c.Backplane != nil && !c.RoomProtocol {
+		return errBackplaneNeedsProtocol
+	}
+	return nil
+}
 
 // ErrForbidden, wrapped in an error returned by Config.Authorize, refuses
 // the upgrade with 403 instead of 401.
@@ -109,17 +145,3 @@ var ErrForbidden = errors.New("troupe: forbidden")
 var errNoSession = errors.New("troupe: no such session")
 
 var errBackplaneNeedsProtocol = errors.New("troupe: Config.Backplane needs RoomProtocol")
-
-// SettingsFromEnv returns the default settings overridden by the process
-// environment: WEBSOCKET_PING_INTERVAL, WEBSOCKET_AUTO_PING_PONG,
-// WEBSOCKET_PONG_TIMEOUT, WEBSOCKET_IDLE_TIMEOUT, WEBSOCKET_MAX_MESSAGE_SIZE,
-// WEBSOCKET_WRITE_TIMEOUT, WEBSOCKET_SEND_QUEUE_MESSAGES,
-// WEBSOCKET_SEND_QUEUE_BYTES, WEBSOCKET_ALLOWED_ORIGINS,
-// WEBSOCKET_MAX_CONNECTIONS, WEBSOCKET_HANDSHAKE_TIMEOUT,
-// WEBSOCKET_RATE_LIMIT and WEBSOCKET_RATE_BURST. A malformed value
-// is an error that names the variable.
-func SettingsFromEnv() (Settings, error) { return serve.FromEnv() }
-
-// Settings are the connection-level settings (heartbeat, timeouts, limits,
-// origins) of Config.Settings.
-type Settings = serve.Config

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -31,17 +32,19 @@ type Server struct {
 	stopOnce sync.Once
 }
 
-// New returns a server ready to be mounted. It fails only on settings that
-// cannot work.
+// New returns a server ready to be mounted. It fails only on a
+// configuration that cannot work (see Config.Validate).
 func New(cfg Config) (*Server, error) {
-	if cfg.Backplane != nil && !cfg.RoomProtocol {
-		return nil, errBackplaneNeedsProtocol
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	cfg.Settings = cfg.Settings.WithDefaults()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	srv := &Server{cfg: cfg, router: router.NewRouter[*Context]()}
 	srv.metrics = newMetrics(srv)
-	srv.sys = session.NewSystem(cfg.Settings.Logger)
-	h, err := serve.NewHandler(srv.sys, cfg.Settings, serve.Hooks{
+	srv.sys = session.NewSystem(cfg.Logger)
+	h, err := serve.NewHandler(srv.sys, cfg.Settings.transportConfig(cfg.Logger), serve.Hooks{
 		Authorize: srv.authorize(),
 		OnOpen:    cfg.OnOpen,
 		OnFrame:   srv.onFrame,
@@ -76,8 +79,8 @@ func New(cfg Config) (*Server, error) {
 		NewHistory:         cfg.NewHistory,
 		Retention:          cfg.HistoryRetention,
 		Backplane:          cfg.Backplane,
-		MaxMembers:         limit(cfg.MaxRoomMembers, DefaultMaxRoomMembers),
-		MaxRoomsPerSession: limit(cfg.MaxRoomsPerSession, DefaultMaxRoomsPerSession),
+		MaxMembers:         limit(cfg.MaxRoomMembers, defaultMaxRoomMembers),
+		MaxRoomsPerSession: limit(cfg.MaxRoomsPerSession, defaultMaxRoomsPerSession),
 	})
 	if cfg.RoomProtocol {
 		srv.registerRoomProtocol()
@@ -100,9 +103,6 @@ func limit(v, def int) int {
 // ServeHTTP upgrades the request to a WebSocket and serves it until it
 // closes.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { srv.http.ServeHTTP(w, r) }
-
-// Settings returns the connection settings in effect, defaults applied.
-func (srv *Server) Settings() Settings { return srv.http.Config() }
 
 func (srv *Server) authorize() func(*http.Request) (string, int, error) {
 	if srv.cfg.Authorize == nil {
@@ -208,23 +208,45 @@ func (srv *Server) resolve(s *Session, env *typed.Envelope) bool {
 
 // Shutdown stops the server gracefully: no new connections (503), close 1001
 // to every session after its queued messages, then rooms stop. Sessions
-// still open when ctx ends are dropped and ctx's error is returned. It is
-// idempotent and may be called from any goroutine, handlers included.
+// still open when ctx ends are dropped and ctx's error is returned at once;
+// rooms then stop once the last of them has ended. It is idempotent and may
+// be called from any goroutine; from a handler, call it on a goroutine of
+// its own (or with a ctx that has a deadline): it waits for the handler's
+// own session, which ends only once the handler has returned.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	err := srv.http.Shutdown(ctx)
-	srv.stop(ctx)
+	srv.stopAfterSessions(ctx)
 	return err
 }
 
 // Close stops the server at once: every connection is dropped without a
 // close handshake (ShutdownNow) and rooms stop. Idempotent; safe from any
-// goroutine.
+// goroutine, handlers included: it does not wait for sessions whose
+// handler is running (they end when it returns), and rooms stop once the
+// last of them has ended.
 func (srv *Server) Close() error {
 	srv.http.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	srv.stop(ctx)
+	srv.stopAfterSessions(ctx)
 	return nil
+}
+
+// stopAfterSessions stops rooms and the actor system once no session is
+// left: now, or when the last one ends if some are still ending.
+func (srv *Server) stopAfterSessions(ctx context.Context) {
+	now, cancel := context.WithCancel(context.Background())
+	cancel()
+	if srv.http.Shutdown(now) == nil { // nil with ctx done: no session left
+		srv.stop(ctx)
+		return
+	}
+	go func() {
+		_ = srv.http.Shutdown(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.stop(ctx)
+	}()
 }
 
 func (srv *Server) stop(ctx context.Context) {

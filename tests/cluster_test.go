@@ -18,23 +18,21 @@ import (
 // its own node of one memory.Cluster, and real clients on each.
 
 // startCluster starts n servers sharing one cluster; it returns them and
-// their nodes.
-func startCluster(t *testing.T, n, history int) ([]*testServer, []*memory.Node) {
+// the cluster, whose node "node-<i>" is the backplane of servers[i].
+func startCluster(t *testing.T, n, history int) ([]*testServer, *memory.Cluster) {
 	t.Helper()
 	c := memory.NewCluster(history)
 	servers := make([]*testServer, n)
-	nodes := make([]*memory.Node, n)
 	for i := range n {
-		nodes[i] = c.Node(fmt.Sprintf("node-%d", i))
 		servers[i] = startServer(t, troupe.Config{
 			RoomProtocol:    true,
 			HistoryMessages: history,
-			Backplane:       nodes[i],
+			Backplane:       c.Node(fmt.Sprintf("node-%d", i)),
 			Authorize:       func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
 			Settings:        troupe.Settings{MaxQueuedMessages: 10000},
 		})
 	}
-	return servers, nodes
+	return servers, c
 }
 
 // resumeRoom joins room again on p's connection, asking for the messages
@@ -106,7 +104,7 @@ func TestClusterResumeOnAnotherNode(t *testing.T) {
 // the members of a node that goes away vanish from the others' lists.
 func TestClusterPresence(t *testing.T) {
 	const room = "presence"
-	servers, nodes := startCluster(t, 3, 100)
+	servers, cluster := startCluster(t, 3, 100)
 	a := servers[0].dialPeer(t, "a", "alice")
 	a.joinRoom(t, room, nil, map[string]string{"color": "red"})
 	b := servers[1].dialPeer(t, "b", "bob")
@@ -135,7 +133,7 @@ func TestClusterPresence(t *testing.T) {
 	waitMembers(t, c, room, []string{"alice", "carol"})
 
 	// Node 2 goes away with carol on it.
-	_ = nodes[2].Close()
+	_ = cluster.Close("node-2")
 	waitMembers(t, a, room, []string{"alice"})
 
 	// Every message reached a member who knew its sender.
@@ -161,7 +159,7 @@ func waitMembers(t *testing.T, p *peer, room string, want []string) {
 // order.
 func TestClusterFillsGaps(t *testing.T) {
 	const room = "gaps"
-	servers, nodes := startCluster(t, 2, 100)
+	servers, cluster := startCluster(t, 2, 100)
 	pub := servers[0].dialPeer(t, "pub", "pub")
 	pub.joinRoom(t, room, nil, nil)
 	far := servers[1].dialPeer(t, "far", "far")
@@ -169,7 +167,7 @@ func TestClusterFillsGaps(t *testing.T) {
 	pub.publish(t, room, 0)
 	far.waitSeq(t, room, 1)
 
-	nodes[1].LoseDeliveries(3)
+	cluster.LoseDeliveries("node-1", 3)
 	for i := 1; i < 10; i++ {
 		pub.publish(t, room, i)
 	}
@@ -179,13 +177,9 @@ func TestClusterFillsGaps(t *testing.T) {
 	}
 }
 
-// memNode names memory.Node as an embedded field that does not hide the
-// Node method.
-type memNode = memory.Node
-
 // flakyNode is a cluster node whose backplane calls fail while told to.
 type flakyNode struct {
-	*memNode
+	rooms.Backplane
 	failFollow  atomic.Bool
 	failPublish atomic.Bool
 }
@@ -194,14 +188,14 @@ func (n *flakyNode) Follow(ctx context.Context, room string, deliver func(rooms.
 	if n.failFollow.Load() {
 		return nil, errors.New("no cluster")
 	}
-	return n.memNode.Follow(ctx, room, deliver)
+	return n.Backplane.Follow(ctx, room, deliver)
 }
 
 func (n *flakyNode) Publish(ctx context.Context, room string, count int, build func(uint64) [][]byte) (uint64, error) {
 	if n.failPublish.Load() {
 		return 0, errors.New("no leader")
 	}
-	return n.memNode.Publish(ctx, room, count, build)
+	return n.Backplane.Publish(ctx, room, count, build)
 }
 
 // TestClusterUnavailable checks that when the backplane fails, clients are
@@ -209,7 +203,7 @@ func (n *flakyNode) Publish(ctx context.Context, room string, count int, build f
 // published in silence, and the room works again once the backplane does.
 func TestClusterUnavailable(t *testing.T) {
 	const room = "flaky"
-	node := &flakyNode{memNode: memory.NewCluster(100).Node("only")}
+	node := &flakyNode{Backplane: memory.NewCluster(100).Node("only")}
 	h := startServer(t, troupe.Config{RoomProtocol: true, Backplane: node})
 	p := h.dialPeer(t, "p", "")
 
@@ -288,7 +282,7 @@ func TestClusterBroadcast(t *testing.T) {
 // from the log first, and the client gets exactly what it missed.
 func TestClusterResumeOnLaggingNode(t *testing.T) {
 	const room = "lagging"
-	servers, nodes := startCluster(t, 2, 100)
+	servers, cluster := startCluster(t, 2, 100)
 	pub := servers[0].dialPeer(t, "pub", "pub")
 	pub.joinRoom(t, room, nil, nil)
 	stay := servers[1].dialPeer(t, "stay", "stay")
@@ -296,7 +290,7 @@ func TestClusterResumeOnLaggingNode(t *testing.T) {
 	pub.publish(t, room, 1)
 	stay.waitSeq(t, room, 1)
 
-	nodes[1].LoseDeliveries(3)
+	cluster.LoseDeliveries("node-1", 3)
 	for i := 2; i <= 4; i++ {
 		pub.publish(t, room, i)
 	}

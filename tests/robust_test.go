@@ -74,7 +74,7 @@ const robustWriteTimeout = 2 * time.Second
 func TestRobustBattery(t *testing.T) {
 	h := startServer(t, benchConfig(troupe.Settings{WriteTimeout: robustWriteTimeout}), smallSendBuffers())
 	registerBench(h.srv)
-	maxSize := int(h.srv.Settings().MaxMessageSize)
+	const maxSize = 65536 // the default Settings.MaxMessageSize
 
 	errorCases := []struct {
 		name   string
@@ -417,7 +417,7 @@ func newRoomReader(c *client) *roomReader {
 }
 
 // scan decodes the frames that arrived since the last scan.
-func (r *roomReader) scan(t *testing.T) (n int, end error, changed <-chan struct{}) {
+func (r *roomReader) scan(t *testing.T) (n int, changed <-chan struct{}, end error) {
 	t.Helper()
 	r.c.mu.Lock()
 	frames := r.c.frames[r.scanned:]
@@ -433,7 +433,7 @@ func (r *roomReader) scan(t *testing.T) (n int, end error, changed <-chan struct
 			t.Fatalf("%s: got %q during the flood: %s", r.c.name, e.Type, e.Payload)
 		}
 	}
-	return len(r.msgs), end, changed
+	return len(r.msgs), changed, end
 }
 
 // wait waits until n room messages arrived, for at most limit: a room that
@@ -443,7 +443,7 @@ func (r *roomReader) wait(t *testing.T, n int, limit time.Duration) {
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
 	for {
-		got, end, changed := r.scan(t)
+		got, changed, end := r.scan(t)
 		if got >= n {
 			return
 		}

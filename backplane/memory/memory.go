@@ -1,6 +1,6 @@
-// Package memory is a rooms.Backplane that joins the room Managers of one
-// process: each Node stands for a server node, and the Cluster is the log
-// and presence they share. It exists so that everything a multi-node
+// Package memory is a rooms.Backplane that joins the servers of one
+// process: each node (Cluster.Node) stands for a server node, and the
+// Cluster is the log and presence they share. It exists so that everything a multi-node
 // deployment does (one order, one gap-free sequence, resume on another node,
 // presence across nodes, a node going away) can be tested without a
 // network; github.com/troupehq/troupe/backplane/nats is the one to deploy.
@@ -18,17 +18,20 @@ import (
 	"github.com/troupehq/troupe/rooms"
 )
 
-// ErrClosed is returned by the methods of a closed Node.
+// ErrClosed is returned by the backplane methods of a closed node.
 var ErrClosed = errors.New("memory: node closed")
 
-// Cluster is the shared state of the Nodes: a log per room, bounded to
-// the history length, and every node's announced members.
+// Cluster is the shared state of its nodes: a log per room, bounded to the
+// history length, and every node's announced members.
 type Cluster struct {
 	historyLength int
 	epoch         string
 
 	mu    sync.Mutex
 	rooms map[string]*roomLog
+
+	nodesMu sync.Mutex // guards nodes
+	nodes   map[string]*node
 }
 
 type roomLog struct {
@@ -46,7 +49,7 @@ type signalWatcher struct {
 }
 
 type follower struct {
-	n       *Node
+	n       *node
 	deliver func(rooms.Entry)
 }
 
@@ -63,7 +66,8 @@ func NewCluster(historyLength int) *Cluster {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &Cluster{historyLength: historyLength, epoch: hex.EncodeToString(b[:]), rooms: make(map[string]*roomLog)}
+	return &Cluster{historyLength: historyLength, epoch: hex.EncodeToString(b[:]),
+		rooms: make(map[string]*roomLog), nodes: make(map[string]*node)}
 }
 
 func (c *Cluster) room(name string) *roomLog {
@@ -76,15 +80,36 @@ func (c *Cluster) room(name string) *roomLog {
 	return r
 }
 
-// Node returns a new member of the cluster named name, to be given to one
-// Manager (troupe.Config.Backplane). Names must be unique.
-func (c *Cluster) Node(name string) *Node {
-	return &Node{c: c, name: name}
+// Node returns the cluster's node named name, made on the first call for
+// that name: the backplane of one server (troupe.Config.Backplane). The
+// same name gives the same node, closed or not.
+func (c *Cluster) Node(name string) rooms.Backplane { return c.node(name) }
+
+func (c *Cluster) node(name string) *node {
+	c.nodesMu.Lock()
+	defer c.nodesMu.Unlock()
+	n := c.nodes[name]
+	if n == nil {
+		n = &node{c: c, name: name}
+		c.nodes[name] = n
+	}
+	return n
 }
 
-// Node is one server node's view of a Cluster. It implements
+// Close takes the node named name out of the cluster, as if its process
+// died: its members vanish from the other nodes' presence, its feeds stop,
+// and its backplane methods return ErrClosed from then on.
+func (c *Cluster) Close(name string) error { return c.node(name).close() }
+
+// LoseDeliveries makes the feeds of the node named name miss the next
+// count messages published to the cluster, as a network that dropped them
+// would: the rooms of that node must notice the gap and fetch what they
+// missed from the log.
+func (c *Cluster) LoseDeliveries(name string, count int) { c.node(name).skip.Add(int64(count)) }
+
+// node is one server node's view of a Cluster. It implements
 // rooms.Backplane.
-type Node struct {
+type node struct {
 	c    *Cluster
 	name string
 
@@ -94,18 +119,13 @@ type Node struct {
 	skip   atomic.Int64 // deliveries to lose, see LoseDeliveries
 }
 
-// LoseDeliveries makes the node's feeds miss the next n messages published
-// to the cluster, as a network that dropped them would: the rooms of this
-// node must notice the gap and fetch what they missed from the log.
-func (n *Node) LoseDeliveries(count int) { n.skip.Add(int64(count)) }
-
-var _ rooms.Backplane = (*Node)(nil)
+var _ rooms.Backplane = (*node)(nil)
 
 // Node returns the node's name.
-func (n *Node) Node() string { return n.name }
+func (n *node) Node() string { return n.name }
 
 // Follow implements rooms.Backplane.
-func (n *Node) Follow(_ context.Context, room string, deliver func(rooms.Entry)) (*rooms.Feed, error) {
+func (n *node) Follow(_ context.Context, room string, deliver func(rooms.Entry)) (*rooms.Feed, error) {
 	var backlog []rooms.Entry
 	stop, err := n.subscribe(room, func(r *roomLog, q *serial) {
 		backlog = append([]rooms.Entry(nil), r.entries...)
@@ -120,7 +140,7 @@ func (n *Node) Follow(_ context.Context, room string, deliver func(rooms.Entry))
 // subscribe adds a feed or watch of room under the cluster's lock (add),
 // with the serial queue that will run its calls, and returns the function
 // that stops it and takes it out again (remove).
-func (n *Node) subscribe(room string, add, remove func(r *roomLog, q *serial)) (func(), error) {
+func (n *node) subscribe(room string, add, remove func(r *roomLog, q *serial)) (func(), error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
@@ -143,7 +163,7 @@ func (n *Node) subscribe(room string, add, remove func(r *roomLog, q *serial)) (
 }
 
 // Publish implements rooms.Backplane.
-func (n *Node) Publish(_ context.Context, room string, count int, build func(first uint64) [][]byte) (uint64, error) {
+func (n *node) Publish(_ context.Context, room string, count int, build func(first uint64) [][]byte) (uint64, error) {
 	if n.isClosed() {
 		return 0, ErrClosed
 	}
@@ -175,7 +195,7 @@ func (n *Node) Publish(_ context.Context, room string, count int, build func(fir
 }
 
 // Announce implements rooms.Backplane.
-func (n *Node) Announce(room string, members []rooms.PresenceEntry) error {
+func (n *node) Announce(room string, members []rooms.PresenceEntry) error {
 	if n.isClosed() {
 		return ErrClosed
 	}
@@ -205,7 +225,7 @@ func (c *Cluster) announce(node, room string, members []rooms.PresenceEntry) {
 }
 
 // WatchPresence implements rooms.Backplane.
-func (n *Node) WatchPresence(room string, fn func(node string, members []rooms.PresenceEntry)) (func(), error) {
+func (n *node) WatchPresence(room string, fn func(node string, members []rooms.PresenceEntry)) (func(), error) {
 	return n.subscribe(room, func(r *roomLog, q *serial) {
 		r.watchers[q] = watcher{node: n.name, fn: fn}
 		for node, list := range r.presence {
@@ -217,7 +237,7 @@ func (n *Node) WatchPresence(room string, fn func(node string, members []rooms.P
 }
 
 // Signal implements rooms.Backplane.
-func (n *Node) Signal(room string, data []byte) error {
+func (n *node) Signal(room string, data []byte) error {
 	if n.isClosed() {
 		return ErrClosed
 	}
@@ -235,15 +255,14 @@ func (n *Node) Signal(room string, data []byte) error {
 }
 
 // WatchSignals implements rooms.Backplane.
-func (n *Node) WatchSignals(room string, fn func([]byte)) (func(), error) {
+func (n *node) WatchSignals(room string, fn func([]byte)) (func(), error) {
 	return n.subscribe(room, func(r *roomLog, q *serial) {
 		r.signals[q] = signalWatcher{node: n.name, fn: fn}
 	}, func(r *roomLog, q *serial) { delete(r.signals, q) })
 }
 
-// Close takes the node out of the cluster, as if its process died: its
-// members vanish from the other nodes' presence, its feeds stop.
-func (n *Node) Close() error {
+// close takes the node out of the cluster (Cluster.Close).
+func (n *node) close() error {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
@@ -271,20 +290,20 @@ func (n *Node) Close() error {
 	return nil
 }
 
-func (n *Node) isClosed() bool {
+func (n *node) isClosed() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.closed
 }
 
-func (n *Node) track(q *serial) {
+func (n *node) track(q *serial) {
 	if n.subs == nil {
 		n.subs = make(map[*serial]struct{})
 	}
 	n.subs[q] = struct{}{}
 }
 
-func (n *Node) untrack(q *serial) {
+func (n *node) untrack(q *serial) {
 	n.mu.Lock()
 	delete(n.subs, q)
 	n.mu.Unlock()
@@ -293,7 +312,7 @@ func (n *Node) untrack(q *serial) {
 // serial runs the calls pushed to it one at a time, in order, on a
 // goroutine that exists only while calls are waiting: a feed's deliver and
 // a watch's fn are never called concurrently and never under a lock, so
-// they may call back into the Node.
+// they may call back into the node.
 type serial struct {
 	mu      sync.Mutex
 	q       []func()

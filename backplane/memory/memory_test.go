@@ -79,7 +79,7 @@ func TestPublishFollow(t *testing.T) {
 
 	var wg sync.WaitGroup
 	got := make(chan uint64, 200)
-	for _, n := range []*Node{a, b, a, b} {
+	for _, n := range []rooms.Backplane{a, b, a, b} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -163,7 +163,7 @@ func TestPresence(t *testing.T) {
 	if u := next(); u.node != "a" || !slices.Equal(u.keys, []string{"s1", "s2"}) {
 		t.Fatalf("got %+v, want a's [s1 s2] (and never a's own list passed to a)", u)
 	}
-	_ = a.Close()
+	_ = c.Close("a")
 	if u := next(); u.node != "a" || u.keys != nil {
 		t.Fatalf("after a's Close got %+v, want a's list gone", u)
 	}
@@ -203,5 +203,43 @@ func TestSignals(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a did not get b's signal")
+	}
+}
+
+// TestNodeByName checks that a name gives the same node every time, that
+// Close and LoseDeliveries act on the node of that name only, and that a
+// closed node stays closed.
+func TestNodeByName(t *testing.T) {
+	c := NewCluster(0)
+	ctx := context.Background()
+	if c.Node("a") != c.Node("a") || c.Node("a") == c.Node("b") {
+		t.Fatal("Node does not give one node per name")
+	}
+	fa, fb := newCollect(), newCollect()
+	feedA, _ := c.Node("a").Follow(ctx, "r", fa.deliver)
+	defer feedA.Stop()
+	feedB, _ := c.Node("b").Follow(ctx, "r", fb.deliver)
+	defer feedB.Stop()
+	c.LoseDeliveries("a", 1)
+	for range 2 {
+		if _, err := c.Node("b").Publish(ctx, "r", 1, one); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := fb.waitLen(t, 2); !slices.Equal(got, seqs(1, 2)) {
+		t.Fatalf("b's feed saw %v, want 1..2", got)
+	}
+	if got := fa.waitLen(t, 1); !slices.Equal(got, []uint64{2}) {
+		t.Fatalf("a's feed saw %v, want only 2 (it was to lose one delivery)", got)
+	}
+
+	if err := c.Close("a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Node("a").Publish(ctx, "r", 1, one); err != ErrClosed {
+		t.Fatalf("Publish on the node of a closed name: %v, want ErrClosed", err)
+	}
+	if _, err := c.Node("b").Publish(ctx, "r", 1, one); err != nil {
+		t.Fatalf("Publish on b after a's Close: %v", err)
 	}
 }

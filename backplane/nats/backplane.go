@@ -1,4 +1,4 @@
-// Package natsbp implements rooms.Backplane on NATS JetStream, so that one
+// Package nats implements rooms.Backplane on NATS JetStream, so that one
 // room can span several Troupe nodes.
 //
 // Every room is one subject of one stream, troupe.room.<token>, where the
@@ -17,7 +17,7 @@
 // The nodes can connect to a NATS cluster that runs elsewhere
 // (Options.URL), or be that cluster, each starting a nats-server in its own
 // process (Options.Embedded) with routes to the others.
-package natsbp
+package nats
 
 import (
 	"context"
@@ -29,7 +29,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/troupehq/troupe/rooms"
@@ -37,7 +37,7 @@ import (
 
 // ErrClosed is returned (wrapped together with rooms.ErrUnavailable) by a
 // Backplane after Close.
-var ErrClosed = errors.New("natsbp: backplane closed")
+var ErrClosed = errors.New("nats: backplane closed")
 
 var _ rooms.Backplane = (*Backplane)(nil)
 
@@ -47,7 +47,7 @@ type Backplane struct {
 	log    *slog.Logger
 	srv    *server.Server // embedded server, nil when not ours
 	ownSrv bool
-	nc     *nats.Conn
+	nc     *natsgo.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
 
@@ -72,7 +72,7 @@ type Backplane struct {
 
 	// testPublish replaces the publish request in tests, to lose an
 	// acknowledgement on purpose.
-	testPublish func(context.Context, *nats.Msg) (*jetstream.PubAck, error)
+	testPublish func(context.Context, *natsgo.Msg) (*jetstream.PubAck, error)
 
 	presMu    sync.Mutex
 	announced map[string][]byte // token -> encoded non-empty announcement
@@ -89,7 +89,7 @@ func Open(ctx context.Context, opts Options) (*Backplane, error) {
 	}
 	b := &Backplane{
 		cfg:         c,
-		log:         c.Logger.With("component", "natsbp", "node", c.Node),
+		log:         c.Logger.With("component", "nats", "node", c.Node),
 		incarnation: nuid.Next()[:10],
 		quit:        make(chan struct{}),
 		connDone:    make(chan struct{}),
@@ -122,7 +122,7 @@ func Open(ctx context.Context, opts Options) (*Backplane, error) {
 		b.nc.Close()
 		<-b.connDone
 		b.shutdownServer()
-		return nil, fmt.Errorf("natsbp: %w", err)
+		return nil, fmt.Errorf("nats: %w", err)
 	}
 	b.wg.Add(1)
 	go b.presenceLoop()
@@ -131,21 +131,21 @@ func Open(ctx context.Context, opts Options) (*Backplane, error) {
 
 func (b *Backplane) connect(ctx context.Context) error {
 	url := b.cfg.URL
-	nopts := []nats.Option{
-		nats.Name("troupe " + b.cfg.Node),
+	nopts := []natsgo.Option{
+		natsgo.Name("troupe " + b.cfg.Node),
 		// Never give up: a node outlives any one server of the cluster.
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.ClosedHandler(func(*nats.Conn) { close(b.connDone) }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		natsgo.MaxReconnects(-1),
+		natsgo.ReconnectWait(250 * time.Millisecond),
+		natsgo.ClosedHandler(func(*natsgo.Conn) { close(b.connDone) }),
+		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
 			if err != nil && !b.closed.Load() {
 				b.log.Warn("disconnected from NATS", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
+		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
 			b.log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted())
 		}),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
 			subj := ""
 			if sub != nil {
 				subj = sub.Subject
@@ -155,18 +155,18 @@ func (b *Backplane) connect(ctx context.Context) error {
 	}
 	if b.srv != nil {
 		url = ""
-		nopts = append(nopts, nats.InProcessServer(b.srv))
+		nopts = append(nopts, natsgo.InProcessServer(b.srv))
 	}
 	nopts = append(nopts, b.cfg.NATSOptions...)
-	nc, err := nats.Connect(url, nopts...)
+	nc, err := natsgo.Connect(url, nopts...)
 	if err != nil {
-		return fmt.Errorf("natsbp: connect: %w", err)
+		return fmt.Errorf("nats: connect: %w", err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
 		<-b.connDone
-		return fmt.Errorf("natsbp: %w", err)
+		return fmt.Errorf("nats: %w", err)
 	}
 	b.nc, b.js = nc, js
 	if b.cfg.Replicas <= 0 {
@@ -215,14 +215,14 @@ func (b *Backplane) ensureStream(ctx context.Context) error {
 		}
 		last = err
 		if !retryable(err) {
-			return fmt.Errorf("natsbp: stream %s: %w", b.cfg.Stream, err)
+			return fmt.Errorf("nats: stream %s: %w", b.cfg.Stream, err)
 		}
 		if attempt%10 == 9 {
 			b.log.Info("waiting for JetStream", "err", err)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("natsbp: stream %s: %w: %w (last error: %v)", b.cfg.Stream, rooms.ErrUnavailable, ctx.Err(), last)
+			return fmt.Errorf("nats: stream %s: %w: %w (last error: %v)", b.cfg.Stream, rooms.ErrUnavailable, ctx.Err(), last)
 		case <-time.After(backoff(attempt)):
 		}
 	}
@@ -379,7 +379,7 @@ func unavailable(err error) error {
 	if errors.Is(err, rooms.ErrUnavailable) {
 		return err
 	}
-	return fmt.Errorf("natsbp: %w: %w", rooms.ErrUnavailable, err)
+	return fmt.Errorf("nats: %w: %w", rooms.ErrUnavailable, err)
 }
 
 func (b *Backplane) errClosed() error {
@@ -393,11 +393,11 @@ func (b *Backplane) errClosed() error {
 func retryable(err error) bool {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded),
-		errors.Is(err, nats.ErrTimeout),
-		errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, natsgo.ErrTimeout),
+		errors.Is(err, natsgo.ErrNoResponders),
 		errors.Is(err, jetstream.ErrNoStreamResponse),
-		errors.Is(err, nats.ErrConnectionReconnecting),
-		errors.Is(err, nats.ErrDisconnected):
+		errors.Is(err, natsgo.ErrConnectionReconnecting),
+		errors.Is(err, natsgo.ErrDisconnected):
 		return true
 	}
 	var apiErr *jetstream.APIError

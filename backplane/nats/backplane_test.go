@@ -1,4 +1,4 @@
-package natsbp
+package nats
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/troupehq/troupe/rooms"
 	"go.uber.org/goleak"
@@ -220,12 +220,12 @@ func TestPublishRetriedAfterLostAckIsStoredOnce(t *testing.T) {
 // a timeout, as when the acknowledgement is lost on the way back.
 func loseAck(b *Backplane) {
 	var once sync.Once
-	b.testPublish = func(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	b.testPublish = func(ctx context.Context, msg *natsgo.Msg) (*jetstream.PubAck, error) {
 		ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(0))
 		lost := false
 		once.Do(func() { lost = err == nil })
 		if lost {
-			return nil, nats.ErrTimeout
+			return nil, natsgo.ErrTimeout
 		}
 		return ack, err
 	}

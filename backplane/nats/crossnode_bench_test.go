@@ -1,4 +1,4 @@
-package natsbp_test
+package nats_test
 
 import (
 	"encoding/json"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	natsbp "github.com/troupehq/troupe/backplane/nats"
+	"github.com/troupehq/troupe/backplane/nats"
 )
 
 // BenchmarkCrossNodeBytes measures what one room message costs between the
@@ -26,7 +26,7 @@ func BenchmarkCrossNodeBytes(b *testing.B) {
 
 func benchCrossNode(b *testing.B, perNode int) {
 	// Presence repeats would add a little traffic of their own.
-	urls, bps := startNodesWith(b, func(o *natsbp.Options) { o.PresenceInterval = time.Hour })
+	urls, bps := startNodesWith(b, func(o *nats.Options) { o.PresenceInterval = time.Hour })
 	const room = "bytes"
 	var members []*wsClient
 	for i, u := range urls {

@@ -1,4 +1,4 @@
-package natsbp_test
+package nats_test
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/troupehq/troupe"
-	natsbp "github.com/troupehq/troupe/backplane/nats"
+	"github.com/troupehq/troupe/backplane/nats"
 )
 
 // End to end through three Troupe servers, each the node of a three-server
@@ -42,14 +42,14 @@ func startNodes(t testing.TB) []string {
 
 // startNodesWith is startNodes with options of the backplanes adjusted by
 // mod; it returns the backplanes too.
-func startNodesWith(t testing.TB, mod func(*natsbp.Options)) ([]string, []*natsbp.Backplane) {
+func startNodesWith(t testing.TB, mod func(*nats.Options)) ([]string, []*nats.Backplane) {
 	t.Helper()
 	ports := []int{freePort(t), freePort(t), freePort(t)}
 	var routes []string
 	for _, p := range ports {
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
 	}
-	bps := make([]*natsbp.Backplane, 3)
+	bps := make([]*nats.Backplane, 3)
 	errs := make([]error, 3)
 	var wg sync.WaitGroup
 	for i := range 3 {
@@ -58,10 +58,10 @@ func startNodesWith(t testing.TB, mod func(*natsbp.Options)) ([]string, []*natsb
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), e2eWait)
 			defer cancel()
-			opts := natsbp.Options{
+			opts := nats.Options{
 				Node:   fmt.Sprintf("node-%d", i),
 				Logger: slog.New(slog.DiscardHandler),
-				Embedded: &natsbp.ServerOptions{
+				Embedded: &nats.ServerOptions{
 					Port:        -1,
 					ClusterPort: ports[i],
 					Routes:      routes,
@@ -71,7 +71,7 @@ func startNodesWith(t testing.TB, mod func(*natsbp.Options)) ([]string, []*natsb
 			if mod != nil {
 				mod(&opts)
 			}
-			bps[i], errs[i] = natsbp.Open(ctx, opts)
+			bps[i], errs[i] = nats.Open(ctx, opts)
 		}()
 	}
 	wg.Wait()

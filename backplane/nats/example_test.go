@@ -1,4 +1,4 @@
-package natsbp_test
+package nats_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"os"
 	"time"
 
-	natsbp "github.com/troupehq/troupe/backplane/nats"
+	"github.com/troupehq/troupe/backplane/nats"
 	"github.com/troupehq/troupe/rooms"
 )
 
@@ -19,8 +19,8 @@ func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	bp, err := natsbp.Open(ctx, natsbp.Options{
-		Embedded: &natsbp.ServerOptions{Name: "node-1", NoListen: true, StoreDir: dir},
+	bp, err := nats.Open(ctx, nats.Options{
+		Embedded: &nats.ServerOptions{Name: "node-1", NoListen: true, StoreDir: dir},
 		Logger:   slog.New(slog.DiscardHandler),
 	})
 	if err != nil {

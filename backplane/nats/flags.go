@@ -1,4 +1,4 @@
-package natsbp
+package nats
 
 import (
 	"errors"
@@ -16,13 +16,13 @@ import (
 // -routes). The chat and bench servers in the repository's examples use
 // them:
 //
-//	var cluster natsbp.Flags
+//	var cluster nats.Flags
 //	cluster.Register(flag.CommandLine)
 //	flag.Parse()
 //	if cluster.Enabled() {
 //		opts, err := cluster.Options()
 //		…
-//		bp, err := natsbp.Open(ctx, opts)
+//		bp, err := nats.Open(ctx, opts)
 //	}
 type Flags struct {
 	Node     string // -node
@@ -51,10 +51,10 @@ func (f *Flags) Enabled() bool { return f.URL != "" || f.Cluster != "" }
 // Options returns the Options the flags describe.
 func (f *Flags) Options() (Options, error) {
 	if f.URL != "" && f.Cluster != "" {
-		return Options{}, errors.New("natsbp: -nats and -cluster exclude each other")
+		return Options{}, errors.New("nats: -nats and -cluster exclude each other")
 	}
 	if f.Routes != "" && f.Cluster == "" {
-		return Options{}, errors.New("natsbp: -routes needs -cluster")
+		return Options{}, errors.New("nats: -routes needs -cluster")
 	}
 	opts := Options{Node: f.Node, Replicas: f.Replicas}
 	if f.URL != "" {
@@ -63,11 +63,11 @@ func (f *Flags) Options() (Options, error) {
 	}
 	host, portText, err := net.SplitHostPort(f.Cluster)
 	if err != nil {
-		return Options{}, fmt.Errorf("natsbp: -cluster: %w", err)
+		return Options{}, fmt.Errorf("nats: -cluster: %w", err)
 	}
 	port, err := strconv.Atoi(portText)
 	if err != nil || port <= 0 {
-		return Options{}, fmt.Errorf("natsbp: -cluster: bad port %q", portText)
+		return Options{}, fmt.Errorf("nats: -cluster: bad port %q", portText)
 	}
 	if opts.Node == "" {
 		opts.Node = "node-" + strings.NewReplacer(".", "-", ":", "-").Replace(host) + "-" + portText

@@ -1,4 +1,4 @@
-package natsbp
+package nats
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/troupehq/troupe/rooms"
 )
@@ -94,16 +94,16 @@ func (b *Backplane) Follow(ctx context.Context, room string, deliver func(rooms.
 	cc, err := cons.Consume(f.handle,
 		jetstream.PullHeartbeat(b.cfg.FeedHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, nats.ErrConnectionClosed) {
+			if !errors.Is(err, natsgo.ErrConnectionClosed) {
 				b.log.Debug("feed", "room", room, "err", err)
 			}
 		}))
 	if err != nil {
 		f.stop()
-		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) {
+		if errors.Is(err, natsgo.ErrConnectionClosed) || errors.Is(err, natsgo.ErrConnectionDraining) {
 			return nil, b.errClosed()
 		}
-		return nil, fmt.Errorf("natsbp: follow %q: %w", room, err)
+		return nil, fmt.Errorf("nats: follow %q: %w", room, err)
 	}
 	f.ccMu.Lock()
 	f.cc = cc
@@ -139,10 +139,10 @@ func (b *Backplane) retry(ctx context.Context, op func(context.Context) error) e
 		switch {
 		case err == nil:
 			return nil
-		case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining):
+		case errors.Is(err, natsgo.ErrConnectionClosed), errors.Is(err, natsgo.ErrConnectionDraining):
 			return b.errClosed()
 		case !retryable(err):
-			return fmt.Errorf("natsbp: %w", err)
+			return fmt.Errorf("nats: %w", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -1,4 +1,4 @@
-package natsbp
+package nats
 
 import (
 	"context"

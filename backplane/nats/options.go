@@ -1,4 +1,4 @@
-package natsbp
+package nats
 
 import (
 	"errors"
@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 	"github.com/troupehq/troupe/rooms"
 )
@@ -61,7 +61,7 @@ type Options struct {
 	Server *server.Server
 	// NATSOptions are applied to the client connection after the
 	// backplane's own: credentials, TLS, reconnect tuning.
-	NATSOptions []nats.Option
+	NATSOptions []natsgo.Option
 
 	// Node names this node among those that share the stream. Default: the
 	// embedded server's name, else a random ID. A node that restarts under
@@ -170,7 +170,7 @@ func (o Options) withDefaults() (config, error) {
 		}
 	}
 	if n != 1 {
-		return c, errors.New("natsbp: set exactly one of Options.URL, Options.Embedded and Options.Server")
+		return c, errors.New("nats: set exactly one of Options.URL, Options.Embedded and Options.Server")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -194,7 +194,7 @@ func (o Options) withDefaults() (config, error) {
 		c.Timeout = DefaultTimeout
 	}
 	if c.MaxAge < 0 {
-		return c, errors.New("natsbp: negative MaxAge")
+		return c, errors.New("nats: negative MaxAge")
 	}
 	if o.Embedded != nil {
 		e := *o.Embedded
@@ -211,16 +211,16 @@ func (o Options) withDefaults() (config, error) {
 			e.ClusterHost = e.Host
 		}
 		if len(e.Routes) > 0 && e.ClusterPort == 0 {
-			return c, errors.New("natsbp: ServerOptions.Routes needs a ClusterPort")
+			return c, errors.New("nats: ServerOptions.Routes needs a ClusterPort")
 		}
 		if e.NoListen && e.ClusterPort != 0 {
-			return c, errors.New("natsbp: ServerOptions.NoListen cannot be combined with ClusterPort (use Port -1 for a random client port)")
+			return c, errors.New("nats: ServerOptions.NoListen cannot be combined with ClusterPort (use Port -1 for a random client port)")
 		}
 		if e.ClusterPort != 0 && e.Cluster == "" {
 			e.Cluster = DefaultCluster
 		}
 		if e.StoreDir == "" && !o.Memory {
-			return c, errors.New("natsbp: ServerOptions.StoreDir is required for file storage")
+			return c, errors.New("nats: ServerOptions.StoreDir is required for file storage")
 		}
 		others, err := otherRoutes(e)
 		if err != nil {
@@ -251,7 +251,7 @@ func otherRoutes(e ServerOptions) (int, error) {
 	for _, r := range e.Routes {
 		u, err := url.Parse(r)
 		if err != nil || u.Host == "" {
-			return 0, fmt.Errorf("natsbp: bad route %q", r)
+			return 0, fmt.Errorf("nats: bad route %q", r)
 		}
 		if u.Host == own {
 			continue

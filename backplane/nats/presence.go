@@ -1,4 +1,4 @@
-package natsbp
+package nats
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/troupehq/troupe/rooms"
 )
 
@@ -79,7 +79,7 @@ func (b *Backplane) presenceLoop() {
 
 // answerSync repeats this node's list of a room for a node whose watch
 // just began.
-func (b *Backplane) answerSync(m *nats.Msg) {
+func (b *Backplane) answerSync(m *natsgo.Msg) {
 	var req syncRequest
 	if json.Unmarshal(m.Data, &req) != nil || req.Node == b.cfg.Node {
 		return
@@ -118,7 +118,7 @@ func (b *Backplane) WatchPresence(room string, fn func(node string, members []ro
 	w := &watch{
 		b:     b,
 		fn:    fn,
-		ch:    make(chan *nats.Msg, watchBuffer),
+		ch:    make(chan *natsgo.Msg, watchBuffer),
 		done:  make(chan struct{}),
 		lists: map[string]*heard{},
 	}
@@ -151,8 +151,8 @@ func (b *Backplane) WatchPresence(room string, fn func(node string, members []ro
 type watch struct {
 	b     *Backplane
 	fn    func(node string, members []rooms.PresenceEntry)
-	sub   *nats.Subscription
-	ch    chan *nats.Msg
+	sub   *natsgo.Subscription
+	ch    chan *natsgo.Msg
 	done  chan struct{}
 	once  sync.Once
 	lists map[string]*heard // owned by run
@@ -180,7 +180,7 @@ func (w *watch) run() {
 	}
 }
 
-func (w *watch) receive(m *nats.Msg, now time.Time) {
+func (w *watch) receive(m *natsgo.Msg, now time.Time) {
 	var a struct {
 		Node    string          `json:"node"`
 		Members json.RawMessage `json:"members"`

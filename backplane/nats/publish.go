@@ -1,4 +1,4 @@
-package natsbp
+package nats
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -116,7 +116,7 @@ func (b *Backplane) release(room string, st *roomState) {
 // Timeout, without a deadline), the error wraps rooms.ErrUnavailable.
 func (b *Backplane) Publish(ctx context.Context, room string, count int, build func(first uint64) [][]byte) (uint64, error) {
 	if count < 1 {
-		return 0, fmt.Errorf("natsbp: publish of %d messages", count)
+		return 0, fmt.Errorf("nats: publish of %d messages", count)
 	}
 	if b.closed.Load() {
 		return 0, b.errClosed()
@@ -146,9 +146,9 @@ func (b *Backplane) Publish(ctx context.Context, room string, count int, build f
 		seq := roomSeq + 1
 		payloads := build(seq)
 		if len(payloads) != count {
-			return 0, fmt.Errorf("natsbp: build returned %d messages, want %d", len(payloads), count)
+			return 0, fmt.Errorf("nats: build returned %d messages, want %d", len(payloads), count)
 		}
-		msg := &nats.Msg{Subject: subj, Data: encodeBatch(payloads), Header: nats.Header{}}
+		msg := &natsgo.Msg{Subject: subj, Data: encodeBatch(payloads), Header: natsgo.Header{}}
 		id := b.cfg.Node + "-" + b.incarnation + "-" + strconv.FormatUint(b.msgCounter.Add(1), 10)
 		msg.Header.Set(jetstream.MsgIDHeader, id)
 		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(streamSeq, 10))
@@ -203,7 +203,7 @@ func (w *wrongLast) Error() string { return w.err.Error() }
 
 // send publishes msg until the stream answers, resending it unchanged while
 // JetStream is unreachable, within ctx.
-func (b *Backplane) send(ctx context.Context, msg *nats.Msg, checkedStream *bool) (*jetstream.PubAck, error) {
+func (b *Backplane) send(ctx context.Context, msg *natsgo.Msg, checkedStream *bool) (*jetstream.PubAck, error) {
 	uncertain := false
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
@@ -215,13 +215,13 @@ func (b *Backplane) send(ctx context.Context, msg *nats.Msg, checkedStream *bool
 		if isWrongLastSeq(err) {
 			return nil, &wrongLast{uncertain: uncertain, err: err}
 		}
-		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) {
+		if errors.Is(err, natsgo.ErrConnectionClosed) || errors.Is(err, natsgo.ErrConnectionDraining) {
 			return nil, b.errClosed()
 		}
 		if !retryable(err) {
-			return nil, fmt.Errorf("natsbp: publish: %w", err)
+			return nil, fmt.Errorf("nats: publish: %w", err)
 		}
-		if !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) {
+		if !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, natsgo.ErrNoResponders) {
 			uncertain = true
 		} else if !*checkedStream {
 			// Nothing listens on the subject: a leader election, or the
@@ -239,7 +239,7 @@ func (b *Backplane) send(ctx context.Context, msg *nats.Msg, checkedStream *bool
 
 // publishMsg sends one publish request; the retries are send's, so that
 // every resend goes through the same bookkeeping.
-func (b *Backplane) publishMsg(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+func (b *Backplane) publishMsg(ctx context.Context, msg *natsgo.Msg) (*jetstream.PubAck, error) {
 	if b.testPublish != nil {
 		return b.testPublish(ctx, msg)
 	}
@@ -275,15 +275,15 @@ func (b *Backplane) lastOf(ctx context.Context, subj string) (streamSeq, roomSeq
 		case err == nil:
 			first, n, err := batchHeaders(m.Header)
 			if err != nil {
-				return 0, 0, fmt.Errorf("natsbp: message %d on %s: %w", m.Sequence, subj, err)
+				return 0, 0, fmt.Errorf("nats: message %d on %s: %w", m.Sequence, subj, err)
 			}
 			return m.Sequence, first + uint64(n) - 1, nil
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			return 0, 0, nil
-		case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining):
+		case errors.Is(err, natsgo.ErrConnectionClosed), errors.Is(err, natsgo.ErrConnectionDraining):
 			return 0, 0, b.errClosed()
 		case !retryable(err):
-			return 0, 0, fmt.Errorf("natsbp: last message of %s: %w", subj, err)
+			return 0, 0, fmt.Errorf("nats: last message of %s: %w", subj, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -333,20 +333,20 @@ func decodeBatch(data []byte, n int) ([][]byte, error) {
 	for len(data) > 0 {
 		l, k := binary.Uvarint(data)
 		if k <= 0 || l > uint64(len(data)-k) {
-			return nil, errors.New("natsbp: malformed batch")
+			return nil, errors.New("nats: malformed batch")
 		}
 		out = append(out, data[k:k+int(l)])
 		data = data[k+int(l):]
 	}
 	if len(out) != n {
-		return nil, fmt.Errorf("natsbp: batch of %d messages, header says %d", len(out), n)
+		return nil, fmt.Errorf("nats: batch of %d messages, header says %d", len(out), n)
 	}
 	return out, nil
 }
 
 // batchHeaders reads the room sequence of a stored message's first room
 // message and how many it holds.
-func batchHeaders(h nats.Header) (first uint64, n int, err error) {
+func batchHeaders(h natsgo.Header) (first uint64, n int, err error) {
 	first, err = strconv.ParseUint(h.Get(seqHeader), 10, 64)
 	if err != nil || first == 0 {
 		return 0, 0, fmt.Errorf("no valid %s header", seqHeader)

@@ -1,4 +1,4 @@
-package natsbp
+package nats
 
 import (
 	"context"
@@ -20,7 +20,7 @@ func startServer(ctx context.Context, c *config) (*server.Server, error) {
 	if storeDir == "" {
 		dir, err := os.MkdirTemp("", "troupe-jetstream-")
 		if err != nil {
-			return nil, fmt.Errorf("natsbp: %w", err)
+			return nil, fmt.Errorf("nats: %w", err)
 		}
 		storeDir, c.tempStore = dir, true
 		e.StoreDir = dir
@@ -49,7 +49,7 @@ func startServer(ctx context.Context, c *config) (*server.Server, error) {
 	srv, err := server.NewServer(so)
 	if err != nil {
 		c.removeTempStore()
-		return nil, fmt.Errorf("natsbp: embedded server: %w", err)
+		return nil, fmt.Errorf("nats: embedded server: %w", err)
 	}
 	l := c.Logger.With("component", "nats-server", "server", e.Name)
 	srv.SetLoggerV2(serverLogger{l}, l.Enabled(ctx, slog.LevelDebug), false, false)
@@ -63,7 +63,7 @@ func startServer(ctx context.Context, c *config) (*server.Server, error) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
 		c.removeTempStore()
-		return nil, fmt.Errorf("natsbp: embedded server %q not ready within %s", e.Name, wait)
+		return nil, fmt.Errorf("nats: embedded server %q not ready within %s", e.Name, wait)
 	}
 	return srv, nil
 }

@@ -1,9 +1,9 @@
-package natsbp
+package nats
 
 import (
 	"sync"
 
-	"github.com/nats-io/nats.go"
+	natsgo "github.com/nats-io/nats.go"
 )
 
 // Signals are a room's broadcasts that are not room messages (see
@@ -20,7 +20,7 @@ func (b *Backplane) Signal(room string, data []byte) error {
 	if b.closed.Load() {
 		return b.errClosed()
 	}
-	m := nats.NewMsg(signalPrefix + roomToken(room))
+	m := natsgo.NewMsg(signalPrefix + roomToken(room))
 	m.Header.Set(nodeHeader, b.cfg.Node)
 	m.Data = data
 	if err := b.nc.PublishMsg(m); err != nil {
@@ -38,7 +38,7 @@ func (b *Backplane) WatchSignals(room string, fn func(data []byte)) (func(), err
 		return nil, b.errClosed()
 	}
 	node := b.cfg.Node
-	sub, err := b.nc.Subscribe(signalPrefix+roomToken(room), func(m *nats.Msg) {
+	sub, err := b.nc.Subscribe(signalPrefix+roomToken(room), func(m *natsgo.Msg) {
 		if m.Header.Get(nodeHeader) != node {
 			fn(m.Data)
 		}

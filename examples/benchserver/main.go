@@ -9,7 +9,7 @@
 // For many connections raise the open-files limit first (ulimit -n 200000);
 // the server also raises its own soft limit to the hard limit.
 //
-// With the cluster flags of natsbp.Flags (-cluster, -routes, -nats, ...) it
+// With the cluster flags of nats.Flags (-cluster, -routes, -nats, ...) it
 // is one node of several whose rooms live in NATS JetStream, as the chat
 // example's nodes are; bench/cluster.sh measures three such nodes against
 // one.
@@ -30,7 +30,7 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe"
-	natsbp "github.com/troupehq/troupe/backplane/nats"
+	"github.com/troupehq/troupe/backplane/nats"
 )
 
 func main() {
@@ -38,7 +38,7 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file until the server stops")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (for example 127.0.0.1:6060)")
 	memRate := flag.Int("memprofilerate", 0, "set runtime.MemProfileRate (1 records every allocation, for exact heap profiles from -pprof); 0 leaves the default")
-	var cluster natsbp.Flags
+	var cluster nats.Flags
 	cluster.Register(flag.CommandLine)
 	flag.Parse()
 	if *memRate > 0 {
@@ -72,14 +72,14 @@ func main() {
 		settings.MaxConnections = 200000
 	}
 	cfg := troupe.Config{Settings: settings, RoomProtocol: true}
-	var bp *natsbp.Backplane
+	var bp *nats.Backplane
 	if cluster.Enabled() {
 		opts, err := cluster.Options()
 		if err != nil {
 			log.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		bp, err = natsbp.Open(ctx, opts)
+		bp, err = nats.Open(ctx, opts)
 		cancel()
 		if err != nil {
 			log.Fatal(err)

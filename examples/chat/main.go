@@ -33,7 +33,7 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe"
-	natsbp "github.com/troupehq/troupe/backplane/nats"
+	"github.com/troupehq/troupe/backplane/nats"
 	"github.com/troupehq/troupe/examples/chatserver"
 )
 
@@ -47,7 +47,7 @@ const clusterStartTimeout = time.Minute
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on")
-	var cluster natsbp.Flags
+	var cluster nats.Flags
 	cluster.Register(flag.CommandLine)
 	flag.Parse()
 	raiseFileLimit() // one file descriptor per connection
@@ -66,7 +66,7 @@ func main() {
 	defer stop()
 
 	var opts []chatserver.Option
-	var bp *natsbp.Backplane
+	var bp *nats.Backplane
 	if cluster.Enabled() {
 		bp, err = openBackplane(ctx, cluster)
 		if err != nil {
@@ -94,7 +94,7 @@ func main() {
 
 // openBackplane joins the cluster the flags describe, waiting for the other
 // nodes up to clusterStartTimeout.
-func openBackplane(ctx context.Context, cluster natsbp.Flags) (*natsbp.Backplane, error) {
+func openBackplane(ctx context.Context, cluster nats.Flags) (*nats.Backplane, error) {
 	opts, err := cluster.Options()
 	if err != nil {
 		return nil, err
@@ -102,7 +102,7 @@ func openBackplane(ctx context.Context, cluster natsbp.Flags) (*natsbp.Backplane
 	opts.Logger = slog.Default()
 	ctx, cancel := context.WithTimeout(ctx, clusterStartTimeout)
 	defer cancel()
-	return natsbp.Open(ctx, opts)
+	return nats.Open(ctx, opts)
 }
 
 // run serves the chat on ln until ctx ends, then stops gracefully: first the

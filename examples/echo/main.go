@@ -2,12 +2,18 @@
 // back to the client that sent it.
 //
 //	go run ./examples/echo -addr 127.0.0.1:8081
+//
+// Connection settings come from the WEBSOCKET_* environment variables (see
+// troupe.SettingsFromEnv); a malformed one stops the command with exit
+// status 2.
 package main
 
 import (
 	"flag"
+	"fmt"
 	"log"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/troupehq/troupe"
@@ -17,7 +23,13 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:8081", "listen address")
 	flag.Parse()
 
+	settings, err := troupe.SettingsFromEnv()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "echo: invalid environment: %v\n", err)
+		os.Exit(2)
+	}
 	srv, err := troupe.New(troupe.Config{
+		Settings:    settings,
 		RawMessages: true,
 		OnMessage:   func(s *troupe.Session, text []byte) { _ = s.SendText(text) },
 	})

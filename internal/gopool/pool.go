@@ -106,7 +106,7 @@ func (p *Pool) reap() {
 		p.reaping = false
 		return
 	}
-	p.reaper.Reset(p.idle[0].since.Add(IdleTimeout).Sub(time.Now()) + time.Millisecond)
+	p.reaper.Reset(time.Until(p.idle[0].since.Add(IdleTimeout)) + time.Millisecond)
 }
 
 // Stop lets the idle goroutines go; busy ones exit when their task

@@ -8,105 +8,59 @@ import (
 	"github.com/troupehq/troupe/internal/session"
 )
 
-// Config holds the connection-level settings. The zero value of every field
-// means "use the default" (the defaults are in the field comments); use a
-// negative duration to disable a timer explicitly.
+// Config holds what the WebSocket transport needs of a server's settings
+// (troupe.Settings documents them) and its logger. A zero field takes its
+// default; a negative PingInterval, IdleTimeout, MaxConnections or
+// RateLimit turns that timer or limit off.
 type Config struct {
-	// PingInterval is how often the server pings each client (default 30s,
-	// negative disables; env WEBSOCKET_PING_INTERVAL, where 0 disables).
-	PingInterval time.Duration
-	// AutoPingPong turns the server's pings on (default true; env
-	// WEBSOCKET_AUTO_PING_PONG). Pongs to client pings are always sent.
-	// Because the zero value of a bool is false, the setting is a pointer:
-	// nil means the default.
-	AutoPingPong *bool
-	// PongTimeout is how long a ping may wait for its pong before the
-	// connection is dropped (default 15s; env WEBSOCKET_PONG_TIMEOUT).
-	PongTimeout time.Duration
-	// IdleTimeout closes a session (1008 "idle timeout") whose client sent
-	// no message for that long; pongs do not count (default 60s, negative
-	// disables; env WEBSOCKET_IDLE_TIMEOUT, where 0 disables).
-	IdleTimeout time.Duration
-	// MaxMessageSize is the largest message a client may send, in bytes;
-	// a larger one closes the session with 1009 (default 65536; env
-	// WEBSOCKET_MAX_MESSAGE_SIZE).
-	MaxMessageSize int64
-	// WriteTimeout bounds each batch of writes to one client (default 10s;
-	// env WEBSOCKET_WRITE_TIMEOUT).
-	WriteTimeout time.Duration
-	// MaxQueuedMessages and MaxQueuedBytes bound each session's outbound
-	// queue; overflowing either closes the session with 1013 (defaults 1024
-	// and 4 MiB; env WEBSOCKET_SEND_QUEUE_MESSAGES, WEBSOCKET_SEND_QUEUE_BYTES).
-	MaxQueuedMessages int
-	MaxQueuedBytes    int
-	// OriginPatterns lists the host patterns (path.Match syntax, for example
-	// "*.example.com") allowed in the Origin header besides the server's own
-	// host (env WEBSOCKET_ALLOWED_ORIGINS, comma-separated).
-	OriginPatterns []string
-	// InsecureSkipOriginCheck accepts any Origin. It exposes the server to
-	// cross-site WebSocket hijacking: only use it for servers that do not
-	// rely on cookies.
+	PingInterval            time.Duration
+	PongTimeout             time.Duration
+	IdleTimeout             time.Duration
+	MaxMessageSize          int64
+	WriteTimeout            time.Duration
+	MaxQueuedMessages       int
+	MaxQueuedBytes          int
+	OriginPatterns          []string
 	InsecureSkipOriginCheck bool
-	// MaxConnections bounds the open connections; upgrades beyond it are
-	// answered 503 (default 10000, negative: no limit; env
-	// WEBSOCKET_MAX_CONNECTIONS).
-	MaxConnections int
-	// HandshakeTimeout bounds the upgrade, the Authorize hook included
-	// (its request's context ends then); a hook still running is refused
-	// with 401 (default 10s; env WEBSOCKET_HANDSHAKE_TIMEOUT).
-	HandshakeTimeout time.Duration
-	// RateLimit is how many messages per second one client may send on
-	// average, RateBurst how many at once. A message over the limit is
-	// answered with an error envelope (code "rate_limited") and not
-	// handled; a client whose refused messages outnumber its accepted ones
-	// by more than RateBurst is closed with 1008 (defaults 100/s, burst 200;
-	// negative RateLimit: no limit; env WEBSOCKET_RATE_LIMIT, where 0 means
-	// no limit, and WEBSOCKET_RATE_BURST).
-	RateLimit float64
-	RateBurst int
-	// DisableNDJSON stops the server from offering the "ndjson"
-	// subprotocol, under which queued messages are coalesced into one
-	// frame of newline-separated envelopes.
-	DisableNDJSON bool
-	// Logger receives Troupe's own logs (default slog.Default()); the actor
-	// library's informational chatter is held back below Warn.
+	MaxConnections          int
+	HandshakeTimeout        time.Duration
+	RateLimit               float64
+	RateBurst               int
+	DisableNDJSON           bool
+	// Logger receives the transport's logs (default slog.Default()).
 	Logger *slog.Logger
 }
 
-// Defaults.
+// Defaults of the zero fields.
 const (
-	DefaultPingInterval   = 30 * time.Second
-	DefaultPongTimeout    = 15 * time.Second
-	DefaultIdleTimeout    = 60 * time.Second
-	DefaultMaxMessageSize = 65536
-	DefaultWriteTimeout   = session.DefaultWriteTimeout
-	DefaultMaxConnections = 10000
-	DefaultHandshake      = 10 * time.Second
-	DefaultRateLimit      = 100
-	DefaultRateBurst      = 200
+	defaultPingInterval   = 30 * time.Second
+	defaultPongTimeout    = 15 * time.Second
+	defaultIdleTimeout    = 60 * time.Second
+	defaultMaxMessageSize = 65536
+	defaultWriteTimeout   = session.DefaultWriteTimeout
+	defaultMaxConnections = 10000
+	defaultHandshake      = 10 * time.Second
+	defaultRateLimit      = 100
+	defaultRateBurst      = 200
 )
 
-// WithDefaults returns c with every unset field at its default. It is
-// applied by NewHandler; call it to see the values in effect.
-func (c Config) WithDefaults() Config {
+// withDefaults returns c with every zero field at its default. NewHandler
+// applies it.
+func (c Config) withDefaults() Config {
 	if c.PingInterval == 0 {
-		c.PingInterval = DefaultPingInterval
-	}
-	if c.AutoPingPong == nil {
-		t := true
-		c.AutoPingPong = &t
+		c.PingInterval = defaultPingInterval
 	}
 	if c.PongTimeout == 0 {
-		c.PongTimeout = DefaultPongTimeout
+		c.PongTimeout = defaultPongTimeout
 	}
 	if c.IdleTimeout == 0 {
-		c.IdleTimeout = DefaultIdleTimeout
+		c.IdleTimeout = defaultIdleTimeout
 	}
 	if c.MaxMessageSize == 0 {
-		c.MaxMessageSize = DefaultMaxMessageSize
+		c.MaxMessageSize = defaultMaxMessageSize
 	}
 	if c.WriteTimeout == 0 {
-		c.WriteTimeout = DefaultWriteTimeout
+		c.WriteTimeout = defaultWriteTimeout
 	}
 	if c.MaxQueuedMessages == 0 {
 		c.MaxQueuedMessages = session.DefaultMaxQueuedMessages
@@ -115,16 +69,16 @@ func (c Config) WithDefaults() Config {
 		c.MaxQueuedBytes = session.DefaultMaxQueuedBytes
 	}
 	if c.MaxConnections == 0 {
-		c.MaxConnections = DefaultMaxConnections
+		c.MaxConnections = defaultMaxConnections
 	}
 	if c.HandshakeTimeout == 0 {
-		c.HandshakeTimeout = DefaultHandshake
+		c.HandshakeTimeout = defaultHandshake
 	}
 	if c.RateLimit == 0 {
-		c.RateLimit = DefaultRateLimit
+		c.RateLimit = defaultRateLimit
 	}
 	if c.RateBurst == 0 {
-		c.RateBurst = DefaultRateBurst
+		c.RateBurst = defaultRateBurst
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -132,19 +86,26 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate reports settings that cannot work.
-func (c Config) Validate() error {
+// validate reports settings that cannot work: a negative value for one
+// that cannot be off.
+func (c Config) validate() error {
 	switch {
+	case c.PongTimeout < 0:
+		return fmt.Errorf("transport: PongTimeout %v is negative", c.PongTimeout)
 	case c.MaxMessageSize < 0:
-		return fmt.Errorf("troupe: MaxMessageSize %d is negative", c.MaxMessageSize)
+		return fmt.Errorf("transport: MaxMessageSize %d is negative", c.MaxMessageSize)
+	case c.WriteTimeout < 0:
+		return fmt.Errorf("transport: WriteTimeout %v is negative", c.WriteTimeout)
 	case c.MaxQueuedMessages < 0:
-		return fmt.Errorf("troupe: MaxQueuedMessages %d is negative", c.MaxQueuedMessages)
-	case c.RateBurst < 0:
-		return fmt.Errorf("troupe: RateBurst %d is negative", c.RateBurst)
+		return fmt.Errorf("transport: MaxQueuedMessages %d is negative", c.MaxQueuedMessages)
 	case c.MaxQueuedBytes < 0:
-		return fmt.Errorf("troupe: MaxQueuedBytes %d is negative", c.MaxQueuedBytes)
+		return fmt.Errorf("transport: MaxQueuedBytes %d is negative", c.MaxQueuedBytes)
+	case c.HandshakeTimeout < 0:
+		return fmt.Errorf("transport: HandshakeTimeout %v is negative", c.HandshakeTimeout)
+	case c.RateBurst < 0:
+		return fmt.Errorf("transport: RateBurst %d is negative", c.RateBurst)
 	}
 	return nil
 }
 
-func (c Config) pinging() bool { return *c.AutoPingPong && c.PingInterval > 0 }
+func (c Config) pinging() bool { return c.PingInterval > 0 }

@@ -2,6 +2,9 @@ package serve
 
 import (
 	"context"
+	"errors"
+	"io"
+	"math"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -186,18 +189,21 @@ func (c *conn) read() {
 			}
 			c.wait()
 		}
-		typ, data, err := ws.Read(context.Background())
+		typ, data, err := readMessage(ws, h.cfg.MaxMessageSize)
 		if err == nil && idle != nil && idle.takeFake() {
 			continue
 		}
+		if errors.Is(err, errTooBig) {
+			// Close with 1009 and wait for the client's close frame,
+			// discarding the rest of the message on the way, so that the
+			// client reads the close frame instead of a connection reset.
+			reason := "message too big"
+			_ = ws.Close(websocket.StatusMessageTooBig, reason)
+			c.end(session.CloseMessageTooBig, reason)
+			return
+		}
 		if err != nil {
 			code, reason := closeStatus(err)
-			if code == session.CloseMessageTooBig {
-				// coder/websocket has sent 1009; finish the handshake,
-				// discarding the rest of the message, so the client reads
-				// the close frame instead of a connection reset.
-				_ = ws.Close(websocket.StatusMessageTooBig, reason)
-			}
 			c.end(code, reason)
 			return
 		}
@@ -239,6 +245,51 @@ func (c *conn) read() {
 		}
 		if h.hooks.OnFrame != nil {
 			c.push(item{data: data, kind: kind})
+		}
+	}
+}
+
+// errTooBig is readMessage's answer to a message over the size limit.
+var errTooBig = errors.New("message too big")
+
+// readLimit is the read limit given to coder/websocket: above
+// MaxMessageSize, so that its own limit never trips (readMessage stops
+// first) and what a message over MaxMessageSize gets, a close with 1009
+// that OnClose reports, is decided here.
+func readLimit(maxSize int64) int64 {
+	if maxSize >= math.MaxInt64-1 {
+		return -1 // no limit: nothing that large can arrive anyway
+	}
+	return maxSize + 1
+}
+
+// readMessage reads the next message whole, if it is at most maxSize bytes;
+// a larger one is read no further than maxSize+1 bytes and reported as
+// errTooBig.
+func readMessage(ws *websocket.Conn, maxSize int64) (websocket.MessageType, []byte, error) {
+	typ, r, err := ws.Reader(context.Background())
+	if err != nil {
+		return 0, nil, err
+	}
+	b := make([]byte, 0, 512)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow
+		}
+		room := b[len(b):cap(b)]
+		if rest := maxSize - int64(len(b)); int64(len(room)) > rest {
+			room = room[:rest+1] // one byte over the limit at most
+		}
+		n, err := r.Read(room)
+		b = b[:len(b)+n]
+		if int64(len(b)) > maxSize {
+			return typ, nil, errTooBig
+		}
+		if err == io.EOF {
+			return typ, b, nil
+		}
+		if err != nil {
+			return typ, nil, err
 		}
 	}
 }
@@ -303,7 +354,9 @@ func (c *conn) run() {
 		}
 		switch it.kind {
 		case itemOpen:
+			h.enter()
 			ok := h.call(s, func() { h.hooks.OnOpen(s) })
+			h.leave()
 			c.mu.Lock()
 			c.opened, c.openOK = true, ok
 			c.wake.Signal()
@@ -324,7 +377,9 @@ func (c *conn) run() {
 				if h.hooks.OnRateLimited != nil {
 					// Before the send: the client may read the answer
 					// before SendText returns.
+					h.enter()
 					h.hooks.OnRateLimited(s)
+					h.leave()
 				}
 				_ = s.SendText(rateLimited)
 			case itemRateClose:
@@ -332,7 +387,9 @@ func (c *conn) run() {
 			case itemBadUTF8:
 				_ = s.CloseWith(session.CloseInvalidData, "text message is not valid UTF-8")
 			default:
+				h.enter()
 				h.frame(s, it.kind == itemBinary, it.data)
+				h.leave()
 			}
 		}
 	}

@@ -9,8 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 	"github.com/troupehq/troupe/internal/gopool"
@@ -53,28 +53,41 @@ type Handler struct {
 	stats Stats
 
 	mu       sync.Mutex
-	drain    *sync.Cond // signalled when active drops
 	closed   bool
-	active   int                 // connections being upgraded or served, until OnClose has returned
-	conns    int                 // connections against MaxConnections: upgrading, or open until OnClose
-	workers  map[uint64]struct{} // goroutine IDs of the running workers
+	active   int // connections being upgraded or served, until OnClose has returned
+	conns    int // connections against MaxConnections: upgrading, or open until OnClose
 	sessions map[string]*session.Session
+	kick     chan struct{} // closed when the counts change, for Shutdown and Close waiting
+
+	// inCallback counts the connections running a callback now (OnOpen,
+	// OnFrame, OnRateLimited, OnClose), which Close does not wait for;
+	// stopping is set with closed, after which its changes kick the
+	// waiting Shutdown and Close calls.
+	inCallback atomic.Int64
+	stopping   atomic.Bool
 
 	pool gopool.Pool // the workers (workers.go)
 	poll *poller     // holds idle connections (poller_linux.go)
+
+	// fallback: coder/websocket failed the reader check (adoption.go), so
+	// connections are read without the idle-read machinery.
+	fallback bool
 }
 
 // NewHandler returns a handler whose sessions live in sys.
 func NewHandler(sys *session.System, cfg Config, hooks Hooks) (*Handler, error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, sys: sys, hooks: hooks,
-		sessions: make(map[string]*session.Session), workers: make(map[uint64]struct{})}
-	h.drain = sync.NewCond(&h.mu)
-	h.initWorkers()
+	h := &Handler{cfg: cfg, sys: sys, hooks: hooks, sessions: make(map[string]*session.Session)}
 	h.poll = newPoller()
+	if err := readerCheck(); err != nil {
+		h.fallback = true
+		cfg.Logger.Warn("troupe: this coder/websocket does not read frames through the reader the connection is hijacked with; "+
+			"serving connections without the idle-read optimisation (each idle connection keeps a goroutine and net/http's read buffer)",
+			"err", err)
+	}
 	return h, nil
 }
 
@@ -127,7 +140,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		identity = id
 	}
 
-	hc := &hijackCapture{ResponseWriter: w}
+	hc := &hijackCapture{ResponseWriter: w, fallback: h.fallback}
 	opts := &websocket.AcceptOptions{
 		OriginPatterns:     h.cfg.OriginPatterns,
 		InsecureSkipVerify: h.cfg.InsecureSkipOriginCheck,
@@ -136,7 +149,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.cfg.DisableNDJSON {
 		opts.Subprotocols = []string{SubprotocolNDJSON}
 	}
-	ws, err := websocket.Accept(hc, r, opts)
+	ws, err := upgrade(hc, r, opts)
 	if err != nil {
 		if hc.status >= 400 {
 			h.stats.refused(hc.status)
@@ -144,7 +157,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.cfg.Logger.Debug("troupe: upgrade refused", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	ws.SetReadLimit(h.cfg.MaxMessageSize)
+	ws.SetReadLimit(readLimit(h.cfg.MaxMessageSize))
 	conn := &wsConn{ws: ws, raw: hc.conn, cork: hc.cork, cc: hc.cc}
 
 	s = h.sys.NewSession(conn, session.Info{
@@ -219,12 +232,74 @@ func (h *Handler) authorize(r *http.Request) (string, int, error) {
 	}
 }
 
-// done marks one connection as finished, for Shutdown's wait.
+// done marks one connection as finished, for Shutdown's and Close's wait.
 func (h *Handler) done() {
 	h.mu.Lock()
 	h.active--
-	h.drain.Broadcast()
+	h.kickLocked()
 	h.mu.Unlock()
+}
+
+// enter and leave surround a callback of a connection's (OnOpen, OnFrame,
+// OnRateLimited, OnClose): Close does not wait for a connection while it
+// runs one. They cost an atomic add and load each, and once Shutdown or
+// Close has begun, a kick.
+func (h *Handler) enter() {
+	h.inCallback.Add(1)
+	if h.stopping.Load() {
+		h.kickWaiters()
+	}
+}
+
+func (h *Handler) leave() {
+	h.inCallback.Add(-1)
+	if h.stopping.Load() {
+		h.kickWaiters()
+	}
+}
+
+func (h *Handler) kickWaiters() {
+	h.mu.Lock()
+	h.kickLocked()
+	h.mu.Unlock()
+}
+
+// kickLocked wakes the Shutdown and Close calls waiting, to look at the
+// counts again.
+func (h *Handler) kickLocked() {
+	if h.kick != nil {
+		close(h.kick)
+		h.kick = nil
+	}
+}
+
+// waitUntil waits until ended, called with h.mu held, reports true, or ctx
+// ends. It looks at ended first: if it holds, waitUntil returns nil even
+// if ctx has ended.
+//
+// A change of inCallback (made without h.mu) cannot slip between a look at
+// the counts and the wait: the change is made before stopping is read,
+// and stopping was set before the first look, so either the look sees the
+// change or the change's kick, taken under h.mu, comes after the look and
+// closes the channel waited on.
+func (h *Handler) waitUntil(ctx context.Context, ended func() bool) error {
+	for {
+		h.mu.Lock()
+		if ended() {
+			h.mu.Unlock()
+			return nil
+		}
+		if h.kick == nil {
+			h.kick = make(chan struct{})
+		}
+		kick := h.kick
+		h.mu.Unlock()
+		select {
+		case <-kick:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // rateLimited answers a message over the rate limit.
@@ -260,7 +335,9 @@ func (h *Handler) onClose(s *session.Session, code int, reason string) {
 	h.conns--
 	h.mu.Unlock()
 	if h.hooks.OnClose != nil {
+		h.enter()
 		h.call(s, func() { h.hooks.OnClose(s, code, reason) })
+		h.leave()
 	}
 }
 
@@ -270,10 +347,6 @@ func closeStatus(err error) (int, string) {
 	var ce websocket.CloseError
 	if errors.As(err, &ce) {
 		return int(ce.Code), ce.Reason
-	}
-	if strings.Contains(err.Error(), "read limited at") {
-		// coder/websocket has already sent 1009 to the client.
-		return session.CloseMessageTooBig, "message too big"
 	}
 	return session.CloseAbnormal, "connection lost"
 }
@@ -296,68 +369,47 @@ func (h *Handler) Sessions() []*session.Session {
 	return out
 }
 
-// Shutdown stops accepting connections, closes every session with 1001
-// (queued frames are written first), and waits until all are gone or ctx
-// ends, when it drops the rest. It returns ctx's error in that case.
+// Shutdown stops accepting connections (upgrades are answered 503), closes
+// every session with 1001 (its queued frames are written first), and waits
+// until every session has ended (its OnClose has returned) or ctx ends.
+// When ctx ends first, it drops the sessions left (ShutdownNow) and
+// returns ctx's error at once, without waiting for them to end, as
+// net/http's Server.Shutdown does. Once every session has ended it returns
+// nil, even if ctx has ended too. Later calls wait in the same way.
 //
-// It may be called from any goroutine, including a callback of one of the
-// handler's sessions: that one connection is then not waited for (it ends
-// when the callback returns).
+// Called from a callback of one of the handler's own sessions, Shutdown
+// waits for that session too, which cannot end before the callback
+// returns: it returns only when ctx ends. Call it on a goroutine of its
+// own there, or with a ctx that has a deadline.
 func (h *Handler) Shutdown(ctx context.Context) error {
-	if !h.stopAccepting() {
-		<-h.drained()
-		return nil
+	if h.stopAccepting() {
+		for _, s := range h.Sessions() {
+			_ = s.CloseWith(session.CloseGoingAway, "server shutting down")
+		}
 	}
 	defer h.stopWorkers()
-	for _, s := range h.Sessions() {
-		_ = s.CloseWith(session.CloseGoingAway, "server shutting down")
-	}
-	done := h.drained()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
+	if err := h.waitUntil(ctx, func() bool { return h.active == 0 }); err != nil {
 		for _, s := range h.Sessions() {
 			session.Drop(s, "shutdown")
 		}
-		<-done
-		return ctx.Err()
+		return err
 	}
+	return nil
 }
 
-// Close drops every connection at once and waits for their goroutines
-// (except the caller's own, when called from a callback).
+// Close stops accepting connections, drops every connection at once (no
+// close handshake; OnClose reports 1006), and waits until every session
+// has ended except those running a callback (OnOpen, OnFrame,
+// OnRateLimited, OnClose) at that moment: each of those ends by itself
+// when its callback returns. So Close may be called from a callback, where
+// it does not wait for the caller's own session.
 func (h *Handler) Close() {
 	h.stopAccepting()
 	defer h.stopWorkers()
 	for _, s := range h.Sessions() {
 		session.Drop(s, "shutdown")
 	}
-	<-h.drained()
-}
-
-// drained returns a channel closed once every connection has ended (its
-// OnClose returned), not counting the caller's own if the caller is a
-// worker running one of its callbacks (waiting for it would wait forever).
-func (h *Handler) drained() <-chan struct{} {
-	self := goroutineID()
-	h.mu.Lock()
-	_, own := h.workers[self]
-	h.mu.Unlock()
-	allow := 0
-	if own {
-		allow = 1
-	}
-	done := make(chan struct{})
-	go func() {
-		h.mu.Lock()
-		for h.active > allow {
-			h.drain.Wait()
-		}
-		h.mu.Unlock()
-		close(done)
-	}()
-	return done
+	_ = h.waitUntil(context.Background(), func() bool { return int64(h.active) <= h.inCallback.Load() })
 }
 
 // stopAccepting reports whether this call was the one that stopped it.
@@ -368,5 +420,6 @@ func (h *Handler) stopAccepting() bool {
 		return false
 	}
 	h.closed = true
+	h.stopping.Store(true)
 	return true
 }

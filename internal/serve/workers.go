@@ -4,29 +4,10 @@ package serve
 // messages waiting is handed to an idle worker, or to a new one if none is
 // idle (Handler.pool, an internal/gopool Pool), so a handler that blocks
 // holds up only its own connection, as it would on a goroutine of its own.
-// Workers are kept
-// between bursts, so the cost of starting one (a goroutine, the stack its
-// handlers grow, the goroutine ID that Shutdown needs) is paid once per
-// burst of concurrency, not once per message; a worker idle for 100 ms
-// exits, so an idle server keeps none.
-
-// initWorkers sets up the pool; each worker registers its goroutine ID so
-// that Shutdown or Close called from a callback running on it does not wait
-// for its own connection.
-func (h *Handler) initWorkers() {
-	h.pool.Started = func() {
-		gid := goroutineID()
-		h.mu.Lock()
-		h.workers[gid] = struct{}{}
-		h.mu.Unlock()
-	}
-	h.pool.Exiting = func() {
-		gid := goroutineID()
-		h.mu.Lock()
-		delete(h.workers, gid)
-		h.mu.Unlock()
-	}
-}
+// Workers are kept between bursts, so the cost of starting one (a
+// goroutine, the stack its handlers grow) is paid once per burst of
+// concurrency, not once per message; a worker idle for 100 ms exits, so an
+// idle server keeps none.
 
 // dispatch hands c, which has items queued and no worker, to a worker,
 // which runs them and then is free for another connection.

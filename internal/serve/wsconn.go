@@ -14,7 +14,7 @@ import (
 	"github.com/coder/websocket"
 )
 
-// wsConn adapts a coder/websocket connection to actors.Conn. Writes use a
+// wsConn adapts a coder/websocket connection to session.Conn. Writes use a
 // background context and a deadline on the raw connection instead of a
 // per-write context: a context with a deadline arms a timer on every write,
 // and an expired one would close the connection behind the session's back.
@@ -82,10 +82,11 @@ func (c *wsConn) CloseNow() error { return c.ws.CloseNow() }
 // bufio.Writer that coder/websocket writes frames to.
 type hijackCapture struct {
 	http.ResponseWriter
-	conn   net.Conn
-	cork   *corkWriter
-	cc     *corkedConn
-	status int // the status coder/websocket answered with, if it refused
+	fallback bool // coder/websocket's reader adoption failed its check (adoption.go)
+	conn     net.Conn
+	cork     *corkWriter
+	cc       *corkedConn
+	status   int // the status coder/websocket answered with, if it refused
 }
 
 func (h *hijackCapture) WriteHeader(code int) {
@@ -99,6 +100,27 @@ func (h *hijackCapture) WriteHeader(code int) {
 // connection keeps one for its lifetime.
 const writeBufferSize = 64
 
+// Hijack hands coder/websocket the connection (a corkedConn) and the
+// buffers it frames through.
+//
+// For reading, newFrameReader's reader, which the idle-read machinery
+// (idle.go) looks into between messages; it holds the bytes net/http read
+// past the handshake. All of that relies on coder/websocket reading frames
+// through the reader returned here, so in fallback (the check in
+// adoption.go failed) coder/websocket gets net/http's own reader as it is,
+// holding those bytes, and reads through it, or around it, however it
+// does: nothing of ours looks at what it buffers.
+//
+// For writing, a small bufio.Writer over the corkWriter, in both modes.
+// That stays safe if coder/websocket does not write through that writer:
+// the corkedConn's Write goes to the same corkWriter (corkedConn.Write),
+// so whether coder/websocket writes to the bufio.Writer, to the
+// connection, or to both, every byte passes through the one corkWriter in
+// the order coder/websocket wrote it. Corking then only changes how many
+// system calls carry the bytes, never their order, and what a batch held
+// back is written at its end or before the connection closes
+// (corkedConn.Close). coder/websocket has nothing else to write to: Hijack
+// is where it gets the connection.
 func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
 	if err != nil {
@@ -108,14 +130,19 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	h.cork = &corkWriter{conn: c}
 	cc := &corkedConn{Conn: c, cork: h.cork}
 	h.cc = cc
-	return cc, bufio.NewReadWriter(newFrameReader(brw.Reader, cc), bufio.NewWriterSize(h.cork, writeBufferSize)), nil
+	bw := bufio.NewWriterSize(h.cork, writeBufferSize)
+	if h.fallback {
+		return cc, bufio.NewReadWriter(brw.Reader, bw), nil
+	}
+	return cc, bufio.NewReadWriter(newFrameReader(brw.Reader, cc), bw), nil
 }
 
 // corkedConn is the connection coder/websocket sees. When it closes the
 // connection right after writing a close frame (it does so on receiving the
 // peer's close), the frame may still sit in the cork buffer: Close sends
-// what is buffered first. Reads go through in, when set (see
-// newFrameReader).
+// what is buffered first. Writes go through the cork too, like those to the
+// bufio.Writer Hijack returns (see Hijack). Reads go through in, when set
+// (see newFrameReader).
 type corkedConn struct {
 	net.Conn
 	cork *corkWriter
@@ -134,6 +161,8 @@ func (c *corkedConn) Read(p []byte) (int, error) {
 	}
 	return c.Conn.Read(p)
 }
+
+func (c *corkedConn) Write(p []byte) (int, error) { return c.cork.Write(p) }
 
 func (c *corkedConn) Close() error {
 	if o := c.owner.Load(); o != nil {
