@@ -28,6 +28,10 @@ func Pipe(t testing.TB, srv *troupe.Server) *Client {
 	if !ok {
 		t.Fatalf("troupetest: Pipe: this troupe.Server has no ServeConn")
 	}
+	return pipe(t, cs)
+}
+
+func pipe(t testing.TB, cs connServer) *Client {
 	c := newClient(t, "pipe")
 	p := &pipeConn{c: c, changed: make(chan struct{}), served: make(chan struct{})}
 	c.conn = pipeClient{p}
