@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/troupehq/troupe"
 	"github.com/troupehq/troupe/examples/chatserver"
+	"github.com/troupehq/troupe/troupetest"
 )
 
 // wait bounds every wait for the server, so a missing message fails the
@@ -102,10 +102,11 @@ func startChat(t *testing.T) *httptest.Server {
 	return ts
 }
 
+// client is a chat client: a troupetest client that knows who it is.
 type client struct {
-	t    *testing.T
-	conn *websocket.Conn
-	me   wireWelcome // from chat.welcome
+	*troupetest.Client
+	t  *testing.T
+	me wireWelcome // from chat.welcome
 }
 
 func wsURL(ts *httptest.Server, name string) string {
@@ -115,103 +116,37 @@ func wsURL(ts *httptest.Server, name string) string {
 // dial connects as name and reads the chat.welcome that comes first.
 func dial(t *testing.T, ts *httptest.Server, name string) *client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	conn, _, err := websocket.Dial(ctx, wsURL(ts, name), nil)
-	if err != nil {
-		t.Fatalf("dial as %q: %v", name, err)
-	}
-	t.Cleanup(func() { _ = conn.CloseNow() })
-	c := &client{t: t, conn: conn}
-	c.expect("chat.welcome", &c.me)
+	return welcome(t, troupetest.Dial(t, wsURL(ts, name), nil))
+}
+
+func welcome(t *testing.T, tc *troupetest.Client) *client {
+	t.Helper()
+	c := &client{Client: tc, t: t}
+	c.Expect("chat.welcome", &c.me)
 	return c
 }
 
-func (c *client) send(typ string, payload any, id any) {
+// expectError sends a request and requires an error answer with code.
+func (c *client) expectError(code string, typ string, payload any) {
 	c.t.Helper()
-	env := map[string]any{"type": typ}
-	if payload != nil {
-		env["payload"] = payload
-	}
-	if id != nil {
-		env["id"] = id
-	}
-	b, err := json.Marshal(env)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	if err := c.conn.Write(ctx, websocket.MessageText, b); err != nil {
-		c.t.Fatalf("write %s: %v", typ, err)
+	err := c.Request(typ, payload, nil)
+	var re *troupe.ReplyError
+	if !errors.As(err, &re) || re.Code != code {
+		c.t.Fatalf("%s answered %v, want an error %q", typ, err, code)
 	}
 }
 
-// next reads the next envelope.
-func (c *client) next() envelope {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	for {
-		_, data, err := c.conn.Read(ctx)
-		if err != nil {
-			c.t.Fatalf("read: %v", err)
-		}
-		var env envelope
-		if err := json.Unmarshal(data, &env); err != nil {
-			c.t.Fatalf("not an envelope: %s", data)
-		}
-		// A request the handler did not answer itself gets an empty
-		// reply; its place relative to room broadcasts is not fixed.
-		if env.Type == "reply" && len(env.Payload) == 0 {
-			continue
-		}
-		return env
-	}
-}
-
-// expect reads the next envelope, requires its type and decodes its payload
-// into out.
-func (c *client) expect(typ string, out any) envelope {
-	c.t.Helper()
-	env := c.next()
-	if env.Type != typ {
-		c.t.Fatalf("got %s %s, want %s", env.Type, env.Payload, typ)
-	}
-	if out != nil {
-		if err := json.Unmarshal(env.Payload, out); err != nil {
-			c.t.Fatalf("%s payload %s: %v", typ, env.Payload, err)
-		}
-	}
-	return env
-}
-
-// expectError reads an error envelope and requires its code and the id of
-// the request it answers.
-func (c *client) expectError(code string, id string) {
-	c.t.Helper()
-	var e wireError
-	env := c.expect("error", &e)
-	if e.Code != code {
-		c.t.Fatalf("error code %q (%s), want %q", e.Code, e.Message, code)
-	}
-	if string(env.ID) != id {
-		c.t.Fatalf("error id %s, want %s", env.ID, id)
-	}
-}
-
-// join joins room with meta (nil: none) and returns room.joined.
+// join joins room with meta (nil: none) and returns room.joined, the
+// answer with the request's id.
 func (c *client) join(room string, meta any) wireJoined {
 	c.t.Helper()
 	p := map[string]any{"room": room}
 	if meta != nil {
 		p["meta"] = meta
 	}
-	c.send("room.join", p, "join-"+room)
 	var j wireJoined
-	env := c.expect("room.joined", &j)
-	if string(env.ID) != `"join-`+room+`"` {
-		c.t.Fatalf("room.joined id %s, want the request's", env.ID)
+	if err := c.Request("room.join", p, &j); err != nil {
+		c.t.Fatalf("join %s: %v", room, err)
 	}
 	if j.Room != room {
 		c.t.Fatalf("room.joined room %q, want %q", j.Room, room)
@@ -219,15 +154,19 @@ func (c *client) join(room string, meta any) wireJoined {
 	return j
 }
 
-func (c *client) publish(room, text string, id any) {
+func publication(room, text string) map[string]any {
+	return map[string]any{"room": room, "body": map[string]string{"text": text}}
+}
+
+func (c *client) publish(room, text string) {
 	c.t.Helper()
-	c.send("room.publish", map[string]any{"room": room, "body": map[string]string{"text": text}}, id)
+	c.Send("room.publish", publication(room, text))
 }
 
 func (c *client) expectMessage(room string, seq uint64, from, text string) {
 	c.t.Helper()
 	var m wireMessage
-	c.expect("room.message", &m)
+	c.Expect("room.message", &m)
 	if want := (wireMessage{Room: room, Seq: seq, From: from, Body: wireBody{Text: text}}); m != want {
 		c.t.Fatalf("message %+v, want %+v", m, want)
 	}
@@ -236,7 +175,7 @@ func (c *client) expectMessage(room string, seq uint64, from, text string) {
 func (c *client) expectPresence(want wirePresence) {
 	c.t.Helper()
 	var p wirePresence
-	c.expect("presence.diff", &p)
+	c.Expect("presence.diff", &p)
 	if !sameMembers(p.Joins, want.Joins) || !sameMembers(p.Leaves, want.Leaves) || p.Room != want.Room {
 		c.t.Fatalf("presence.diff %+v, want %+v", p, want)
 	}
@@ -316,8 +255,8 @@ func TestJoinWithMetaAndPresence(t *testing.T) {
 	}
 	alice.expectPresence(wirePresence{Room: "lobby", Joins: []wireMember{{ID: bob.me.ID, Meta: bobMeta}}})
 
-	// A dropped connection is a leave, announced with the same id and meta.
-	_ = bob.conn.CloseNow()
+	// A closed connection is a leave, announced with the same id and meta.
+	bob.Close()
 	alice.expectPresence(wirePresence{Room: "lobby", Leaves: []wireMember{{ID: bob.me.ID, Meta: bobMeta}}})
 
 	carol := dial(t, ts, "carol")
@@ -335,20 +274,19 @@ func TestPublishReachesEveryMemberInSequence(t *testing.T) {
 	alice.expectPresence(wirePresence{Room: "lobby", Joins: []wireMember{{ID: bob.me.ID}}})
 	outsider.join("elsewhere", nil)
 
-	alice.publish("lobby", "hello, bob", 1)
-	alice.expectMessage("lobby", 1, alice.me.ID, "hello, bob")
 	var pub wirePublished
-	if env := alice.expect("room.published", &pub); string(env.ID) != "1" || pub != (wirePublished{"lobby", 1}) {
-		t.Fatalf("room.published %+v id %s, want seq 1 and id 1", pub, env.ID)
+	if err := alice.Request("room.publish", publication("lobby", "hello, bob"), &pub); err != nil || pub != (wirePublished{"lobby", 1}) {
+		t.Fatalf("room.published %+v, %v; want seq 1", pub, err)
 	}
+	alice.expectMessage("lobby", 1, alice.me.ID, "hello, bob")
 	bob.expectMessage("lobby", 1, alice.me.ID, "hello, bob")
 
-	bob.publish("lobby", "hi alice", nil)
+	bob.publish("lobby", "hi alice")
 	alice.expectMessage("lobby", 2, bob.me.ID, "hi alice")
 	bob.expectMessage("lobby", 2, bob.me.ID, "hi alice")
 
 	// The outsider's next message is its own: nothing from lobby came first.
-	outsider.publish("elsewhere", "anyone?", nil)
+	outsider.publish("elsewhere", "anyone?")
 	outsider.expectMessage("elsewhere", 1, outsider.me.ID, "anyone?")
 
 	// A page that joins later loads what was said from the history.
@@ -356,10 +294,9 @@ func TestPublishReachesEveryMemberInSequence(t *testing.T) {
 	if j := carol.join("lobby", nil); j.Seq != 2 {
 		t.Fatalf("carol joined at seq %d, want 2", j.Seq)
 	}
-	carol.send("room.history", map[string]any{"room": "lobby", "limit": 100}, "h")
 	var h wireHistory
-	if env := carol.expect("room.history", &h); string(env.ID) != `"h"` {
-		t.Fatalf("room.history id %s", env.ID)
+	if err := carol.Request("room.history", map[string]any{"room": "lobby", "limit": 100}, &h); err != nil {
+		t.Fatalf("room.history: %v", err)
 	}
 	want := []wireMessage{
 		{Room: "lobby", Seq: 1, From: alice.me.ID, Body: wireBody{"hello, bob"}},
@@ -376,30 +313,32 @@ func TestRejoinResumes(t *testing.T) {
 	ts := startChat(t)
 	alice, bob := dial(t, ts, "alice"), dial(t, ts, "bob")
 	alice.join("lobby", nil)
-	alice.publish("lobby", "one", nil)
+	alice.publish("lobby", "one")
 	alice.expectMessage("lobby", 1, alice.me.ID, "one")
 	if j := bob.join("lobby", nil); j.Seq != 1 {
 		t.Fatalf("bob joined at seq %d, want 1", j.Seq)
 	}
 	alice.expectPresence(wirePresence{Room: "lobby", Joins: []wireMember{{ID: bob.me.ID}}})
-	_ = bob.conn.CloseNow()
+	bob.Close()
 	alice.expectPresence(wirePresence{Room: "lobby", Leaves: []wireMember{{ID: bob.me.ID}}})
 
-	alice.publish("lobby", "two", nil)
+	alice.publish("lobby", "two")
 	alice.expectMessage("lobby", 2, alice.me.ID, "two")
-	alice.publish("lobby", "three", nil)
+	alice.publish("lobby", "three")
 	alice.expectMessage("lobby", 3, alice.me.ID, "three")
 
 	back := dial(t, ts, "bob")
-	back.send("room.join", map[string]any{"room": "lobby", "since": 1}, 9)
+	// Without an id: room.joined is the next message, and the missed
+	// ones follow it.
+	back.Send("room.join", map[string]any{"room": "lobby", "since": 1})
 	var j wireJoined
-	back.expect("room.joined", &j)
+	back.Expect("room.joined", &j)
 	if !j.Recovered || j.Seq != 3 {
 		t.Fatalf("rejoin since 1: %+v, want recovered at seq 3", j)
 	}
 	back.expectMessage("lobby", 2, alice.me.ID, "two")
 	back.expectMessage("lobby", 3, alice.me.ID, "three")
-	alice.publish("lobby", "four", nil)
+	alice.publish("lobby", "four")
 	back.expectMessage("lobby", 4, alice.me.ID, "four")
 }
 
@@ -411,9 +350,9 @@ func TestTypingGoesToTheOthersOnly(t *testing.T) {
 	alice.expectPresence(wirePresence{Room: "lobby", Joins: []wireMember{{ID: bob.me.ID}}})
 	carol.join("elsewhere", nil)
 
-	bob.send("chat.typing", map[string]string{"room": "lobby"}, nil)
+	bob.Send("chat.typing", map[string]string{"room": "lobby"})
 	var ty wireTyping
-	alice.expect("chat.typing", &ty)
+	alice.Expect("chat.typing", &ty)
 	if want := (wireTyping{Room: "lobby", From: bob.me.ID, Name: "bob"}); ty != want {
 		t.Fatalf("typing %+v, want %+v", ty, want)
 	}
@@ -421,9 +360,9 @@ func TestTypingGoesToTheOthersOnly(t *testing.T) {
 	// The room fanned the notice out before alice got it, and a message
 	// from the room comes after it in every member's queue: had bob or
 	// carol been sent the notice, they would read it first.
-	alice.publish("lobby", "go on", nil)
+	alice.publish("lobby", "go on")
 	bob.expectMessage("lobby", 1, alice.me.ID, "go on")
-	carol.publish("elsewhere", "quiet", nil)
+	carol.publish("elsewhere", "quiet")
 	carol.expectMessage("elsewhere", 1, carol.me.ID, "quiet")
 }
 
@@ -432,7 +371,7 @@ func TestInvalidTextIsRefused(t *testing.T) {
 	c := dial(t, ts, "alice")
 	c.join("lobby", nil)
 
-	for i, body := range []any{
+	for _, body := range []any{
 		map[string]string{"text": ""},
 		map[string]string{"text": " \n\t "},
 		map[string]string{"text": strings.Repeat("x", 2001)},
@@ -441,15 +380,14 @@ func TestInvalidTextIsRefused(t *testing.T) {
 		"just a string",
 		map[string]string{},
 	} {
-		c.send("room.publish", map[string]any{"room": "lobby", "body": body}, i)
-		c.expectError("invalid", strconv.Itoa(i))
+		c.expectError("invalid", "room.publish", map[string]any{"room": "lobby", "body": body})
 	}
 
 	// The limit counts characters, not bytes: 2000 two-byte characters
 	// pass, and they are the room's first message: nothing refused took a
 	// sequence number.
 	full := strings.Repeat("ü", 2000)
-	c.publish("lobby", full, nil)
+	c.publish("lobby", full)
 	c.expectMessage("lobby", 1, c.me.ID, full)
 }
 
@@ -458,16 +396,13 @@ func TestNotMember(t *testing.T) {
 	alice, bob := dial(t, ts, "alice"), dial(t, ts, "bob")
 	alice.join("lobby", nil)
 
-	bob.publish("lobby", "let me in", "m")
-	bob.expectError("not_member", `"m"`)
-	bob.send("chat.typing", map[string]string{"room": "lobby"}, "t")
-	bob.expectError("not_member", `"t"`)
-	bob.send("room.history", map[string]string{"room": "lobby"}, "h")
-	bob.expectError("not_member", `"h"`)
+	bob.expectError("not_member", "room.publish", publication("lobby", "let me in"))
+	bob.expectError("not_member", "chat.typing", map[string]string{"room": "lobby"})
+	bob.expectError("not_member", "room.history", map[string]string{"room": "lobby"})
 
 	// None of it reached the room: alice's next message is her own, and
 	// the first of the room.
-	alice.publish("lobby", "quiet here", nil)
+	alice.publish("lobby", "quiet here")
 	alice.expectMessage("lobby", 1, alice.me.ID, "quiet here")
 }
 
@@ -519,23 +454,12 @@ func TestRunShutsDownGracefully(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, ln, troupe.Settings{}) }()
 
-	dctx, dcancel := context.WithTimeout(context.Background(), wait)
-	defer dcancel()
-	conn, _, err := websocket.Dial(dctx, "ws://"+ln.Addr().String()+"/ws?name=alice", nil)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	defer conn.CloseNow()
-	c := &client{t: t, conn: conn}
-	c.expect("chat.welcome", &c.me)
+	c := welcome(t, troupetest.Dial(t, "ws://"+ln.Addr().String()+"/ws?name=alice", nil))
 	c.join("lobby", nil)
 
 	cancel()
-	rctx, rcancel := context.WithTimeout(context.Background(), wait)
-	defer rcancel()
-	_, _, err = conn.Read(rctx)
-	if code := websocket.CloseStatus(err); code != websocket.StatusGoingAway {
-		t.Fatalf("read after shutdown: %v (close code %d), want 1001", err, code)
+	if code, reason := c.ExpectClose(); code != 1001 {
+		t.Fatalf("closed with %d %q after shutdown, want 1001", code, reason)
 	}
 
 	select {
