@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/troupehq/troupe/internal/transportapi"
 )
 
 // session states; they only move forward.
@@ -25,7 +27,7 @@ type Session struct {
 	id     string
 	sys    *System
 	pid    *actor.PID
-	conn   Conn
+	conn   transportapi.Conn
 	opts   *Options
 	header http.Header
 	remote string

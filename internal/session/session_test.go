@@ -2,6 +2,7 @@ package session_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/troupehq/troupe/internal/session"
+	"github.com/troupehq/troupe/internal/transportapi"
 )
 
 // wait bounds every wait for an event that should come promptly; it only
@@ -36,7 +38,7 @@ func newSystem(t *testing.T) *session.System {
 
 // newSession creates a session on conn and finishes it when the test ends,
 // as the transport does once a connection is gone.
-func newSession(t *testing.T, sys *session.System, conn session.Conn, opts session.Options) *session.Session {
+func newSession(t *testing.T, sys *session.System, conn transportapi.Conn, opts session.Options) *session.Session {
 	t.Helper()
 	s := sys.NewSession(conn, session.Info{}, opts)
 	t.Cleanup(func() { session.Finish(s, session.CloseAbnormal, "test over") })
@@ -192,30 +194,6 @@ func TestConcurrentSendersKeepTheirOrder(t *testing.T) {
 		}
 	}
 	checkPerSenderOrder(t, texts(frames), senders, perSender)
-	if n := conn.Overlaps(); n != 0 {
-		t.Fatalf("%d writes overlapped another write", n)
-	}
-}
-
-func TestConcurrentSendersKeepTheirOrderWhenCoalesced(t *testing.T) {
-	const senders, perSender = 8, 250
-	sys := newSystem(t)
-	conn := session.NewMemConn()
-	s := newSession(t, sys, conn, session.Options{MaxQueuedMessages: senders * perSender, Coalesce: true})
-
-	sendConcurrently(t, s, senders, perSender)
-	// Close drains every accepted frame before the close frame, so once the
-	// conn is closed everything that will be written has been.
-	s.Close("done")
-	if code, _ := waitClosed(t, conn); code != session.CloseNormal {
-		t.Fatalf("close code %d, want %d", code, session.CloseNormal)
-	}
-
-	var msgs []string
-	for _, f := range conn.Frames() {
-		msgs = append(msgs, strings.Split(string(f.Data), "\n")...)
-	}
-	checkPerSenderOrder(t, msgs, senders, perSender)
 	if n := conn.Overlaps(); n != 0 {
 		t.Fatalf("%d writes overlapped another write", n)
 	}
@@ -510,103 +488,23 @@ func TestOversizedFrameAloneIsAccepted(t *testing.T) {
 	}
 }
 
-func TestCoalesceJoinsQueuedTextFrames(t *testing.T) {
-	sys := newSystem(t)
-	conn := session.NewMemConn()
-	s := newSession(t, sys, conn, session.Options{Coalesce: true})
-
-	conn.Block()
-	var want []string
-	for i := range 10 {
-		msg := fmt.Sprintf(`{"type":"tick","payload":%d}`, i)
-		want = append(want, msg)
-		if err := s.SendText([]byte(msg)); err != nil {
-			t.Fatalf("send %d: %v", i, err)
-		}
-	}
-	// Every frame is now with the writer, which is stuck on its first write.
-	barrier(t, sys, s)
-	conn.Unblock()
-	s.Close("done")
-	waitClosed(t, conn)
-
-	frames := conn.Frames()
-	// One write for what the writer held when it blocked, one for the rest.
-	if len(frames) > 2 {
-		t.Fatalf("%d writes for 10 queued messages, want at most 2", len(frames))
-	}
-	var got []string
-	for _, f := range frames {
-		if f.Binary {
-			t.Fatalf("coalesced text written as binary: %q", f.Data)
-		}
-		got = append(got, strings.Split(string(f.Data), "\n")...)
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("coalesced content:\n got %q\nwant %q", got, want)
-	}
-}
-
-func TestCoalesceNeverJoinsBinaryFrames(t *testing.T) {
-	sys := newSystem(t)
-	conn := session.NewMemConn()
-	s := newSession(t, sys, conn, session.Options{Coalesce: true})
-
-	sent := []session.Frame{
-		{Data: []byte("t0")},
-		{Data: []byte("t1")},
-		{Data: []byte{0, 1}, Binary: true},
-		{Data: []byte("t2")},
-		{Data: []byte("t3")},
-		{Data: []byte{2, 3}, Binary: true},
-		{Data: []byte{4, 5}, Binary: true},
-		{Data: []byte("t4")},
-	}
-	conn.Block()
-	for i, f := range sent {
-		if err := session.SendFrame(s, f); err != nil {
-			t.Fatalf("send %d: %v", i, err)
-		}
-	}
-	barrier(t, sys, s)
-	conn.Unblock()
-	s.Close("done")
-	waitClosed(t, conn)
-
-	// Splitting the text frames at '\n' must give back the sent sequence,
-	// with every binary frame written on its own, byte for byte.
-	var got []session.Frame
-	for _, f := range conn.Frames() {
-		if f.Binary {
-			got = append(got, f)
-			continue
-		}
-		for _, part := range strings.Split(string(f.Data), "\n") {
-			got = append(got, session.Frame{Data: []byte(part)})
-		}
-	}
-	if !slices.EqualFunc(got, sent, func(a, b session.Frame) bool {
-		return a.Binary == b.Binary && bytes.Equal(a.Data, b.Data)
-	}) {
-		t.Fatalf("frames:\n got %v\nwant %v", got, sent)
-	}
-	if n := len(conn.Frames()); n >= len(sent) {
-		t.Fatalf("%d writes for %d frames: adjacent text frames were not joined", n, len(sent))
-	}
-}
-
-func TestWithoutCoalesceQueuedFramesStaySeparate(t *testing.T) {
+// The writer hands the connection everything queued at the moment it
+// starts, as one batch of separate messages: how a batch goes on the wire
+// is the connection's business.
+func TestQueuedFramesLeaveAsOneBatch(t *testing.T) {
 	sys := newSystem(t)
 	conn := session.NewMemConn()
 	s := newSession(t, sys, conn, session.Options{})
 
 	conn.Block()
-	want := []string{"a", "b", "c", "d", "e"}
+	want := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
 	for _, m := range want {
 		if err := s.SendText([]byte(m)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// Every frame is now with the actor or the writer, which is stuck on
+	// its first batch.
 	barrier(t, sys, s)
 	conn.Unblock()
 	if n := conn.WaitCount(len(want), wait); n != len(want) {
@@ -614,6 +512,11 @@ func TestWithoutCoalesceQueuedFramesStaySeparate(t *testing.T) {
 	}
 	if got := texts(conn.Frames()); !slices.Equal(got, want) {
 		t.Fatalf("frames %q, want %q", got, want)
+	}
+	// One batch for what the writer took before it blocked, one for the
+	// rest.
+	if n := conn.Batches(); n > 2 {
+		t.Fatalf("%d batches for %d frames queued behind a blocked write, want at most 2", n, len(want))
 	}
 }
 
@@ -715,8 +618,11 @@ var errTimeout = fmt.Errorf("write tcp: %w", os.ErrDeadlineExceeded)
 // errReset is a connection that went away, which only OnClose reports.
 var errReset = errors.New("connection reset")
 
-func (c *failConn) Write(bool, []byte) error         { return c.err }
-func (c *failConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *failConn) Read(context.Context) (session.Frame, error) {
+	<-c.closed
+	return session.Frame{}, errReset
+}
+func (c *failConn) Write([]session.Frame, time.Time) error { return c.err }
 func (c *failConn) Close(code int, _ string) error {
 	c.once.Do(func() { c.code.Store(int32(code)); close(c.closed) })
 	return nil
@@ -969,131 +875,5 @@ func TestEmitError(t *testing.T) {
 	s.EmitError(boom)
 	if len(got) != 1 || got[0] != boom || from != s {
 		t.Fatalf("OnError saw %v from %p, want [boom] from %p", got, from, s)
-	}
-}
-
-// batchConn is a MemConn that also implements session.Batcher and records
-// whether every write falls inside a batch.
-type batchConn struct {
-	*session.MemConn
-	mu      sync.Mutex
-	inBatch bool
-	begins  int
-	ends    int
-	outside int // writes outside BeginBatch/EndBatch
-	nested  int // BeginBatch while a batch was open
-	endErr  error
-}
-
-func (c *batchConn) Write(binary bool, p []byte) error {
-	c.mu.Lock()
-	if !c.inBatch {
-		c.outside++
-	}
-	c.mu.Unlock()
-	return c.MemConn.Write(binary, p)
-}
-
-func (c *batchConn) BeginBatch() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.inBatch {
-		c.nested++
-	}
-	c.inBatch = true
-	c.begins++
-}
-
-func (c *batchConn) EndBatch() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.inBatch = false
-	c.ends++
-	return c.endErr
-}
-
-func TestBatcherBracketsEveryWrite(t *testing.T) {
-	sys := newSystem(t)
-	conn := &batchConn{MemConn: session.NewMemConn()}
-	s := newSession(t, sys, conn, session.Options{})
-
-	conn.Block()
-	for i := range 20 {
-		if err := s.SendText([]byte(strconv.Itoa(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	barrier(t, sys, s)
-	conn.Unblock()
-	s.Close("done")
-	waitClosed(t, conn.MemConn)
-
-	if n := len(conn.Frames()); n != 20 {
-		t.Fatalf("%d frames written, want 20", n)
-	}
-	conn.mu.Lock()
-	defer conn.mu.Unlock()
-	if conn.outside != 0 || conn.nested != 0 {
-		t.Fatalf("%d writes outside a batch, %d nested batches; want none", conn.outside, conn.nested)
-	}
-	if conn.begins == 0 || conn.begins != conn.ends {
-		t.Fatalf("BeginBatch %d times, EndBatch %d times; want equal and non-zero", conn.begins, conn.ends)
-	}
-	// The writer was stuck on the first frame while the rest queued up:
-	// they must leave as one batch, not one batch per frame.
-	if conn.begins > 2 {
-		t.Fatalf("%d batches for 20 frames queued behind a blocked write, want at most 2", conn.begins)
-	}
-}
-
-func TestBatcherEndErrorIsAWriteError(t *testing.T) {
-	sys := newSystem(t)
-	errFlush := fmt.Errorf("flush failed: %w", os.ErrDeadlineExceeded)
-	conn := &batchConn{MemConn: session.NewMemConn(), endErr: errFlush}
-	h := newHooks()
-	s := newSession(t, sys, conn, h.options(session.Options{}))
-
-	if err := s.SendText([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.nextError(t); !errors.Is(err, errFlush) {
-		t.Fatalf("OnError got %v, want an error wrapping %v", err, errFlush)
-	}
-	if code, _ := waitClosed(t, conn.MemConn); code != session.CloseAbnormal {
-		t.Fatalf("conn closed with %d, want CloseNow (%d)", code, session.CloseAbnormal)
-	}
-	if s.IsOpen() {
-		t.Fatal("session still open after a failed batch")
-	}
-}
-
-// A text frame with a newline of its own cannot share a coalesced frame: the
-// client splits at '\n' and would get broken pieces.
-func TestCoalesceKeepsFramesWithNewlinesApart(t *testing.T) {
-	sys := newSystem(t)
-	conn := session.NewMemConn()
-	s := newSession(t, sys, conn, session.Options{Coalesce: true})
-
-	sent := []string{"a", "b", "two\nlines", "c", "d"}
-	conn.Block()
-	for i, m := range sent {
-		if err := s.SendText([]byte(m)); err != nil {
-			t.Fatalf("send %d: %v", i, err)
-		}
-	}
-	barrier(t, sys, s)
-	conn.Unblock()
-	s.Close("done")
-	waitClosed(t, conn)
-
-	// The writer may have taken "a" alone before the rest was queued, so
-	// the batches vary; what may not vary: the message with a newline is a
-	// frame of its own, and nothing is lost or reordered.
-	got := texts(conn.Frames())
-	if !slices.Contains(got, "two\nlines") {
-		t.Fatalf("frames %q: the message with a newline was joined to others", got)
-	}
-	if strings.Join(got, "\n") != strings.Join(sent, "\n") {
-		t.Fatalf("frames %q, want %q in order", got, sent)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/google/uuid"
 	"github.com/troupehq/troupe/internal/gopool"
+	"github.com/troupehq/troupe/internal/transportapi"
 )
 
 // System owns the protoactor actor system that session (and room) actors
@@ -89,7 +90,7 @@ func (d poolDispatcher) Schedule(fn func()) { d.p.Go(fn) }
 func (poolDispatcher) Throughput() int { return 300 }
 
 // NewSession spawns a session actor writing to conn.
-func (sys *System) NewSession(conn Conn, info Info, opts Options) *Session {
+func (sys *System) NewSession(conn transportapi.Conn, info Info, opts Options) *Session {
 	id := info.ID
 	if id == "" {
 		id = uuid.NewString()

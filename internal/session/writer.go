@@ -1,17 +1,11 @@
 package session
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 )
-
-// batchPool holds the buffers that coalesced batches are joined in, so an
-// idle session keeps none.
-var batchPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // writeLoop drains the outbound queue to the connection. It is the only
 // goroutine that writes data or the close frame, so writes never overlap and
@@ -72,51 +66,11 @@ func (s *Session) writeLoop() {
 	}
 }
 
-// writeBatch writes frames under one deadline. With Coalesce, consecutive
-// joinable text frames are joined with '\n' into a single frame: one write, one system
-// call, however many messages were waiting.
-func (s *Session) writeBatch(batch []Frame) (err error) {
-	_ = s.conn.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
-	if b, ok := s.conn.(Batcher); ok {
-		b.BeginBatch()
-		defer func() {
-			if e := b.EndBatch(); err == nil {
-				err = e
-			}
-		}()
-	}
-	for i := 0; i < len(batch); {
-		f := batch[i]
-		if s.opts.Coalesce && joinable(f) && i+1 < len(batch) && joinable(batch[i+1]) {
-			buf := batchPool.Get().(*bytes.Buffer)
-			j := i
-			for ; j < len(batch) && joinable(batch[j]); j++ {
-				if j > i {
-					buf.WriteByte('\n')
-				}
-				buf.Write(batch[j].Data)
-			}
-			err = s.conn.Write(false, buf.Bytes())
-			buf.Reset()
-			if buf.Cap() <= 1<<20 {
-				batchPool.Put(buf)
-			}
-			i = j
-		} else {
-			err = s.conn.Write(f.Binary, f.Data)
-			i++
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+// writeBatch hands frames to the connection as one batch, under one
+// deadline.
+func (s *Session) writeBatch(batch []Frame) error {
+	return s.conn.Write(batch, time.Now().Add(s.opts.WriteTimeout))
 }
-
-// joinable reports whether f can share a coalesced frame: a text message
-// with no newline of its own (envelopes never have one; raw text sent with
-// SendText might, and would split into broken lines).
-func joinable(f Frame) bool { return !f.Binary && bytes.IndexByte(f.Data, '\n') < 0 }
 
 // writeClose sends the close frame and waits for the handshake (bounded by
 // the connection's own timeouts). It runs on the writer goroutine, never on
@@ -126,6 +80,5 @@ func (s *Session) writeClose(code int, reason string) {
 		_ = s.conn.CloseNow()
 		return
 	}
-	_ = s.conn.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 	_ = s.conn.Close(code, reason)
 }
