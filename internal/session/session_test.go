@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -875,5 +876,207 @@ func TestEmitError(t *testing.T) {
 	s.EmitError(boom)
 	if len(got) != 1 || got[0] != boom || from != s {
 		t.Fatalf("OnError saw %v from %p, want [boom] from %p", got, from, s)
+	}
+}
+
+func TestCloseReasonIsCutAtACharacterBoundary(t *testing.T) {
+	for _, tc := range []struct {
+		name, reason string
+	}{
+		// 122 ASCII bytes, then a 3-byte character across the 123rd byte.
+		{"straddling", strings.Repeat("r", 122) + "€€"},
+		// 4-byte characters from the start: 123 is not a multiple of 4.
+		{"emoji", strings.Repeat("🎉", 40)},
+		{"two-byte", "x" + strings.Repeat("é", 80)},
+		{"exact", strings.Repeat("r", 120) + "€"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sys := newSystem(t)
+			conn := session.NewMemConn()
+			h := newHooks()
+			s := newSession(t, sys, conn, h.options(session.Options{}))
+
+			s.CloseWith(4002, tc.reason)
+			_, reason := waitClosed(t, conn)
+			if len(reason) > 123 || !utf8.ValidString(reason) || !strings.HasPrefix(tc.reason, reason) {
+				t.Fatalf("reason %q (%d bytes): want a valid UTF-8 prefix of at most 123 bytes", reason, len(reason))
+			}
+			// Cut no more than the character that did not fit.
+			if len(reason) < 123-utf8.UTFMax+1 && len(tc.reason) > len(reason) {
+				t.Fatalf("reason cut to %d bytes, want at least %d", len(reason), 123-utf8.UTFMax+1)
+			}
+			if len(tc.reason) <= 123 && reason != tc.reason {
+				t.Fatalf("reason of %d bytes was cut to %q", len(tc.reason), reason)
+			}
+			session.Finish(s, session.CloseNoStatus, "")
+			if ev := h.nextClose(t); ev.reason != reason {
+				t.Fatalf("OnClose reason %q, want the reason sent, %q", ev.reason, reason)
+			}
+		})
+	}
+}
+
+// Sends racing a graceful close are either refused or written before the
+// close frame: nothing accepted is lost in silence.
+func TestSendsRacingCloseAreWrittenOrRefused(t *testing.T) {
+	const senders, perSender = 8, 400
+	for round := range 10 {
+		t.Run(fmt.Sprintf("round%d", round), func(t *testing.T) {
+			sys := newSystem(t)
+			conn := session.NewMemConn()
+			s := newSession(t, sys, conn, session.Options{MaxQueuedMessages: senders * perSender})
+
+			accepted := make([]int, senders)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for g := range senders {
+				wg.Go(func() {
+					<-start
+					for i := range perSender {
+						if err := s.SendText([]byte(fmt.Sprintf("%d/%d", g, i))); err != nil {
+							if !errors.Is(err, session.ErrClosed) {
+								t.Errorf("sender %d: %v", g, err)
+							}
+							return
+						}
+						accepted[g]++
+					}
+				})
+			}
+			close(start)
+			time.Sleep(time.Duration(round) * 100 * time.Microsecond)
+			s.Close("done")
+			wg.Wait()
+			if code, _ := waitClosed(t, conn); code != session.CloseNormal {
+				t.Fatalf("closed with %d, want %d", code, session.CloseNormal)
+			}
+			// MemConn refuses writes once closed: what it recorded was
+			// written before the close frame.
+			next := make([]int, senders)
+			for _, m := range texts(conn.Frames()) {
+				var g, i int
+				if _, err := fmt.Sscanf(m, "%d/%d", &g, &i); err != nil || i != next[g] {
+					t.Fatalf("frame %q out of order or unexpected (want %d/%d)", m, g, next[g])
+				}
+				next[g]++
+			}
+			if !slices.Equal(next, accepted) {
+				t.Fatalf("frames written per sender %v, accepted %v", next, accepted)
+			}
+		})
+	}
+}
+
+// A client that does not take a batch within WriteTimeout is reported to
+// OnError and dropped; the deadline is the one handed to Conn.Write.
+func TestWriteDeadlineDropsSession(t *testing.T) {
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	h := newHooks()
+	s := newSession(t, sys, conn, h.options(session.Options{WriteTimeout: 50 * time.Millisecond}))
+
+	conn.Block()
+	start := time.Now()
+	if err := s.SendText([]byte("stuck")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.nextError(t); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("OnError got %v, want an error wrapping %v", err, os.ErrDeadlineExceeded)
+	}
+	if d := time.Since(start); d < 50*time.Millisecond {
+		t.Fatalf("write failed after %v, before its deadline", d)
+	}
+	if code, _ := waitClosed(t, conn); code != session.CloseAbnormal {
+		t.Fatalf("conn closed with %d, want CloseNow (%d)", code, session.CloseAbnormal)
+	}
+	if s.IsOpen() {
+		t.Fatal("session still open after a write timeout")
+	}
+	session.Finish(s, session.CloseAbnormal, "")
+	if ev := h.nextClose(t); ev.code != session.CloseAbnormal || ev.reason != "write failed" {
+		t.Fatalf("OnClose(%d, %q), want (%d, %q)", ev.code, ev.reason, session.CloseAbnormal, "write failed")
+	}
+}
+
+// activeConn is a MemConn that knows whether a Write is running.
+type activeConn struct {
+	*session.MemConn
+	active atomic.Int32
+}
+
+func (c *activeConn) Write(msgs []session.Frame, deadline time.Time) error {
+	c.active.Add(1)
+	defer c.active.Add(-1)
+	return c.MemConn.Write(msgs, deadline)
+}
+
+// Finish runs the end hooks and OnClose only once a write in flight has
+// returned (cutting the connection makes it return), and no write starts
+// after it.
+func TestFinishWaitsForTheWriteInFlight(t *testing.T) {
+	for round := range 20 {
+		sys := newSystem(t)
+		conn := &activeConn{MemConn: session.NewMemConn()}
+		var activeAtEnd, activeAtClose atomic.Int32
+		remove := sys.OnSessionEnd(func(*session.Session) { activeAtEnd.Store(conn.active.Load()) })
+		s := sys.NewSession(conn, session.Info{}, session.Options{
+			OnClose: func(*session.Session, int, string) { activeAtClose.Store(conn.active.Load()) },
+		})
+		if round%2 == 0 {
+			conn.Block()
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for i := range 100 {
+				if s.SendText([]byte(strconv.Itoa(i))) != nil {
+					return
+				}
+			}
+		})
+		if round%2 == 0 {
+			barrier(t, sys, s)
+		}
+		session.Finish(s, session.CloseAbnormal, "gone")
+		batches := conn.Batches()
+		if a, c := activeAtEnd.Load(), activeAtClose.Load(); a != 0 || c != 0 {
+			t.Fatalf("round %d: %d writes running during the end hooks, %d during OnClose", round, a, c)
+		}
+		wg.Wait()
+		time.Sleep(10 * time.Millisecond)
+		if n, b := conn.active.Load(), conn.Batches(); n != 0 || b != batches {
+			t.Fatalf("round %d: a write started after Finish", round)
+		}
+		remove()
+	}
+}
+
+// Sessions spawned at once from many goroutines each get their own actor:
+// no frame reaches another session's connection.
+func TestConcurrentSpawnsKeepSessionsApart(t *testing.T) {
+	const goroutines, each = 8, 50
+	sys := newSystem(t)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				conn := session.NewMemConn()
+				id := fmt.Sprintf("s%d-%d", g, i)
+				s := sys.NewSession(conn, session.Info{ID: id}, session.Options{})
+				if err := s.SendText([]byte(id)); err != nil {
+					t.Errorf("%s: %v", id, err)
+					return
+				}
+				s.Close("bye")
+				conn.WaitCount(math.MaxInt, wait)
+				if got := texts(conn.Frames()); len(got) != 1 || got[0] != id {
+					t.Errorf("%s: connection got %q", id, got)
+				}
+				session.Finish(s, session.CloseNormal, "")
+			}
+		})
+	}
+	wg.Wait()
+	if n := sys.Sessions(); n != 0 {
+		t.Fatalf("%d sessions alive after all finished", n)
 	}
 }

@@ -24,9 +24,7 @@ type System struct {
 	// pool runs the session actors' mailboxes and writers (see gopool).
 	pool gopool.Pool
 
-	props    *actor.Props // of every session actor
-	spawnMu  sync.Mutex   // one session spawned at a time: ...
-	spawning *Session     // ... this one, for props' producer
+	props *actor.Props // of every session actor
 
 	// ended holds the OnSessionEnd hooks, replaced whole on each change so
 	// that Finish reads it without a lock.
@@ -59,7 +57,7 @@ func NewSystem(logger *slog.Logger) *System {
 		actor.WithDeadLetterThrottleInterval(100*time.Millisecond),
 	)
 	sys := &System{as: as, root: as.Root, logger: logger}
-	sys.props = actor.PropsFromProducer(func() actor.Actor { return &sessionActor{s: sys.spawning} },
+	sys.props = actor.PropsFromProducer(func() actor.Actor { return new(sessionActor) },
 		actor.WithDispatcher(poolDispatcher{&sys.pool}))
 	return sys
 }
@@ -107,16 +105,13 @@ func (sys *System) NewSession(conn transportapi.Conn, info Info, opts Options) *
 		ctx:    ctx,
 		cancel: cancel,
 	}
-	s.open.Store(true)
-	// One Props serves every session: the producer runs inside Spawn and
-	// takes the session being spawned. Props of its own would cost each
-	// session about 240 bytes for as long as it lives. A session actor is
-	// never restarted (its Receive recovers), so the producer runs once.
-	sys.spawnMu.Lock()
-	sys.spawning = s
+	// One Props serves every session, so its producer cannot know the
+	// session: the first message gives it to the actor. Props of its own
+	// would cost each session about 240 bytes for as long as it lives. A
+	// session actor is never restarted (its Receive recovers), so nothing
+	// else ever builds it.
 	s.pid = sys.root.Spawn(sys.props)
-	sys.spawning = nil
-	sys.spawnMu.Unlock()
+	sys.root.Send(s.pid, s)
 	sys.sessions.Add(1)
 	return s
 }
