@@ -158,7 +158,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(readLimit(h.cfg.MaxMessageSize))
-	conn := &wsConn{ws: ws, raw: hc.conn, cork: hc.cork, cc: hc.cc}
+	conn := &wsConn{ws: ws, raw: hc.conn, cork: hc.cork, cc: hc.cc, ndjson: ws.Subprotocol() == SubprotocolNDJSON}
 
 	s = h.sys.NewSession(conn, session.Info{
 		Header:      r.Header,
@@ -168,7 +168,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		MaxQueuedMessages: h.cfg.MaxQueuedMessages,
 		MaxQueuedBytes:    h.cfg.MaxQueuedBytes,
 		WriteTimeout:      h.cfg.WriteTimeout,
-		Coalesce:          ws.Subprotocol() == SubprotocolNDJSON,
 		Encode:            h.hooks.Encode,
 		EncodeRequest:     h.hooks.EncodeRequest,
 		OnError:           h.hooks.OnError,

@@ -4,17 +4,20 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/troupehq/troupe/transport"
 )
 
-// wsConn adapts a coder/websocket connection to session.Conn. Writes use a
+// wsConn adapts a coder/websocket connection to transport.Conn. Writes use a
 // background context and a deadline on the raw connection instead of a
 // per-write context: a context with a deadline arms a timer on every write,
 // and an expired one would close the connection behind the session's back.
@@ -23,6 +26,9 @@ type wsConn struct {
 	raw  net.Conn
 	cork *corkWriter
 	cc   *corkedConn // the connection under coder/websocket
+	// ndjson: the client negotiated the "ndjson" subprotocol, so the text
+	// messages of a batch may share a frame, one per line.
+	ndjson bool
 }
 
 // idle is the frame reader's side of waiting between messages, nil where
@@ -34,38 +40,82 @@ func (c *wsConn) idle() idleReader {
 	return c.cc.idle
 }
 
-// BeginBatch holds back the frames written until EndBatch, which sends them
-// in one system call.
-func (c *wsConn) BeginBatch() {
+// errReadUnused is what Read returns: the transport's own read loop (conn.go)
+// reads from the WebSocket connection, not the session.
+var errReadUnused = errors.New("transport: wsConn.Read is not used; the read loop reads")
+
+// Read is not used: see errReadUnused.
+func (c *wsConn) Read(context.Context) (transport.Message, error) {
+	return transport.Message{}, errReadUnused
+}
+
+// joinPool holds the buffers that ndjson batches are joined in, so an idle
+// connection keeps none.
+var joinPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// Write sends msgs under one deadline on the raw connection, corked: the
+// frames collect in memory and leave in one system call (two for a batch
+// over maxCork). With ndjson, each run of consecutive joinable text
+// messages is written as a single text frame, the messages separated by
+// '\n': one frame, however many messages were waiting.
+func (c *wsConn) Write(msgs []transport.Message, deadline time.Time) (err error) {
+	if c.raw != nil {
+		_ = c.raw.SetWriteDeadline(deadline)
+	}
 	if c.cork != nil {
 		c.cork.cork()
+		defer func() {
+			if e := c.cork.uncork(); err == nil {
+				err = e
+			}
+		}()
 	}
+	for i := 0; i < len(msgs); {
+		m := msgs[i]
+		if c.ndjson && joinable(m) && i+1 < len(msgs) && joinable(msgs[i+1]) {
+			buf := joinPool.Get().(*bytes.Buffer)
+			j := i
+			for ; j < len(msgs) && joinable(msgs[j]); j++ {
+				if j > i {
+					buf.WriteByte('\n')
+				}
+				buf.Write(msgs[j].Data)
+			}
+			err = c.ws.Write(context.Background(), websocket.MessageText, buf.Bytes())
+			buf.Reset()
+			if buf.Cap() <= 1<<20 {
+				joinPool.Put(buf)
+			}
+			i = j
+		} else {
+			typ := websocket.MessageText
+			if m.Binary {
+				typ = websocket.MessageBinary
+			}
+			err = c.ws.Write(context.Background(), typ, m.Data)
+			i++
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// EndBatch sends what BeginBatch held back.
-func (c *wsConn) EndBatch() error {
-	if c.cork == nil {
-		return nil
-	}
-	return c.cork.uncork()
-}
+// joinable reports whether m can share an ndjson frame: a text message
+// with no newline of its own (envelopes never have one; raw text sent with
+// SendText might, and would split into broken lines).
+func joinable(m transport.Message) bool { return !m.Binary && bytes.IndexByte(m.Data, '\n') < 0 }
 
-func (c *wsConn) Write(binary bool, p []byte) error {
-	typ := websocket.MessageText
-	if binary {
-		typ = websocket.MessageBinary
-	}
-	return c.ws.Write(context.Background(), typ, p)
-}
-
-func (c *wsConn) SetWriteDeadline(t time.Time) error {
-	if c.raw == nil {
-		return nil
-	}
-	return c.raw.SetWriteDeadline(t)
-}
+// closeTimeout bounds writing the close frame, as coder/websocket bounds
+// its closing handshake.
+const closeTimeout = 5 * time.Second
 
 func (c *wsConn) Close(code int, reason string) error {
+	if c.raw != nil {
+		// The last batch's deadline may have passed long ago.
+		_ = c.raw.SetWriteDeadline(time.Now().Add(closeTimeout))
+	}
 	if idle := c.idle(); idle != nil {
 		// Close reads the peer's close frame: not while the read loop
 		// looks at the frame reader (see lendingReader.ready).
@@ -76,6 +126,8 @@ func (c *wsConn) Close(code int, reason string) error {
 }
 
 func (c *wsConn) CloseNow() error { return c.ws.CloseNow() }
+
+var _ transport.Conn = (*wsConn)(nil)
 
 // hijackCapture remembers the net.Conn that coder/websocket hijacks, so the
 // session can set write deadlines on it, and slips a corkWriter under the

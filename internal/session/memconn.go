@@ -1,20 +1,27 @@
 package session
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/troupehq/troupe/transport"
 )
 
-// MemConn is an in-memory Conn for tests and benchmarks: it records what the
-// session writes, can be made to block like a client that stopped reading,
-// and checks that no two writes ever overlap.
+// MemConn is an in-memory transport.Conn for tests and benchmarks: it
+// records what the session writes, can be made to block like a client that
+// stopped reading, and checks that no two writes ever overlap. Its Read
+// has nothing to read: it waits until the conn is closed.
 type MemConn struct {
 	mu         sync.Mutex
 	cond       *sync.Cond
 	frames     []Frame
+	batches    int // Write calls that wrote
 	blocked    bool
 	closed     bool
 	code       int
@@ -44,9 +51,26 @@ func NewCountingMemConn() *MemConn {
 	return c
 }
 
-// Write records p; while the conn is blocked it waits, like a socket whose
-// peer stopped reading.
-func (c *MemConn) Write(binary bool, p []byte) error {
+// Read waits until the conn is closed or ctx ends: a MemConn's client
+// never sends.
+func (c *MemConn) Read(ctx context.Context) (Frame, error) {
+	stop := context.AfterFunc(ctx, func() { c.mu.Lock(); c.cond.Broadcast(); c.mu.Unlock() })
+	defer stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for !c.closed && ctx.Err() == nil {
+		c.cond.Wait()
+	}
+	if c.closed {
+		return Frame{}, ErrMemConnClosed
+	}
+	return Frame{}, ctx.Err()
+}
+
+// Write records msgs. While the conn is blocked it waits, like a socket
+// whose peer stopped reading, until Unblock, a close, or deadline (then it
+// fails with an error wrapping os.ErrDeadlineExceeded, as a socket does).
+func (c *MemConn) Write(msgs []Frame, deadline time.Time) error {
 	if c.inflight.Add(1) > 1 {
 		c.overlapped.Add(1)
 	}
@@ -54,23 +78,29 @@ func (c *MemConn) Write(binary bool, p []byte) error {
 	runtime.Gosched() // widen the window in which an overlap would show
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.blocked && !c.closed && !deadline.IsZero() {
+		t := time.AfterFunc(time.Until(deadline), func() { c.mu.Lock(); c.cond.Broadcast(); c.mu.Unlock() })
+		defer t.Stop()
+	}
 	for c.blocked && !c.closed {
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			return fmt.Errorf("memconn: write: %w", os.ErrDeadlineExceeded)
+		}
 		c.cond.Wait()
 	}
 	if c.closed {
 		return ErrMemConnClosed
 	}
-	c.count++
+	c.count += len(msgs)
+	c.batches++
 	if !c.discardOK {
-		c.frames = append(c.frames, Frame{Data: append([]byte(nil), p...), Binary: binary})
+		for _, m := range msgs {
+			c.frames = append(c.frames, Frame{Data: append([]byte(nil), m.Data...), Binary: m.Binary})
+		}
 	}
 	c.cond.Broadcast()
 	return nil
 }
-
-// SetWriteDeadline does nothing: a MemConn write blocks only while Block is
-// in effect.
-func (c *MemConn) SetWriteDeadline(time.Time) error { return nil }
 
 // Close records the close code and reason.
 func (c *MemConn) Close(code int, reason string) error {
@@ -87,7 +117,7 @@ func (c *MemConn) Close(code int, reason string) error {
 // CloseNow closes without a code (CloseAbnormal is recorded).
 func (c *MemConn) CloseNow() error { return c.Close(CloseAbnormal, "") }
 
-// Block makes writes wait until Unblock or a close.
+// Block makes writes wait until Unblock, a close, or their deadline.
 func (c *MemConn) Block() { c.mu.Lock(); c.blocked = true; c.mu.Unlock() }
 
 // Unblock lets waiting and later writes through.
@@ -110,6 +140,15 @@ func (c *MemConn) Count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.count
+}
+
+// Batches returns how many Write calls wrote their frames: a session hands
+// the connection everything queued at once, so frames queued behind a
+// blocked write leave in one batch.
+func (c *MemConn) Batches() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.batches
 }
 
 // WaitCount waits until at least n frames were written or the conn closed,
@@ -139,3 +178,5 @@ func (c *MemConn) Closed() (closed bool, code int, reason string) {
 func (c *MemConn) Overlaps() int {
 	return int(c.overlapped.Load())
 }
+
+var _ transport.Conn = (*MemConn)(nil)

@@ -10,10 +10,22 @@ type Shared struct{ frame Frame }
 // Share prepares f for SendShared. f.Data must not be modified afterwards.
 func Share(f Frame) *Shared { return &Shared{frame: f} }
 
-// kickWriter wakes the writer after a close was requested: the close state
-// is already set on the Session; the actor only makes sure someone acts on it.
-type kickWriter struct{}
+// closeReq is a close that was asked for. It is both what Session.ending
+// holds (the close in effect, readable from any goroutine) and the message
+// that tells the actor to act on it: the state bits are set before it is
+// posted, so the actor may see the close before the message arrives.
+type closeReq struct {
+	code    int
+	reason  string
+	discard bool  // drop what is queued instead of writing it
+	final   bool  // Finish's: the code OnClose reports; nothing overrides it
+	report  error // for OnError, from the actor (a slow consumer)
+}
 
-// reportError asks the actor to call OnError, so that whoever noticed the
-// error (a room broadcasting, say) never runs user code itself.
-type reportError struct{ err error }
+// writeDone is the writer's report of one batch. The actor keeps one and
+// the writer fills it in: there is never more than one batch in flight.
+type writeDone struct {
+	batch  []Frame
+	bytes  int
+	report error // a write error worth telling OnError about
+}

@@ -10,12 +10,10 @@ type Options struct {
 	MaxQueuedMessages int
 	// MaxQueuedBytes bounds the bytes of those frames (default 4 MiB).
 	MaxQueuedBytes int
-	// WriteTimeout bounds one batch of writes; a write that takes longer
-	// drops the connection (default 10s).
+	// WriteTimeout bounds one batch of writes (the deadline given to
+	// Conn.Write); a write that takes longer drops the connection
+	// (default 10s).
 	WriteTimeout time.Duration
-	// Coalesce writes every text frame queued at the moment of writing as
-	// one frame of newline-separated messages (the "ndjson" subprotocol).
-	Coalesce bool
 	// Encode builds a typed envelope for Session.Send.
 	Encode func(typ string, payload any) ([]byte, error)
 	// EncodeRequest builds the envelope of Session.Request, with its id.

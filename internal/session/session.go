@@ -5,27 +5,57 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/troupehq/troupe/transport"
 )
 
-// session states; they only move forward.
+// The session's state word: flags in the top bits, and below them the
+// count of frames accepted and not yet written or discarded. Senders count
+// a frame with a compare-and-swap that fails once closingBit is set, so a
+// frame is either counted before the close began, and then written before
+// the close frame (or dropped by a discarding close, which the sender could
+// not tell apart from a drop after writing), or refused.
 const (
-	stateOpen     = iota // accepting sends
-	stateClosing         // close requested: no new sends, queue drains, then the close frame
-	stateFinished        // connection gone; OnClose has been (or is being) called
+	closingBit  = 1 << 63 // a close has begun: no send is accepted
+	discardBit  = 1 << 62 // drop what is queued instead of writing it
+	finishedBit = 1 << 61 // Finish ran: no write starts any more
+	writingBit  = 1 << 60 // a writer goroutine is writing
+	countMask   = 1<<60 - 1
 )
 
-// Session is one WebSocket connection, backed by a session actor.
+// Session is one connection, backed by a session actor.
 //
 // All methods are safe to call from any goroutine, including from callbacks
 // and handlers running for this same session. Sends after Close return
 // ErrClosed; they never panic and never block on the network.
+//
+// What serialises what:
+//
+//   - A send is admitted on the sender's goroutine with atomics alone: the
+//     state word counts it against MaxQueuedMessages (or finds the session
+//     closing), a second word adds its bytes. The frame is then posted to
+//     the actor's mailbox, and the mailbox's order is the order frames are
+//     written in.
+//   - The session actor owns the outbound queue: it appends what arrives and,
+//     when no write is in flight, hands the whole queue to a writer
+//     goroutine, which reports back with a message once the batch is
+//     written. Only the actor starts a writer, and only after the previous
+//     one reported, so writes never overlap.
+//   - A close (Close, CloseWith, an overflow, a write failure, Drop) sets the
+//     state word's flags at once and posts a message; the actor writes the
+//     close frame when nothing accepted remains to be written (or at once,
+//     discarding the queue, for a drop).
+//   - Finish, on the transport's goroutine, marks the session finished so
+//     that no writer starts again, cuts the connection and waits for a
+//     writer still running; then it runs the end hooks and OnClose.
 type Session struct {
 	id     string
 	sys    *System
 	pid    *actor.PID
-	conn   Conn
+	conn   transport.Conn
 	opts   *Options
 	header http.Header
 	remote string
@@ -34,21 +64,14 @@ type Session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// mu guards the outbound queue, the writer flag and the close state.
-	mu          sync.Mutex
-	state       int
-	queued      int // frames accepted and not yet written or discarded
-	queuedBytes int
-	wq          []Frame // frames the actor has handed to the writer
-	writing     bool
-	discard     bool // drop queued frames instead of draining them
-	closeCode   int
-	closeReason string
-	closeSent   bool
-	finalCode   int // the code OnClose reports
-	writers     sync.WaitGroup
+	state       atomic.Uint64 // flags and accepted count (see closingBit)
+	queuedBytes atomic.Int64  // bytes of the frames counted in state
+	// ending is the close in effect, nil while the session is open.
+	ending atomic.Pointer[closeReq]
+	// finished is set by the Finish that runs; a writer that returns after
+	// Finish marked the session closes the channel Finish waits on.
+	finished atomic.Pointer[chan struct{}]
 
-	open     atomic.Bool // mirrors state == stateOpen for IsOpen without the lock
 	identity atomic.Pointer[string]
 
 	valuesMu sync.Mutex
@@ -87,7 +110,7 @@ func (s *Session) Context() context.Context { return s.ctx }
 
 // IsOpen reports whether the session still accepts sends: false once a close
 // has begun, whoever started it.
-func (s *Session) IsOpen() bool { return s.open.Load() }
+func (s *Session) IsOpen() bool { return s.state.Load()&closingBit == 0 }
 
 // SetIdentity records who the client is (for example the user ID an
 // authentication hook found). Rooms and handlers read it with Identity.
@@ -152,22 +175,29 @@ func SendFrame(s *Session, f Frame) error { return SendShared(s, &Shared{frame: 
 // SendShared is SendFrame for a frame prepared once with Share and queued
 // on many sessions.
 func SendShared(s *Session, sh *Shared) error {
-	n := len(sh.frame.Data)
-	s.mu.Lock()
-	if s.state != stateOpen {
-		s.mu.Unlock()
-		return ErrClosed
+	n := int64(len(sh.frame.Data))
+	// The bytes are added first and taken back if the frame is refused, so
+	// that concurrent senders never exceed the byte limit together.
+	total := s.queuedBytes.Add(n)
+	for {
+		w := s.state.Load()
+		if w&closingBit != 0 {
+			s.queuedBytes.Add(-n)
+			return ErrClosed
+		}
+		// A single frame larger than the byte limit is still let through
+		// when nothing else is queued, so that the limit cannot wedge a
+		// session.
+		queued := w & countMask
+		if queued >= uint64(s.opts.MaxQueuedMessages) || (queued > 0 && total > int64(s.opts.MaxQueuedBytes)) {
+			s.queuedBytes.Add(-n)
+			s.overflow()
+			return ErrSlowConsumer
+		}
+		if s.state.CompareAndSwap(w, w+1) {
+			break
+		}
 	}
-	// A single frame larger than the byte limit is still let through when
-	// nothing else is queued, so that the limit cannot wedge a session.
-	if s.queued >= s.opts.MaxQueuedMessages || (s.queued > 0 && s.queuedBytes+n > s.opts.MaxQueuedBytes) {
-		s.mu.Unlock()
-		s.overflow()
-		return ErrSlowConsumer
-	}
-	s.queued++
-	s.queuedBytes += n
-	s.mu.Unlock()
 	s.sys.root.Send(s.pid, sh)
 	return nil
 }
@@ -178,9 +208,9 @@ func SendShared(s *Session, sh *Shared) error {
 func (s *Session) Close(reason string) error { return s.CloseWith(CloseNormal, reason) }
 
 // CloseWith is Close with an explicit close code. Reasons longer than the
-// protocol allows (123 bytes) are cut.
+// protocol allows (123 bytes) are cut, at a character boundary.
 func (s *Session) CloseWith(code int, reason string) error {
-	s.beginClose(code, reason, false)
+	s.beginClose(code, reason, false, nil)
 	return nil
 }
 
@@ -188,7 +218,7 @@ func (s *Session) CloseWith(code int, reason string) error {
 // handshake is attempted, and OnClose reports CloseAbnormal with reason
 // (for example "pong timeout" or "shutdown").
 func Drop(s *Session, reason string) {
-	s.beginClose(CloseAbnormal, reason, true)
+	s.beginClose(CloseAbnormal, reason, true, nil)
 	_ = s.conn.CloseNow()
 }
 
@@ -203,103 +233,113 @@ func (s *Session) EmitError(err error) {
 // CloseCode returns the close code OnClose reported (or will report, once a
 // close has begun); 0 while the session is open.
 func (s *Session) CloseCode() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.finalCode
+	if c := s.ending.Load(); c != nil {
+		return c.code
+	}
+	return 0
 }
 
 // QueueLen returns how many frames are accepted and not yet written.
-func QueueLen(s *Session) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.queued
-}
+func QueueLen(s *Session) int { return int(s.state.Load() & countMask) }
 
 // overflow closes a session whose queue is full and tells OnError, through
 // the actor so that the sender (often a room) never runs user callbacks.
 func (s *Session) overflow() {
-	if s.beginClose(CloseTryAgainLater, "slow consumer: outbound queue full", true) {
+	if s.beginClose(CloseTryAgainLater, "slow consumer: outbound queue full", true, ErrSlowConsumer) {
 		s.sys.overflows.Add(1)
-		s.sys.root.Send(s.pid, &reportError{err: ErrSlowConsumer})
 	}
 }
 
-// beginClose moves an open session to closing. The state change happens
-// here, under the lock, before any message is posted: from this instant no
-// send is accepted and the writer will not start another data frame if
-// discard is set. The kick to the actor only wakes the writer, so it cannot
-// be lost or stuck behind data in any way that matters.
-func (s *Session) beginClose(code int, reason string, discard bool) bool {
-	if len(reason) > 123 {
-		reason = reason[:123]
+// maxReason is what a close frame leaves for the reason (RFC 6455, 5.5:
+// 125 bytes of payload, 2 of them the code).
+const maxReason = 123
+
+// cutReason cuts reason to maxReason bytes without splitting a character.
+func cutReason(reason string) string {
+	if len(reason) <= maxReason {
+		return reason
 	}
-	s.mu.Lock()
-	if s.state != stateOpen {
-		if discard && s.state == stateClosing && !s.discard {
-			// An immediate shutdown overrides a graceful close in progress.
-			s.discard = true
-			s.closeCode, s.closeReason = code, reason
-			s.dropQueueLocked()
+	i := maxReason
+	// Back up over the continuation bytes of a character cut in two; a
+	// character is at most utf8.UTFMax bytes, so invalid input (a run of
+	// continuation bytes) is cut at most that far back.
+	for j := i; j > i-utf8.UTFMax && j > 0; j-- {
+		if utf8.RuneStart(reason[j]) {
+			i = j
+			break
 		}
-		s.mu.Unlock()
-		return false
 	}
-	s.state = stateClosing
-	s.finalCode = code
-	s.open.Store(false)
-	s.closeCode, s.closeReason = code, reason
-	if discard {
-		s.discard = true
-		s.dropQueueLocked()
-	}
-	s.mu.Unlock()
-	s.sys.root.Send(s.pid, kickWriter{})
-	return true
+	return reason[:i]
 }
 
-// dropQueueLocked discards what the writer has not taken yet. Frames still
-// in the mailbox are dropped as they arrive (see accept).
-func (s *Session) dropQueueLocked() {
-	for _, f := range s.wq {
-		s.queued--
-		s.queuedBytes -= len(f.Data)
+// beginClose asks for a close: from an open session, or, with discard, to
+// turn a graceful close in progress into an immediate one. It reports
+// whether it was the first close. The state flags are set here, before the
+// message to the actor is posted: from this instant no send is accepted,
+// and a discarding close makes the actor drop frames even before it sees
+// the message. report, if set, goes to OnError from the actor, and only
+// for the first close.
+func (s *Session) beginClose(code int, reason string, discard bool, report error) (first bool) {
+	req := &closeReq{code: code, reason: cutReason(reason), discard: discard}
+	for {
+		cur := s.ending.Load()
+		if cur != nil && (cur.final || cur.discard || !discard) {
+			return false
+		}
+		if s.ending.CompareAndSwap(cur, req) {
+			first = cur == nil
+			break
+		}
 	}
-	clear(s.wq)
-	s.wq = s.wq[:0]
+	if first {
+		req.report = report
+	}
+	bits := uint64(closingBit)
+	if discard {
+		bits |= discardBit
+	}
+	s.state.Or(bits)
+	s.sys.root.Send(s.pid, req)
+	return first
 }
 
 // Finish is called by the transport once the connection is gone (its read
 // loop ended). peerCode and peerReason are what the peer sent in its close
 // frame (CloseAbnormal if there was none). It stops the writer and the actor
-// and calls OnClose exactly once; later calls do nothing.
+// and calls OnClose exactly once, on the calling goroutine, after any write
+// in flight has returned (it cuts the connection, which makes a blocked
+// write return); later calls do nothing.
 //
 // The code reported to OnClose is the one this side sent if it started the
 // close, otherwise the peer's.
 func Finish(s *Session, peerCode int, peerReason string) {
-	s.mu.Lock()
-	if s.state == stateFinished {
-		s.mu.Unlock()
+	gone := make(chan struct{})
+	if !s.finished.CompareAndSwap(nil, &gone) {
 		return
 	}
-	code, reason := peerCode, peerReason
-	if s.state == stateClosing {
-		code, reason = s.closeCode, s.closeReason
+	final := &closeReq{final: true, discard: true}
+	for {
+		cur := s.ending.Load()
+		final.code, final.reason = peerCode, peerReason
+		if cur != nil {
+			final.code, final.reason = cur.code, cur.reason
+		}
+		if s.ending.CompareAndSwap(cur, final) {
+			break
+		}
 	}
-	s.state = stateFinished
-	s.finalCode = code
-	s.open.Store(false)
-	s.discard = true
-	s.dropQueueLocked()
-	s.mu.Unlock()
+	old := s.state.Or(closingBit | discardBit | finishedBit)
 
 	_ = s.conn.CloseNow()
-	s.writers.Wait()
+	if old&writingBit != 0 {
+		<-gone // the writer has returned (see writerDone)
+	}
 	s.cancel()
 	s.sys.root.Stop(s.pid)
 	s.sys.sessions.Add(-1)
 	s.sys.sessionEnded(s)
 	if s.opts.OnClose != nil {
-		s.opts.OnClose(s, code, reason)
+		s.opts.OnClose(s, final.code, final.reason)
 	}
 }
 

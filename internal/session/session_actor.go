@@ -4,16 +4,37 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 )
 
-// sessionActor is the session's mailbox owner. It never touches the network:
-// it moves accepted frames into the writer's queue and starts the writer when
-// none is running, so a slow socket never stalls the mailbox.
-type sessionActor struct{ s *Session }
+// sessionActor is the session's mailbox owner, and the owner of its
+// outbound queue. It never touches the network: it collects accepted
+// frames and hands them to a writer goroutine, one batch at a time, so a
+// slow socket never stalls the mailbox.
+//
+// Every session actor is built by the same Props, without its session: the
+// first message NewSession posts is the *Session, and the mailbox delivers
+// it before anything else can be sent to the actor.
+type sessionActor struct {
+	s *Session
+
+	queue      []Frame // accepted frames not yet handed to the writer
+	queueBytes int
+	spare      []Frame // the last batch's slice, reused while busy
+	writing    bool    // a batch or the close frame is being written
+	closeSent  bool    // the close frame's writer has been started
+	done       writeDone
+}
 
 func (a *sessionActor) Receive(ctx actor.Context) {
+	if s, ok := ctx.Message().(*Session); ok {
+		a.s = s
+		return
+	}
 	s := a.s
+	if s == nil {
+		return // *actor.Started, delivered before the session
+	}
 	// A panic here would be a bug of ours; it must not reach protoactor's
 	// supervisor, whose restart would build the actor again from the
-	// shared Props (System.NewSession) without its session.
+	// shared Props without its session.
 	defer func() {
 		if r := recover(); r != nil {
 			s.sys.logger.Error("troupe: panic in session actor", "session", s.id, "panic", r)
@@ -21,35 +42,84 @@ func (a *sessionActor) Receive(ctx actor.Context) {
 	}()
 	switch m := ctx.Message().(type) {
 	case *Shared:
-		s.mu.Lock()
-		if s.discard {
-			s.queued--
-			s.queuedBytes -= len(m.frame.Data)
-		} else {
-			s.wq = append(s.wq, m.frame)
-			s.startWriterLocked()
+		a.queue = append(a.queue, m.frame)
+		a.queueBytes += len(m.frame.Data)
+	case *writeDone:
+		a.written(m)
+	case *closeReq:
+		if m.report != nil {
+			s.sys.SafeCall(func() { s.EmitError(m.report) })
 		}
-		s.mu.Unlock()
-	case kickWriter:
-		s.mu.Lock()
-		s.startWriterLocked()
-		s.mu.Unlock()
-	case *reportError:
-		s.sys.SafeCall(func() { s.EmitError(m.err) })
+	default:
+		return
+	}
+	a.pump()
+}
+
+// written takes the writer's report of a batch.
+func (a *sessionActor) written(d *writeDone) {
+	s := a.s
+	a.writing = false
+	s.release(len(d.batch), d.bytes)
+	clear(d.batch)
+	if cap(d.batch) <= 64 {
+		a.spare = d.batch[:0]
+	}
+	d.batch = nil
+	if d.report != nil {
+		err := d.report
+		d.report = nil
+		s.sys.SafeCall(func() { s.EmitError(err) })
 	}
 }
 
-// startWriterLocked starts the writer unless one is running or the session
-// is finished. The writer runs on the system's pool only while there is
-// work, so an idle session holds no goroutine.
-func (s *Session) startWriterLocked() {
-	if s.writing || s.state == stateFinished || s.closeSent {
+// pump decides what happens next: drop the queue if the session is
+// closing without writing it, hand the queue to a writer if none is
+// running, or write the close frame once everything accepted is out.
+func (a *sessionActor) pump() {
+	s := a.s
+	w := s.state.Load()
+	if w&discardBit != 0 && len(a.queue) > 0 {
+		s.release(len(a.queue), a.queueBytes)
+		clear(a.queue)
+		a.queue, a.queueBytes = a.queue[:0], 0
+		w = s.state.Load()
+	}
+	if a.writing || a.closeSent {
 		return
 	}
-	if len(s.wq) == 0 && s.state != stateClosing {
-		return
+	switch {
+	case len(a.queue) > 0:
+		if !s.startWriting() {
+			return
+		}
+		batch, nbytes := a.queue, a.queueBytes
+		a.queue, a.spare, a.queueBytes = a.spare, nil, 0
+		a.writing = true
+		s.sys.pool.Go(func() { a.write(batch, nbytes) })
+	case w&closingBit != 0 && (w&discardBit != 0 || w&countMask == 0):
+		// Nothing accepted is left in the mailbox, the queue or a write:
+		// the close frame is last.
+		if !s.startWriting() {
+			return
+		}
+		a.writing, a.closeSent = true, true
+		a.queue, a.spare = nil, nil
+		c := s.ending.Load()
+		s.sys.pool.Go(func() { s.writeClose(c.code, c.reason) })
+	default:
+		// Idle: keep no large buffer and no spare one.
+		if cap(a.queue) > 64 {
+			a.queue = nil
+		}
+		a.spare = nil
 	}
-	s.writing = true
-	s.writers.Add(1)
-	s.sys.pool.Go(s.writeLoop)
+}
+
+// release uncounts n frames of nbytes that were written or dropped.
+func (s *Session) release(n, nbytes int) {
+	if n > 0 {
+		s.state.Add(^uint64(n - 1)) // - n; the count is at least n
+		s.queuedBytes.Add(-int64(nbytes))
+	}
 }

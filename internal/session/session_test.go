@@ -2,6 +2,7 @@ package session_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,10 +16,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/troupehq/troupe/internal/session"
+	"github.com/troupehq/troupe/transport"
 )
 
 // wait bounds every wait for an event that should come promptly; it only
@@ -36,7 +39,7 @@ func newSystem(t *testing.T) *session.System {
 
 // newSession creates a session on conn and finishes it when the test ends,
 // as the transport does once a connection is gone.
-func newSession(t *testing.T, sys *session.System, conn session.Conn, opts session.Options) *session.Session {
+func newSession(t *testing.T, sys *session.System, conn transport.Conn, opts session.Options) *session.Session {
 	t.Helper()
 	s := sys.NewSession(conn, session.Info{}, opts)
 	t.Cleanup(func() { session.Finish(s, session.CloseAbnormal, "test over") })
@@ -192,30 +195,6 @@ func TestConcurrentSendersKeepTheirOrder(t *testing.T) {
 		}
 	}
 	checkPerSenderOrder(t, texts(frames), senders, perSender)
-	if n := conn.Overlaps(); n != 0 {
-		t.Fatalf("%d writes overlapped another write", n)
-	}
-}
-
-func TestConcurrentSendersKeepTheirOrderWhenCoalesced(t *testing.T) {
-	const senders, perSender = 8, 250
-	sys := newSystem(t)
-	conn := session.NewMemConn()
-	s := newSession(t, sys, conn, session.Options{MaxQueuedMessages: senders * perSender, Coalesce: true})
-
-	sendConcurrently(t, s, senders, perSender)
-	// Close drains every accepted frame before the close frame, so once the
-	// conn is closed everything that will be written has been.
-	s.Close("done")
-	if code, _ := waitClosed(t, conn); code != session.CloseNormal {
-		t.Fatalf("close code %d, want %d", code, session.CloseNormal)
-	}
-
-	var msgs []string
-	for _, f := range conn.Frames() {
-		msgs = append(msgs, strings.Split(string(f.Data), "\n")...)
-	}
-	checkPerSenderOrder(t, msgs, senders, perSender)
 	if n := conn.Overlaps(); n != 0 {
 		t.Fatalf("%d writes overlapped another write", n)
 	}
@@ -510,103 +489,23 @@ func TestOversizedFrameAloneIsAccepted(t *testing.T) {
 	}
 }
 
-func TestCoalesceJoinsQueuedTextFrames(t *testing.T) {
-	sys := newSystem(t)
-	conn := session.NewMemConn()
-	s := newSession(t, sys, conn, session.Options{Coalesce: true})
-
-	conn.Block()
-	var want []string
-	for i := range 10 {
-		msg := fmt.Sprintf(`{"type":"tick","payload":%d}`, i)
-		want = append(want, msg)
-		if err := s.SendText([]byte(msg)); err != nil {
-			t.Fatalf("send %d: %v", i, err)
-		}
-	}
-	// Every frame is now with the writer, which is stuck on its first write.
-	barrier(t, sys, s)
-	conn.Unblock()
-	s.Close("done")
-	waitClosed(t, conn)
-
-	frames := conn.Frames()
-	// One write for what the writer held when it blocked, one for the rest.
-	if len(frames) > 2 {
-		t.Fatalf("%d writes for 10 queued messages, want at most 2", len(frames))
-	}
-	var got []string
-	for _, f := range frames {
-		if f.Binary {
-			t.Fatalf("coalesced text written as binary: %q", f.Data)
-		}
-		got = append(got, strings.Split(string(f.Data), "\n")...)
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("coalesced content:\n got %q\nwant %q", got, want)
-	}
-}
-
-func TestCoalesceNeverJoinsBinaryFrames(t *testing.T) {
-	sys := newSystem(t)
-	conn := session.NewMemConn()
-	s := newSession(t, sys, conn, session.Options{Coalesce: true})
-
-	sent := []session.Frame{
-		{Data: []byte("t0")},
-		{Data: []byte("t1")},
-		{Data: []byte{0, 1}, Binary: true},
-		{Data: []byte("t2")},
-		{Data: []byte("t3")},
-		{Data: []byte{2, 3}, Binary: true},
-		{Data: []byte{4, 5}, Binary: true},
-		{Data: []byte("t4")},
-	}
-	conn.Block()
-	for i, f := range sent {
-		if err := session.SendFrame(s, f); err != nil {
-			t.Fatalf("send %d: %v", i, err)
-		}
-	}
-	barrier(t, sys, s)
-	conn.Unblock()
-	s.Close("done")
-	waitClosed(t, conn)
-
-	// Splitting the text frames at '\n' must give back the sent sequence,
-	// with every binary frame written on its own, byte for byte.
-	var got []session.Frame
-	for _, f := range conn.Frames() {
-		if f.Binary {
-			got = append(got, f)
-			continue
-		}
-		for _, part := range strings.Split(string(f.Data), "\n") {
-			got = append(got, session.Frame{Data: []byte(part)})
-		}
-	}
-	if !slices.EqualFunc(got, sent, func(a, b session.Frame) bool {
-		return a.Binary == b.Binary && bytes.Equal(a.Data, b.Data)
-	}) {
-		t.Fatalf("frames:\n got %v\nwant %v", got, sent)
-	}
-	if n := len(conn.Frames()); n >= len(sent) {
-		t.Fatalf("%d writes for %d frames: adjacent text frames were not joined", n, len(sent))
-	}
-}
-
-func TestWithoutCoalesceQueuedFramesStaySeparate(t *testing.T) {
+// The writer hands the connection everything queued at the moment it
+// starts, as one batch of separate messages: how a batch goes on the wire
+// is the connection's business.
+func TestQueuedFramesLeaveAsOneBatch(t *testing.T) {
 	sys := newSystem(t)
 	conn := session.NewMemConn()
 	s := newSession(t, sys, conn, session.Options{})
 
 	conn.Block()
-	want := []string{"a", "b", "c", "d", "e"}
+	want := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
 	for _, m := range want {
 		if err := s.SendText([]byte(m)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// Every frame is now with the actor or the writer, which is stuck on
+	// its first batch.
 	barrier(t, sys, s)
 	conn.Unblock()
 	if n := conn.WaitCount(len(want), wait); n != len(want) {
@@ -614,6 +513,11 @@ func TestWithoutCoalesceQueuedFramesStaySeparate(t *testing.T) {
 	}
 	if got := texts(conn.Frames()); !slices.Equal(got, want) {
 		t.Fatalf("frames %q, want %q", got, want)
+	}
+	// One batch for what the writer took before it blocked, one for the
+	// rest.
+	if n := conn.Batches(); n > 2 {
+		t.Fatalf("%d batches for %d frames queued behind a blocked write, want at most 2", n, len(want))
 	}
 }
 
@@ -715,8 +619,11 @@ var errTimeout = fmt.Errorf("write tcp: %w", os.ErrDeadlineExceeded)
 // errReset is a connection that went away, which only OnClose reports.
 var errReset = errors.New("connection reset")
 
-func (c *failConn) Write(bool, []byte) error         { return c.err }
-func (c *failConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *failConn) Read(context.Context) (session.Frame, error) {
+	<-c.closed
+	return session.Frame{}, errReset
+}
+func (c *failConn) Write([]session.Frame, time.Time) error { return c.err }
 func (c *failConn) Close(code int, _ string) error {
 	c.once.Do(func() { c.code.Store(int32(code)); close(c.closed) })
 	return nil
@@ -972,128 +879,204 @@ func TestEmitError(t *testing.T) {
 	}
 }
 
-// batchConn is a MemConn that also implements session.Batcher and records
-// whether every write falls inside a batch.
-type batchConn struct {
-	*session.MemConn
-	mu      sync.Mutex
-	inBatch bool
-	begins  int
-	ends    int
-	outside int // writes outside BeginBatch/EndBatch
-	nested  int // BeginBatch while a batch was open
-	endErr  error
-}
+func TestCloseReasonIsCutAtACharacterBoundary(t *testing.T) {
+	for _, tc := range []struct {
+		name, reason string
+	}{
+		// 122 ASCII bytes, then a 3-byte character across the 123rd byte.
+		{"straddling", strings.Repeat("r", 122) + "€€"},
+		// 4-byte characters from the start: 123 is not a multiple of 4.
+		{"emoji", strings.Repeat("🎉", 40)},
+		{"two-byte", "x" + strings.Repeat("é", 80)},
+		{"exact", strings.Repeat("r", 120) + "€"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sys := newSystem(t)
+			conn := session.NewMemConn()
+			h := newHooks()
+			s := newSession(t, sys, conn, h.options(session.Options{}))
 
-func (c *batchConn) Write(binary bool, p []byte) error {
-	c.mu.Lock()
-	if !c.inBatch {
-		c.outside++
+			s.CloseWith(4002, tc.reason)
+			_, reason := waitClosed(t, conn)
+			if len(reason) > 123 || !utf8.ValidString(reason) || !strings.HasPrefix(tc.reason, reason) {
+				t.Fatalf("reason %q (%d bytes): want a valid UTF-8 prefix of at most 123 bytes", reason, len(reason))
+			}
+			// Cut no more than the character that did not fit.
+			if len(reason) < 123-utf8.UTFMax+1 && len(tc.reason) > len(reason) {
+				t.Fatalf("reason cut to %d bytes, want at least %d", len(reason), 123-utf8.UTFMax+1)
+			}
+			if len(tc.reason) <= 123 && reason != tc.reason {
+				t.Fatalf("reason of %d bytes was cut to %q", len(tc.reason), reason)
+			}
+			session.Finish(s, session.CloseNoStatus, "")
+			if ev := h.nextClose(t); ev.reason != reason {
+				t.Fatalf("OnClose reason %q, want the reason sent, %q", ev.reason, reason)
+			}
+		})
 	}
-	c.mu.Unlock()
-	return c.MemConn.Write(binary, p)
 }
 
-func (c *batchConn) BeginBatch() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.inBatch {
-		c.nested++
+// Sends racing a graceful close are either refused or written before the
+// close frame: nothing accepted is lost in silence.
+func TestSendsRacingCloseAreWrittenOrRefused(t *testing.T) {
+	const senders, perSender = 8, 400
+	for round := range 10 {
+		t.Run(fmt.Sprintf("round%d", round), func(t *testing.T) {
+			sys := newSystem(t)
+			conn := session.NewMemConn()
+			s := newSession(t, sys, conn, session.Options{MaxQueuedMessages: senders * perSender})
+
+			accepted := make([]int, senders)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for g := range senders {
+				wg.Go(func() {
+					<-start
+					for i := range perSender {
+						if err := s.SendText([]byte(fmt.Sprintf("%d/%d", g, i))); err != nil {
+							if !errors.Is(err, session.ErrClosed) {
+								t.Errorf("sender %d: %v", g, err)
+							}
+							return
+						}
+						accepted[g]++
+					}
+				})
+			}
+			close(start)
+			time.Sleep(time.Duration(round) * 100 * time.Microsecond)
+			s.Close("done")
+			wg.Wait()
+			if code, _ := waitClosed(t, conn); code != session.CloseNormal {
+				t.Fatalf("closed with %d, want %d", code, session.CloseNormal)
+			}
+			// MemConn refuses writes once closed: what it recorded was
+			// written before the close frame.
+			next := make([]int, senders)
+			for _, m := range texts(conn.Frames()) {
+				var g, i int
+				if _, err := fmt.Sscanf(m, "%d/%d", &g, &i); err != nil || i != next[g] {
+					t.Fatalf("frame %q out of order or unexpected (want %d/%d)", m, g, next[g])
+				}
+				next[g]++
+			}
+			if !slices.Equal(next, accepted) {
+				t.Fatalf("frames written per sender %v, accepted %v", next, accepted)
+			}
+		})
 	}
-	c.inBatch = true
-	c.begins++
 }
 
-func (c *batchConn) EndBatch() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.inBatch = false
-	c.ends++
-	return c.endErr
-}
-
-func TestBatcherBracketsEveryWrite(t *testing.T) {
+// A client that does not take a batch within WriteTimeout is reported to
+// OnError and dropped; the deadline is the one handed to Conn.Write.
+func TestWriteDeadlineDropsSession(t *testing.T) {
 	sys := newSystem(t)
-	conn := &batchConn{MemConn: session.NewMemConn()}
-	s := newSession(t, sys, conn, session.Options{})
+	conn := session.NewMemConn()
+	h := newHooks()
+	s := newSession(t, sys, conn, h.options(session.Options{WriteTimeout: 50 * time.Millisecond}))
 
 	conn.Block()
-	for i := range 20 {
-		if err := s.SendText([]byte(strconv.Itoa(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	barrier(t, sys, s)
-	conn.Unblock()
-	s.Close("done")
-	waitClosed(t, conn.MemConn)
-
-	if n := len(conn.Frames()); n != 20 {
-		t.Fatalf("%d frames written, want 20", n)
-	}
-	conn.mu.Lock()
-	defer conn.mu.Unlock()
-	if conn.outside != 0 || conn.nested != 0 {
-		t.Fatalf("%d writes outside a batch, %d nested batches; want none", conn.outside, conn.nested)
-	}
-	if conn.begins == 0 || conn.begins != conn.ends {
-		t.Fatalf("BeginBatch %d times, EndBatch %d times; want equal and non-zero", conn.begins, conn.ends)
-	}
-	// The writer was stuck on the first frame while the rest queued up:
-	// they must leave as one batch, not one batch per frame.
-	if conn.begins > 2 {
-		t.Fatalf("%d batches for 20 frames queued behind a blocked write, want at most 2", conn.begins)
-	}
-}
-
-func TestBatcherEndErrorIsAWriteError(t *testing.T) {
-	sys := newSystem(t)
-	errFlush := fmt.Errorf("flush failed: %w", os.ErrDeadlineExceeded)
-	conn := &batchConn{MemConn: session.NewMemConn(), endErr: errFlush}
-	h := newHooks()
-	s := newSession(t, sys, conn, h.options(session.Options{}))
-
-	if err := s.SendText([]byte("x")); err != nil {
+	start := time.Now()
+	if err := s.SendText([]byte("stuck")); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.nextError(t); !errors.Is(err, errFlush) {
-		t.Fatalf("OnError got %v, want an error wrapping %v", err, errFlush)
+	if err := h.nextError(t); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("OnError got %v, want an error wrapping %v", err, os.ErrDeadlineExceeded)
 	}
-	if code, _ := waitClosed(t, conn.MemConn); code != session.CloseAbnormal {
+	if d := time.Since(start); d < 50*time.Millisecond {
+		t.Fatalf("write failed after %v, before its deadline", d)
+	}
+	if code, _ := waitClosed(t, conn); code != session.CloseAbnormal {
 		t.Fatalf("conn closed with %d, want CloseNow (%d)", code, session.CloseAbnormal)
 	}
 	if s.IsOpen() {
-		t.Fatal("session still open after a failed batch")
+		t.Fatal("session still open after a write timeout")
+	}
+	session.Finish(s, session.CloseAbnormal, "")
+	if ev := h.nextClose(t); ev.code != session.CloseAbnormal || ev.reason != "write failed" {
+		t.Fatalf("OnClose(%d, %q), want (%d, %q)", ev.code, ev.reason, session.CloseAbnormal, "write failed")
 	}
 }
 
-// A text frame with a newline of its own cannot share a coalesced frame: the
-// client splits at '\n' and would get broken pieces.
-func TestCoalesceKeepsFramesWithNewlinesApart(t *testing.T) {
-	sys := newSystem(t)
-	conn := session.NewMemConn()
-	s := newSession(t, sys, conn, session.Options{Coalesce: true})
+// activeConn is a MemConn that knows whether a Write is running.
+type activeConn struct {
+	*session.MemConn
+	active atomic.Int32
+}
 
-	sent := []string{"a", "b", "two\nlines", "c", "d"}
-	conn.Block()
-	for i, m := range sent {
-		if err := s.SendText([]byte(m)); err != nil {
-			t.Fatalf("send %d: %v", i, err)
+func (c *activeConn) Write(msgs []session.Frame, deadline time.Time) error {
+	c.active.Add(1)
+	defer c.active.Add(-1)
+	return c.MemConn.Write(msgs, deadline)
+}
+
+// Finish runs the end hooks and OnClose only once a write in flight has
+// returned (cutting the connection makes it return), and no write starts
+// after it.
+func TestFinishWaitsForTheWriteInFlight(t *testing.T) {
+	for round := range 20 {
+		sys := newSystem(t)
+		conn := &activeConn{MemConn: session.NewMemConn()}
+		var activeAtEnd, activeAtClose atomic.Int32
+		remove := sys.OnSessionEnd(func(*session.Session) { activeAtEnd.Store(conn.active.Load()) })
+		s := sys.NewSession(conn, session.Info{}, session.Options{
+			OnClose: func(*session.Session, int, string) { activeAtClose.Store(conn.active.Load()) },
+		})
+		if round%2 == 0 {
+			conn.Block()
 		}
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for i := range 100 {
+				if s.SendText([]byte(strconv.Itoa(i))) != nil {
+					return
+				}
+			}
+		})
+		if round%2 == 0 {
+			barrier(t, sys, s)
+		}
+		session.Finish(s, session.CloseAbnormal, "gone")
+		batches := conn.Batches()
+		if a, c := activeAtEnd.Load(), activeAtClose.Load(); a != 0 || c != 0 {
+			t.Fatalf("round %d: %d writes running during the end hooks, %d during OnClose", round, a, c)
+		}
+		wg.Wait()
+		time.Sleep(10 * time.Millisecond)
+		if n, b := conn.active.Load(), conn.Batches(); n != 0 || b != batches {
+			t.Fatalf("round %d: a write started after Finish", round)
+		}
+		remove()
 	}
-	barrier(t, sys, s)
-	conn.Unblock()
-	s.Close("done")
-	waitClosed(t, conn)
+}
 
-	// The writer may have taken "a" alone before the rest was queued, so
-	// the batches vary; what may not vary: the message with a newline is a
-	// frame of its own, and nothing is lost or reordered.
-	got := texts(conn.Frames())
-	if !slices.Contains(got, "two\nlines") {
-		t.Fatalf("frames %q: the message with a newline was joined to others", got)
+// Sessions spawned at once from many goroutines each get their own actor:
+// no frame reaches another session's connection.
+func TestConcurrentSpawnsKeepSessionsApart(t *testing.T) {
+	const goroutines, each = 8, 50
+	sys := newSystem(t)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				conn := session.NewMemConn()
+				id := fmt.Sprintf("s%d-%d", g, i)
+				s := sys.NewSession(conn, session.Info{ID: id}, session.Options{})
+				if err := s.SendText([]byte(id)); err != nil {
+					t.Errorf("%s: %v", id, err)
+					return
+				}
+				s.Close("bye")
+				conn.WaitCount(math.MaxInt, wait)
+				if got := texts(conn.Frames()); len(got) != 1 || got[0] != id {
+					t.Errorf("%s: connection got %q", id, got)
+				}
+				session.Finish(s, session.CloseNormal, "")
+			}
+		})
 	}
-	if strings.Join(got, "\n") != strings.Join(sent, "\n") {
-		t.Fatalf("frames %q, want %q in order", got, sent)
+	wg.Wait()
+	if n := sys.Sessions(); n != 0 {
+		t.Fatalf("%d sessions alive after all finished", n)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/google/uuid"
 	"github.com/troupehq/troupe/internal/gopool"
+	"github.com/troupehq/troupe/transport"
 )
 
 // System owns the protoactor actor system that session (and room) actors
@@ -23,9 +24,7 @@ type System struct {
 	// pool runs the session actors' mailboxes and writers (see gopool).
 	pool gopool.Pool
 
-	props    *actor.Props // of every session actor
-	spawnMu  sync.Mutex   // one session spawned at a time: ...
-	spawning *Session     // ... this one, for props' producer
+	props *actor.Props // of every session actor
 
 	// ended holds the OnSessionEnd hooks, replaced whole on each change so
 	// that Finish reads it without a lock.
@@ -58,7 +57,7 @@ func NewSystem(logger *slog.Logger) *System {
 		actor.WithDeadLetterThrottleInterval(100*time.Millisecond),
 	)
 	sys := &System{as: as, root: as.Root, logger: logger}
-	sys.props = actor.PropsFromProducer(func() actor.Actor { return &sessionActor{s: sys.spawning} },
+	sys.props = actor.PropsFromProducer(func() actor.Actor { return new(sessionActor) },
 		actor.WithDispatcher(poolDispatcher{&sys.pool}))
 	return sys
 }
@@ -89,7 +88,7 @@ func (d poolDispatcher) Schedule(fn func()) { d.p.Go(fn) }
 func (poolDispatcher) Throughput() int { return 300 }
 
 // NewSession spawns a session actor writing to conn.
-func (sys *System) NewSession(conn Conn, info Info, opts Options) *Session {
+func (sys *System) NewSession(conn transport.Conn, info Info, opts Options) *Session {
 	id := info.ID
 	if id == "" {
 		id = uuid.NewString()
@@ -106,16 +105,13 @@ func (sys *System) NewSession(conn Conn, info Info, opts Options) *Session {
 		ctx:    ctx,
 		cancel: cancel,
 	}
-	s.open.Store(true)
-	// One Props serves every session: the producer runs inside Spawn and
-	// takes the session being spawned. Props of its own would cost each
-	// session about 240 bytes for as long as it lives. A session actor is
-	// never restarted (its Receive recovers), so the producer runs once.
-	sys.spawnMu.Lock()
-	sys.spawning = s
+	// One Props serves every session, so its producer cannot know the
+	// session: the first message gives it to the actor. Props of its own
+	// would cost each session about 240 bytes for as long as it lives. A
+	// session actor is never restarted (its Receive recovers), so nothing
+	// else ever builds it.
 	s.pid = sys.root.Spawn(sys.props)
-	sys.spawning = nil
-	sys.spawnMu.Unlock()
+	sys.root.Send(s.pid, s)
 	sys.sessions.Add(1)
 	return s
 }
