@@ -16,6 +16,7 @@ import (
 	"github.com/troupehq/troupe/internal/serve"
 	"github.com/troupehq/troupe/internal/session"
 	"github.com/troupehq/troupe/internal/wire"
+	"github.com/troupehq/troupe/transport"
 	"github.com/troupehq/troupe/typed"
 )
 
@@ -256,6 +257,20 @@ func (srv *Server) stop(ctx context.Context) {
 		}
 		srv.sys.Shutdown()
 	})
+}
+
+// ServeConn serves c, a connection another transport accepted, as a
+// session of this server, the way ServeHTTP serves a WebSocket: the same
+// handlers, rooms, limits, callbacks, metrics and shutdown. It is how a
+// transport plugs in (see package transport; troupetest's in-memory
+// connection uses it). It reads c on the calling goroutine and returns once
+// the session has ended and OnClose has returned. It returns an error at
+// once, serving nothing, when the server is shutting down or
+// MaxConnections are open. Authorize does not run: the transport
+// authenticates, and passes the identity in info. ctx ending closes the
+// session with 1001.
+func (srv *Server) ServeConn(ctx context.Context, c transport.Conn, info transport.Info) error {
+	return srv.http.ServeConn(ctx, c, info)
 }
 
 // Session returns the open session with the given ID, or nil.

@@ -113,7 +113,7 @@ func ExamplePipe() {
 		t.Fatal(err)
 	}
 	fmt.Println(sum)
-	// (Output: 6, checked once troupe.Server.ServeConn exists.)
+	// Output: 6
 }
 
 // A session the server closes.

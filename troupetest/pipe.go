@@ -24,11 +24,7 @@ import (
 // owns srv and closes it.
 func Pipe(t testing.TB, srv *troupe.Server) *Client {
 	t.Helper()
-	cs, ok := any(srv).(connServer)
-	if !ok {
-		t.Fatalf("troupetest: Pipe: this troupe.Server has no ServeConn")
-	}
-	return pipe(t, cs)
+	return pipe(t, srv)
 }
 
 func pipe(t testing.TB, cs connServer) *Client {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe"
-	"github.com/troupehq/troupe/transport"
 	"github.com/troupehq/troupe/troupetest"
 )
 
@@ -24,11 +23,6 @@ func connectors() map[string]func(t *testing.T, srv *troupe.Server) func(testing
 			return ts.Dial
 		},
 		"pipe": func(t *testing.T, srv *troupe.Server) func(testing.TB) *troupetest.Client {
-			if _, ok := any(srv).(interface {
-				ServeConn(context.Context, transport.Conn, transport.Info) error
-			}); !ok {
-				t.Skip("troupe.Server has no ServeConn yet")
-			}
 			return func(t testing.TB) *troupetest.Client { return troupetest.Pipe(t, srv) }
 		},
 	}

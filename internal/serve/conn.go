@@ -49,6 +49,10 @@ type conn struct {
 	opened bool      // OnOpen has returned
 	openOK bool      // ... without panicking
 
+	// ended, when set, is closed once the session has ended (its OnClose
+	// returned), for ServeConn's caller.
+	ended chan struct{}
+
 	// Set by the read loop before it queues itemEnd.
 	endCode   int
 	endReason string
@@ -374,6 +378,9 @@ func (c *conn) run() {
 			session.Finish(s, c.endCode, c.endReason)
 			h.stats.closed(s.CloseCode())
 			h.done()
+			if c.ended != nil {
+				close(c.ended)
+			}
 			// Nothing follows itemEnd: the next call to next returns
 			// the queue to its pool.
 		default:

@@ -96,22 +96,11 @@ func (h *Handler) Config() Config { return h.cfg }
 
 // ServeHTTP upgrades the request and serves the connection until it closes.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
+	if refusal := h.admit(); refusal != "" {
 		h.stats.refused(http.StatusServiceUnavailable)
-		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		http.Error(w, refusal, http.StatusServiceUnavailable)
 		return
 	}
-	if h.cfg.MaxConnections > 0 && h.conns >= h.cfg.MaxConnections {
-		h.mu.Unlock()
-		h.stats.refused(http.StatusServiceUnavailable)
-		http.Error(w, "too many connections", http.StatusServiceUnavailable)
-		return
-	}
-	h.active++
-	h.conns++
-	h.mu.Unlock()
 	handedOff := false
 	var s *session.Session
 	defer func() {
@@ -164,7 +153,46 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Header:      r.Header,
 		RemoteAddr:  r.RemoteAddr,
 		Subprotocol: ws.Subprotocol(),
-	}, session.Options{
+	}, h.sessionOptions())
+	if identity != "" {
+		s.SetIdentity(identity)
+	}
+
+	if !h.register(s) {
+		// Shutdown began during the handshake: this session was not
+		// in the list it closed, so close it here.
+		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
+		session.Finish(s, session.CloseGoingAway, "server shutting down")
+		return
+	}
+
+	// The read loop gets a goroutine of its own and ServeHTTP returns: the
+	// net/http connection goroutine, its grown stack and its buffers are
+	// then freed, which is most of what an idle connection would cost.
+	handedOff = true
+	go newConn(h, s, conn).readLoop()
+}
+
+// admit counts a new connection in, or says why it is refused (shutting
+// down, or MaxConnections open).
+func (h *Handler) admit() (refusal string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return "server shutting down"
+	}
+	if h.cfg.MaxConnections > 0 && h.conns >= h.cfg.MaxConnections {
+		return "too many connections"
+	}
+	h.active++
+	h.conns++
+	return ""
+}
+
+// sessionOptions are the limits and hooks of every session, whatever its
+// transport.
+func (h *Handler) sessionOptions() session.Options {
+	return session.Options{
 		MaxQueuedMessages: h.cfg.MaxQueuedMessages,
 		MaxQueuedBytes:    h.cfg.MaxQueuedBytes,
 		WriteTimeout:      h.cfg.WriteTimeout,
@@ -172,28 +200,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		EncodeRequest:     h.hooks.EncodeRequest,
 		OnError:           h.hooks.OnError,
 		OnClose:           h.onClose,
-	})
-	if identity != "" {
-		s.SetIdentity(identity)
 	}
+}
 
+// register lists s among the open sessions, unless Shutdown or Close has
+// begun (it would not close s).
+func (h *Handler) register(s *session.Session) bool {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	if h.closed {
-		// Shutdown began during the handshake: this session was not
-		// in the list it closed, so close it here.
-		h.mu.Unlock()
-		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
-		session.Finish(s, session.CloseGoingAway, "server shutting down")
-		return
+		return false
 	}
 	h.sessions[s.ID()] = s
-	h.mu.Unlock()
-
-	// The read loop gets a goroutine of its own and ServeHTTP returns: the
-	// net/http connection goroutine, its grown stack and its buffers are
-	// then freed, which is most of what an idle connection would cost.
-	handedOff = true
-	go newConn(h, s, conn).readLoop()
+	return true
 }
 
 // authorize runs the Authorize hook under HandshakeTimeout. A hook that
