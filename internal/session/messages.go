@@ -18,14 +18,13 @@ type closeReq struct {
 	code    int
 	reason  string
 	discard bool  // drop what is queued instead of writing it
-	final   bool  // Finish's: the code OnClose reports; nothing overrides it
 	report  error // for OnError, from the actor (a slow consumer)
 }
 
-// writeDone is the writer's report of one batch. The actor keeps one and
-// the writer fills it in: there is never more than one batch in flight.
-type writeDone struct {
-	batch  []Frame
-	bytes  int
-	report error // a write error worth telling OnError about
-}
+// writerIdle is the writer's word that it is done and the actor has
+// something to do: frames queued meanwhile, or a close to finish.
+type writerIdle struct{}
+
+// writeFailed is the writer's word that a write failed in a way OnError
+// should hear about (the session is already closing).
+type writeFailed struct{ err error }

@@ -23,7 +23,8 @@ const (
 	discardBit  = 1 << 62 // drop what is queued instead of writing it
 	finishedBit = 1 << 61 // Finish ran: no write starts any more
 	writingBit  = 1 << 60 // a writer goroutine is writing
-	countMask   = 1<<60 - 1
+	pendingBit  = 1 << 59 // the actor queued more meanwhile: report back
+	countMask   = 1<<59 - 1
 )
 
 // Session is one connection, backed by a session actor.
@@ -41,9 +42,10 @@ const (
 //     written in.
 //   - The session actor owns the outbound queue: it appends what arrives and,
 //     when no write is in flight, hands the whole queue to a writer
-//     goroutine, which reports back with a message once the batch is
-//     written. Only the actor starts a writer, and only after the previous
-//     one reported, so writes never overlap.
+//     goroutine. Only the actor starts a writer, and only once the state
+//     word says the previous one is gone, so writes never overlap. A
+//     writer that finds the actor queued more meanwhile (or a close
+//     waiting, or its write failed) reports back with a message.
 //   - A close (Close, CloseWith, an overflow, a write failure, Drop) sets the
 //     state word's flags at once and posts a message; the actor writes the
 //     close frame when nothing accepted remains to be written (or at once,
@@ -68,9 +70,11 @@ type Session struct {
 	queuedBytes atomic.Int64  // bytes of the frames counted in state
 	// ending is the close in effect, nil while the session is open.
 	ending atomic.Pointer[closeReq]
-	// finished is set by the Finish that runs; a writer that returns after
-	// Finish marked the session closes the channel Finish waits on.
-	finished atomic.Pointer[chan struct{}]
+	// finalCode is what OnClose reported, once Finish has run.
+	finalCode atomic.Int32
+	// gone is set by Finish when it has to wait for a writer; the writer
+	// closes it as it leaves.
+	gone atomic.Pointer[chan struct{}]
 
 	identity atomic.Pointer[string]
 
@@ -233,6 +237,9 @@ func (s *Session) EmitError(err error) {
 // CloseCode returns the close code OnClose reported (or will report, once a
 // close has begun); 0 while the session is open.
 func (s *Session) CloseCode() int {
+	if c := s.finalCode.Load(); c != 0 {
+		return int(c)
+	}
 	if c := s.ending.Load(); c != nil {
 		return c.code
 	}
@@ -283,7 +290,7 @@ func (s *Session) beginClose(code int, reason string, discard bool, report error
 	req := &closeReq{code: code, reason: cutReason(reason), discard: discard}
 	for {
 		cur := s.ending.Load()
-		if cur != nil && (cur.final || cur.discard || !discard) {
+		if cur != nil && (cur.discard || !discard) {
 			return false
 		}
 		if s.ending.CompareAndSwap(cur, req) {
@@ -313,33 +320,32 @@ func (s *Session) beginClose(code int, reason string, discard bool, report error
 // The code reported to OnClose is the one this side sent if it started the
 // close, otherwise the peer's.
 func Finish(s *Session, peerCode int, peerReason string) {
-	gone := make(chan struct{})
-	if !s.finished.CompareAndSwap(nil, &gone) {
+	old := s.state.Or(closingBit | discardBit | finishedBit)
+	if old&finishedBit != 0 {
 		return
 	}
-	final := &closeReq{final: true, discard: true}
-	for {
-		cur := s.ending.Load()
-		final.code, final.reason = peerCode, peerReason
-		if cur != nil {
-			final.code, final.reason = cur.code, cur.reason
-		}
-		if s.ending.CompareAndSwap(cur, final) {
-			break
-		}
+	code, reason := peerCode, peerReason
+	if c := s.ending.Load(); c != nil {
+		code, reason = c.code, c.reason
 	}
-	old := s.state.Or(closingBit | discardBit | finishedBit)
+	s.finalCode.Store(int32(code))
 
 	_ = s.conn.CloseNow()
 	if old&writingBit != 0 {
-		<-gone // the writer has returned (see writerDone)
+		// Wait for the writer, unless it left before it could see gone
+		// (it clears writingBit before it looks).
+		gone := make(chan struct{})
+		s.gone.Store(&gone)
+		if s.state.Load()&writingBit != 0 {
+			<-gone
+		}
 	}
 	s.cancel()
 	s.sys.root.Stop(s.pid)
 	s.sys.sessions.Add(-1)
 	s.sys.sessionEnded(s)
 	if s.opts.OnClose != nil {
-		s.opts.OnClose(s, final.code, final.reason)
+		s.opts.OnClose(s, code, reason)
 	}
 }
 

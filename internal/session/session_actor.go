@@ -15,12 +15,9 @@ import (
 type sessionActor struct {
 	s *Session
 
-	queue      []Frame // accepted frames not yet handed to the writer
+	queue      []Frame // accepted frames not yet handed to a writer
 	queueBytes int
-	spare      []Frame // the last batch's slice, reused while busy
-	writing    bool    // a batch or the close frame is being written
-	closeSent  bool    // the close frame's writer has been started
-	done       writeDone
+	closeSent  bool // the close frame's writer has been started
 }
 
 func (a *sessionActor) Receive(ctx actor.Context) {
@@ -44,8 +41,9 @@ func (a *sessionActor) Receive(ctx actor.Context) {
 	case *Shared:
 		a.queue = append(a.queue, m.frame)
 		a.queueBytes += len(m.frame.Data)
-	case *writeDone:
-		a.written(m)
+	case writerIdle:
+	case *writeFailed:
+		s.sys.SafeCall(func() { s.EmitError(m.err) })
 	case *closeReq:
 		if m.report != nil {
 			s.sys.SafeCall(func() { s.EmitError(m.report) })
@@ -56,70 +54,46 @@ func (a *sessionActor) Receive(ctx actor.Context) {
 	a.pump()
 }
 
-// written takes the writer's report of a batch.
-func (a *sessionActor) written(d *writeDone) {
-	s := a.s
-	a.writing = false
-	s.release(len(d.batch), d.bytes)
-	clear(d.batch)
-	if cap(d.batch) <= 64 {
-		a.spare = d.batch[:0]
-	}
-	d.batch = nil
-	if d.report != nil {
-		err := d.report
-		d.report = nil
-		s.sys.SafeCall(func() { s.EmitError(err) })
-	}
-}
-
 // pump decides what happens next: drop the queue if the session is
 // closing without writing it, hand the queue to a writer if none is
-// running, or write the close frame once everything accepted is out.
+// running (or leave word for the running one that more is waiting), or
+// write the close frame once everything accepted is out.
 func (a *sessionActor) pump() {
 	s := a.s
-	w := s.state.Load()
-	if w&discardBit != 0 && len(a.queue) > 0 {
+	if s.state.Load()&discardBit != 0 && len(a.queue) > 0 {
 		s.release(len(a.queue), a.queueBytes)
 		clear(a.queue)
 		a.queue, a.queueBytes = a.queue[:0], 0
-		w = s.state.Load()
 	}
-	if a.writing || a.closeSent {
+	if a.closeSent {
 		return
 	}
-	switch {
-	case len(a.queue) > 0:
-		if !s.startWriting() {
-			return
+	if len(a.queue) > 0 {
+		if !s.claimWriter(true) {
+			return // finished, or the running writer will report
 		}
 		batch, nbytes := a.queue, a.queueBytes
-		a.queue, a.spare, a.queueBytes = a.spare, nil, 0
-		a.writing = true
-		s.sys.pool.Go(func() { a.write(batch, nbytes) })
-	case w&closingBit != 0 && (w&discardBit != 0 || w&countMask == 0):
+		a.queue, a.queueBytes = nil, 0
+		s.sys.pool.Go(func() { s.write(batch, nbytes) })
+		return
+	}
+	w := s.state.Load()
+	if w&closingBit != 0 && (w&discardBit != 0 || w&countMask == 0) {
 		// Nothing accepted is left in the mailbox, the queue or a write:
 		// the close frame is last.
-		if !s.startWriting() {
+		if !s.claimWriter(false) {
 			return
 		}
-		a.writing, a.closeSent = true, true
-		a.queue, a.spare = nil, nil
+		a.closeSent = true
 		c := s.ending.Load()
 		s.sys.pool.Go(func() { s.writeClose(c.code, c.reason) })
-	default:
-		// Idle: keep no large buffer and no spare one.
-		if cap(a.queue) > 64 {
-			a.queue = nil
-		}
-		a.spare = nil
 	}
 }
 
 // release uncounts n frames of nbytes that were written or dropped.
 func (s *Session) release(n, nbytes int) {
 	if n > 0 {
-		s.state.Add(^uint64(n - 1)) // - n; the count is at least n
 		s.queuedBytes.Add(-int64(nbytes))
+		s.state.Add(^uint64(n - 1)) // - n; the count is at least n
 	}
 }

@@ -11,31 +11,50 @@ import (
 // one batch (or the close frame) and that ends when that write returns. An
 // idle session holds none.
 
-// startWriting marks a writer running, unless Finish has run.
-func (s *Session) startWriting() bool {
+// claimWriter marks a writer running, for the actor to start one. It
+// fails once Finish has run, and while a writer is running; then, with
+// pending, it leaves word for that writer to report back when done.
+func (s *Session) claimWriter(pending bool) bool {
 	for {
 		w := s.state.Load()
-		if w&finishedBit != 0 {
+		nw := w | writingBit
+		switch {
+		case w&finishedBit != 0:
 			return false
+		case w&writingBit != 0 && (!pending || w&pendingBit != 0):
+			return false
+		case w&writingBit != 0:
+			nw = w | pendingBit
 		}
-		if s.state.CompareAndSwap(w, w|writingBit) {
-			return true
+		if s.state.CompareAndSwap(w, nw) {
+			return w&writingBit == 0
 		}
 	}
 }
 
-// writerDone marks the writer gone, and wakes Finish if it is waiting for
-// it. It comes before the report to the actor: once the actor has the
-// report it may start the next writer.
-func (s *Session) writerDone() {
-	if s.state.And(^uint64(writingBit))&finishedBit != 0 {
-		close(*s.finished.Load())
+// writerDone marks the writer gone, wakes Finish if it is waiting for it,
+// and returns the state as the writer left it. Once the bit is clear the
+// actor may start the next writer.
+func (s *Session) writerDone() (old uint64) {
+	for {
+		old = s.state.Load()
+		if s.state.CompareAndSwap(old, old&^(writingBit|pendingBit)) {
+			break
+		}
 	}
+	if old&finishedBit != 0 {
+		if g := s.gone.Load(); g != nil {
+			close(*g)
+		}
+	}
+	return old
 }
 
-// write writes one batch and reports to the actor.
-func (a *sessionActor) write(batch []Frame, nbytes int) {
-	s := a.s
+// write writes one batch. It reports to the actor only when the actor has
+// to act: frames queued while it wrote (pendingBit), a close to finish, or
+// a write error. A session that gets a message now and then costs one
+// mailbox run per message, not two.
+func (s *Session) write(batch []Frame, nbytes int) {
 	var report error
 	if err := s.conn.Write(batch, time.Now().Add(s.opts.WriteTimeout)); err != nil {
 		if s.IsOpen() && errors.Is(err, os.ErrDeadlineExceeded) {
@@ -51,12 +70,14 @@ func (a *sessionActor) write(batch []Frame, nbytes int) {
 		s.sys.framesOut.Add(uint64(len(batch)))
 		s.sys.bytesOut.Add(uint64(nbytes))
 	}
-	// The actor reads a.done only once it has the message, and starts no
-	// writer before: this goroutine is the only one touching it now.
-	d := &a.done
-	d.batch, d.bytes, d.report = batch, nbytes, report
-	s.writerDone()
-	s.sys.root.Send(s.pid, d)
+	s.release(len(batch), nbytes)
+	old := s.writerDone()
+	switch {
+	case report != nil:
+		s.sys.root.Send(s.pid, &writeFailed{err: report})
+	case old&(pendingBit|closingBit) != 0 && old&finishedBit == 0:
+		s.sys.root.Send(s.pid, writerIdle{})
+	}
 }
 
 // writeClose sends the close frame and waits for the handshake (bounded by
