@@ -37,8 +37,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/troupehq/troupe"
-	js "github.com/troupehq/troupe/clients/js"
-	"github.com/troupehq/troupe/rooms"
 )
 
 // The page is embedded so that the binary is the whole deployment.
@@ -90,7 +88,7 @@ type Option func(*troupe.Config)
 // WithBackplane makes the chat one node of several sharing bp: its rooms,
 // and the typing indicators broadcast to them, span every node (see
 // troupe.Config.Backplane).
-func WithBackplane(bp rooms.Backplane) Option {
+func WithBackplane(bp troupe.Backplane) Option {
 	return func(c *troupe.Config) { c.Backplane = bp }
 }
 
@@ -136,7 +134,7 @@ func New(settings troupe.Settings, opts ...Option) (http.Handler, *troupe.Server
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /", pageHeaders(http.FileServerFS(page)))
-	mux.Handle("GET /troupe.js", pageHeaders(http.FileServerFS(js.FS)))
+	mux.Handle("GET /troupe.js", pageHeaders(troupe.ClientJS()))
 	mux.Handle("GET /ws", srv)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux, srv, nil
