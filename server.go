@@ -221,7 +221,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close stops the server at once: every connection is dropped without a
-// close handshake (ShutdownNow) and rooms stop. Idempotent; safe from any
+// close handshake (OnClose reports 1006) and rooms stop. Idempotent; safe from any
 // goroutine, handlers included: it does not wait for sessions whose
 // handler is running (they end when it returns), and rooms stop once the
 // last of them has ended.
@@ -234,16 +234,15 @@ func (srv *Server) Close() error {
 }
 
 // stopAfterSessions stops rooms and the actor system once no session is
-// left: now, or when the last one ends if some are still ending.
+// left: now, or when the last one ends if some are still ending (their
+// handler was running when Close or Shutdown returned).
 func (srv *Server) stopAfterSessions(ctx context.Context) {
-	now, cancel := context.WithCancel(context.Background())
-	cancel()
-	if srv.http.Shutdown(now) == nil { // nil with ctx done: no session left
+	if srv.http.Ended() {
 		srv.stop(ctx)
 		return
 	}
 	go func() {
-		_ = srv.http.Shutdown(context.Background())
+		_ = srv.http.Wait(context.Background())
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.stop(ctx)

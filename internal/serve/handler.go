@@ -406,7 +406,7 @@ func (h *Handler) Shutdown(ctx context.Context) error {
 		}
 	}
 	defer h.stopWorkers()
-	if err := h.waitUntil(ctx, func() bool { return h.active == 0 }); err != nil {
+	if err := h.Wait(ctx); err != nil {
 		for _, s := range h.Sessions() {
 			session.Drop(s, "shutdown")
 		}
@@ -428,6 +428,18 @@ func (h *Handler) Close() {
 		session.Drop(s, "shutdown")
 	}
 	_ = h.waitUntil(context.Background(), func() bool { return int64(h.active) <= h.inCallback.Load() })
+}
+
+// Ended reports whether no connection is left: every session has ended.
+func (h *Handler) Ended() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.active == 0
+}
+
+// Wait waits until no connection is left or ctx ends.
+func (h *Handler) Wait(ctx context.Context) error {
+	return h.waitUntil(ctx, func() bool { return h.active == 0 })
 }
 
 // stopAccepting reports whether this call was the one that stopped it.
