@@ -21,6 +21,12 @@ type closeReq struct {
 	report  error // for OnError, from the actor (a slow consumer)
 }
 
+// flush is the actor's note to itself to hand its queue to a writer. It is
+// posted behind the frames already in the mailbox when the first of them
+// arrives, so that a burst leaves as one batch (one system call) rather
+// than its first frame alone and the rest after a round trip.
+type flush struct{}
+
 // writerIdle is the writer's word that it is done and the actor has
 // something to do: frames queued meanwhile, or a close to finish.
 type writerIdle struct{}

@@ -18,6 +18,7 @@ type sessionActor struct {
 	queue      []Frame // accepted frames not yet handed to a writer
 	queueBytes int
 	closeSent  bool // the close frame's writer has been started
+	flushing   bool // a flush is in the mailbox
 }
 
 func (a *sessionActor) Receive(ctx actor.Context) {
@@ -41,6 +42,13 @@ func (a *sessionActor) Receive(ctx actor.Context) {
 	case *Shared:
 		a.queue = append(a.queue, m.frame)
 		a.queueBytes += len(m.frame.Data)
+		if !a.flushing {
+			a.flushing = true
+			ctx.Send(ctx.Self(), flush{})
+		}
+		return
+	case flush:
+		a.flushing = false
 	case writerIdle:
 	case *writeFailed:
 		s.sys.SafeCall(func() { s.EmitError(m.err) })
