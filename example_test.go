@@ -232,3 +232,30 @@ func stop(srv *troupe.Server, ts *httptest.Server) {
 	}
 	ts.Close()
 }
+
+func ExampleHandleRequest() {
+	srv, err := troupe.New(troupe.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// What the function returns is the answer to the request's id.
+	troupe.HandleRequest(srv, "sum", func(c *troupe.Context, xs []int) (int, error) {
+		n := 0
+		for _, x := range xs {
+			n += x
+		}
+		return n, nil
+	})
+	ts := httptest.NewServer(srv)
+	defer stop(srv, ts)
+
+	conn := dial(ts.URL)
+	defer conn.Close(websocket.StatusNormalClosure, "")
+	send(conn, `{"type":"sum","payload":[1,2,3],"id":"q1"}`)
+	fmt.Println(receive(conn))
+	send(conn, `{"type":"sum","payload":"three","id":"q2"}`)
+	fmt.Println(receive(conn))
+	// Output:
+	// {"type":"reply","payload":6,"id":"q1"}
+	// {"type":"error","payload":{"code":"invalid_payload","message":"payload of \"sum\": json: cannot unmarshal string into Go value of type []int"},"id":"q2"}
+}
