@@ -320,6 +320,16 @@ func runFault(t *testing.T, seed uint64, shutdownRun bool) {
 		// staller never reads it, and a raw attacker may be busy breaking
 		// a frame: the server may wait for those until ctx ends (then it
 		// drops them). A client that reads answers at once.
+		if took > faultShutdownWait+time.Second {
+			// Sessions that never answer their close frame are dropped
+			// only when coder/websocket gives up waiting for the answer
+			// (5s): a known bug, see TestFaultBugDropWaitsForCloseHandshake.
+			if os.Getenv("TROUPE_FAULT_KNOWN_BUGS") == "" {
+				t.Logf("known bug (TestFaultBugDropWaitsForCloseHandshake): Shutdown with a %v ctx returned after %v", faultShutdownWait, took.Round(time.Millisecond))
+			} else {
+				f.errorf("Shutdown with a %v ctx returned after %v, not at once when ctx ended", faultShutdownWait, took)
+			}
+		}
 		for _, name := range left {
 			if !strings.HasPrefix(name, "fault-stall-") && !strings.HasPrefix(name, "fault-raw") {
 				f.errorf("Shutdown: %v after %v with %s, a client that reads, still open", err, took, name)
