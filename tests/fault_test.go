@@ -65,10 +65,10 @@ const (
 	faultShutdownWait = 3 * time.Second
 
 	// Server limits, small so that the hostile cases are cheap: an
-	// oversized message is 8 KiB, a staller's queue overflows after 256
+	// oversized message is 8 KiB, a staller's queue overflows after 128
 	// messages, and a staller's stuck write is cut after a second.
 	faultMaxMessageSize = 8 << 10
-	faultMaxQueued      = 256
+	faultMaxQueued      = 128
 	faultWriteTimeout   = time.Second
 
 	// faultGoroutineSlack is how many goroutines above the level before
@@ -170,6 +170,7 @@ type faultRun struct {
 	shutdownTook    time.Duration
 	shutdownErr     error
 	shutdownLeft    []string // the sessions open when Shutdown's ctx ended
+	stallersLeft    []string // stallers the server had not dropped as it should by the end
 	shutdownAt      time.Time
 	lastClose       time.Time
 
@@ -930,20 +931,18 @@ func (w *fworker) reconnect(mode string) bool {
 	return true
 }
 
-// staller joins a room and never reads again. Its kernel receive buffer is
+// staller joins every room and never reads again. Its kernel receive buffer is
 // 4 KiB: the server's writes to it stall, its queue fills, and the server
 // must drop it (1013, or 1006 once a write times out) without the room
 // ever waiting for it.
 func (f *faultRun) staller(i int) {
 	name := fmt.Sprintf("fault-stall-%d", i)
-	var raw net.Conn
 	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer
 		nc, err := d.DialContext(ctx, network, addr)
 		if tc, ok := nc.(*net.TCPConn); ok {
 			_ = tc.SetReadBuffer(4 << 10)
 		}
-		raw = nc
 		return nc, err
 	}}
 	defer tr.CloseIdleConnections()
@@ -956,15 +955,24 @@ func (f *faultRun) staller(i int) {
 		f.errorf("dial %s: %v", name, err)
 		return
 	}
-	_ = raw
 	f.stallers = append(f.stallers, ws)
-	if err := ws.Write(ctx, websocket.MessageText, faultEnvelope("room.join", `"s"`, faultJoin{Room: f.rooms[i%len(f.rooms)]})); err != nil {
-		f.errorf("%s: write: %v", name, err)
-		return
+	for _, r := range f.rooms {
+		if err := ws.Write(ctx, websocket.MessageText, faultEnvelope("room.join", `"s"`, faultJoin{Room: r})); err != nil {
+			f.errorf("%s: write: %v", name, err)
+			return
+		}
 	}
-	// The one read before it stalls: its join's answer.
-	if _, data, err := ws.Read(ctx); err != nil || !strings.Contains(string(data), `"room.joined"`) {
-		f.errorf("%s: join answered %.200q, %v", name, data, err)
+	// The reads before it stalls: its joins' answers (and whatever came
+	// with them).
+	for joined, n := 0, 0; joined < len(f.rooms); n++ {
+		_, data, err := ws.Read(ctx)
+		if err != nil || n > 100 {
+			f.errorf("%s: joins answered %.200q, %v", name, data, err)
+			return
+		}
+		if strings.Contains(string(data), `"room.joined"`) {
+			joined++
+		}
 	}
 }
 
@@ -1233,6 +1241,20 @@ func (f *faultRun) closeAll() []*fconn {
 		}
 		wg.Go(func() { _ = c.ws.Close(websocket.StatusNormalClosure, "done") })
 	}
+	// How the server ended the stallers, before the test does.
+	f.mu.Lock()
+	for _, fs := range f.sessions {
+		if strings.HasPrefix(fs.name, "fault-stall-") {
+			switch {
+			case fs.closes == 0:
+				f.stallersLeft = append(f.stallersLeft, fs.name+" still open")
+			case fs.code == int(troupe.CloseTryAgainLater) && fs.slow, fs.code == int(troupe.CloseAbnormal) && fs.writeTimeout:
+			default:
+				f.stallersLeft = append(f.stallersLeft, fmt.Sprintf("%s closed %d %q (slow consumer: %v, write timeout: %v)", fs.name, fs.code, fs.reason, fs.slow, fs.writeTimeout))
+			}
+		}
+	}
+	f.mu.Unlock()
 	for _, ws := range f.stallers {
 		_ = ws.CloseNow()
 	}
@@ -1504,6 +1526,19 @@ func (f *faultRun) analyze(conns []*fconn, fence map[string]uint64) {
 			f.t.Logf("%s: a reading client dropped as a slow consumer", c.name)
 		default:
 			f.errorf("%s: the server ended a client that reads with %d (%s)", c.name, code, reason)
+		}
+	}
+
+	// Every staller is in every room, so it is sent every room message:
+	// far more than its queue and socket buffers hold once the run has
+	// published a few hundred. The server must have dropped it.
+	if !f.shutdownRun {
+		for _, s := range f.stallersLeft {
+			if len(table) >= 400 {
+				f.errorf("a member that never reads, sent %d room messages, was not dropped as a slow consumer: %s", len(table), s)
+			} else {
+				f.t.Logf("only %d room messages: %s", len(table), s)
+			}
 		}
 	}
 
