@@ -204,7 +204,51 @@ func faultSeed(t *testing.T) uint64 {
 }
 
 // TestFaultInjection runs the suite twice: once to the end with checks of
-// every delivery, once with a server Shutdown at a random moment.
+// every delivery ("Chaos"), once with a server Shutdown at a random moment
+// ("Shutdown").
+//
+// For a bounded time (faultChaos) and number of operations, 40 workers
+// each draw from faultOps: room.join (fresh, and again with since and
+// epoch on the same connection), room.leave, room.publish with and without
+// an id, room.history pages, typed requests to app.echo, pings, messages
+// delivered to the room logic (some of which make it panic); and malformed
+// JSON, unknown types, invalid payloads, oversized meta, binary frames,
+// messages one byte over MaxMessageSize, text that is not UTF-8, normal
+// closes, dropped connections, TCP resets and half-closes, each followed by
+// a reconnect that resumes every room with since and the epoch (one time
+// in five a wrong epoch). Six raw attackers write hand-built frames (RSV
+// bits, orphan or interleaved continuations, unmasked or fragmented control
+// frames, bad close codes, oversized frames, frames broken off by a reset
+// or a FIN, half-closes). Four stallers join every room and never read.
+//
+// Then, after a fence (a last publish to every room, and a room panic that
+// OnError must hear of), it checks:
+//   - every room.publish acknowledged to its publisher is the message of
+//     that seq (its body, from the publisher), came to the publisher before
+//     its room.published, and reached every member that was in the room
+//     from before that seq to the end;
+//   - each membership's room.message stream is the room's sequence without
+//     a gap or repeat from where it joined (room.joined's seq, or since for
+//     a resume that said recovered: true) to where it ended; recovered is
+//     false where it must be (another epoch, a seq the room has not
+//     reached) and true where the history had everything; nothing arrives
+//     for a room after room.left; a repeated join's seq is where the
+//     member's stream was;
+//   - one seq is one message: every member and every history page has the
+//     same bytes for it; history pages are ascending, below before, within
+//     limit;
+//   - every request with an id gets one answer of the right kind; bad input
+//     gets its error code, or its close code (1009, 1007, 1002);
+//   - OnOpen and OnClose exactly once for every session; OnError only for
+//     the room panics provoked (no more than the boom messages delivered),
+//     slow consumers and write timeouts; every staller dropped;
+//   - the goroutine count back to its level before the server started, the
+//     in-use heap within faultHeapSlack of it once every client has gone,
+//     and its peak during the run under faultHeapPeak.
+//
+// In the Shutdown run the deliveries are checked up to each connection's
+// end, clients that read must be closed with 1001, and Shutdown must not
+// wait for them past its ctx.
 func TestFaultInjection(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault injection: skipped with -short")
