@@ -3,7 +3,6 @@ package tests
 import (
 	"context"
 	"net/http"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -12,15 +11,7 @@ import (
 )
 
 // Reproductions of library bugs the fault-injection suite found, each made
-// deterministic. They fail until the bug is fixed; set
-// TROUPE_FAULT_KNOWN_BUGS=1 to run them (CI skips them meanwhile).
-
-func skipKnownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("TROUPE_FAULT_KNOWN_BUGS") == "" {
-		t.Skipf("known bug, not fixed yet: %s (TROUPE_FAULT_KNOWN_BUGS=1 runs it)", what)
-	}
-}
+// deterministic, so that they stay fixed.
 
 // TestFaultBugOnCloseWithoutOnOpen: a connection whose upgrade is under way
 // when Shutdown begins gets OnClose though OnOpen never ran for it. The
@@ -32,7 +23,6 @@ func skipKnownBug(t *testing.T, what string) {
 // Authorize holds the handshake between the connection's admission and its
 // registration, which makes the window as wide as the test needs.
 func TestFaultBugOnCloseWithoutOnOpen(t *testing.T) {
-	skipKnownBug(t, "OnClose without OnOpen for a handshake that Shutdown overtakes")
 	inAuth, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	h := startServer(t, troupe.Config{
@@ -99,7 +89,6 @@ func TestFaultBugOnCloseWithoutOnOpen(t *testing.T) {
 // which is coder/websocket's CloseNow; while a Close is in progress that
 // only waits for it. Closing the raw net.Conn first would cut it.
 func TestFaultBugDropWaitsForCloseHandshake(t *testing.T) {
-	skipKnownBug(t, "a session in its close handshake cannot be dropped")
 	// Far below the 5 seconds coder/websocket waits for the handshake.
 	const bound = 2 * time.Second
 

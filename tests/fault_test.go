@@ -366,14 +366,9 @@ func runFault(t *testing.T, seed uint64, shutdownRun bool) {
 		// a frame: the server may wait for those until ctx ends (then it
 		// drops them). A client that reads answers at once.
 		if took > faultShutdownWait+time.Second {
-			// Sessions that never answer their close frame are dropped
-			// only when coder/websocket gives up waiting for the answer
-			// (5s): a known bug, see TestFaultBugDropWaitsForCloseHandshake.
-			if os.Getenv("TROUPE_FAULT_KNOWN_BUGS") == "" {
-				t.Logf("known bug (TestFaultBugDropWaitsForCloseHandshake): Shutdown with a %v ctx returned after %v", faultShutdownWait, took.Round(time.Millisecond))
-			} else {
-				f.errorf("Shutdown with a %v ctx returned after %v, not at once when ctx ended", faultShutdownWait, took)
-			}
+			// Sessions that never answer their close frame must be
+			// dropped when ctx ends (TestFaultBugDropWaitsForCloseHandshake).
+			f.errorf("Shutdown with a %v ctx returned after %v, not at once when ctx ended", faultShutdownWait, took)
 		}
 		for _, name := range left {
 			if !strings.HasPrefix(name, "fault-stall-") && !strings.HasPrefix(name, "fault-raw") {
@@ -1340,12 +1335,6 @@ func (f *faultRun) checkHooks() {
 		}
 	}
 	for _, s := range f.strayClose {
-		// A handshake that Shutdown overtakes gets OnClose without OnOpen:
-		// a known bug, reproduced by TestFaultBugOnCloseWithoutOnOpen.
-		if f.shutdownRun && strings.HasSuffix(s, ` 1001 "server shutting down"`) && os.Getenv("TROUPE_FAULT_KNOWN_BUGS") == "" {
-			f.t.Logf("known bug (TestFaultBugOnCloseWithoutOnOpen): OnClose for a session that never opened: %s", s)
-			continue
-		}
 		f.errorf("OnClose for a session that never opened: %s", s)
 	}
 	for _, e := range f.unexpected {

@@ -349,10 +349,13 @@ func (h *Handler) frame(s *session.Session, binary bool, data []byte) {
 
 func (h *Handler) onClose(s *session.Session, code int, reason string) {
 	h.mu.Lock()
+	// A session that was never listed never opened (Shutdown began
+	// during its handshake): OnClose is only for sessions that opened.
+	_, opened := h.sessions[s.ID()]
 	delete(h.sessions, s.ID())
 	h.conns--
 	h.mu.Unlock()
-	if h.hooks.OnClose != nil {
+	if opened && h.hooks.OnClose != nil {
 		h.enter()
 		h.call(s, func() { h.hooks.OnClose(s, code, reason) })
 		h.leave()

@@ -125,7 +125,18 @@ func (c *wsConn) Close(code int, reason string) error {
 	return c.ws.Close(websocket.StatusCode(code), reason)
 }
 
-func (c *wsConn) CloseNow() error { return c.ws.CloseNow() }
+// CloseNow drops the connection. coder/websocket's CloseNow waits for a
+// closing handshake in progress (up to its own 5 s timeout) when the peer
+// does not answer our close frame; closing the socket first ends that wait
+// at once, as a drop must.
+func (c *wsConn) CloseNow() error {
+	if c.cc != nil {
+		c.cc.drop()
+	} else if c.raw != nil {
+		_ = c.raw.Close()
+	}
+	return c.ws.CloseNow()
+}
 
 var _ transport.Conn = (*wsConn)(nil)
 
@@ -215,6 +226,14 @@ func (c *corkedConn) Read(p []byte) (int, error) {
 }
 
 func (c *corkedConn) Write(p []byte) (int, error) { return c.cork.Write(p) }
+
+// drop closes the socket without sending what is corked.
+func (c *corkedConn) drop() {
+	if o := c.owner.Load(); o != nil {
+		o.h.poll.unpark(o)
+	}
+	_ = c.Conn.Close()
+}
 
 func (c *corkedConn) Close() error {
 	if o := c.owner.Load(); o != nil {
