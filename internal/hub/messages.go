@@ -48,3 +48,10 @@ type presenceFlush struct{}
 // sessionGone tells a room that one of its members finished (see
 // Manager.sessionEnded).
 type sessionGone struct{ s *session.Session }
+
+// reclaim asks the supervisor to bring the histories back under the
+// history budget (see Manager.overBudget).
+type reclaim struct{}
+
+// trimHistory asks a room to trim its history to max bytes.
+type trimHistory struct{ max int }
