@@ -182,3 +182,16 @@ func TestHistoryBudgetLeavesCustomHistoryAlone(t *testing.T) {
 		t.Errorf("resume = recovered %v seq %d resent %v", rec, seq, resent)
 	}
 }
+
+// A dormant room is forgotten when its retention ends even if no other
+// room stops afterwards, so an idle server gives the memory back.
+func TestDormantRoomsExpireWhenIdle(t *testing.T) {
+	f := newProtoFixture(t, hub.Config{PresenceWindow: never, Retention: 200 * time.Millisecond})
+	a := f.session("a")
+	f.fill("r", a, 1)
+	f.leaveDormant("r", a, 1)
+	eventually(t, "the dormant room expires", func() bool {
+		st := f.m.Stats()
+		return st.Dormant == 0 && st.HistoryBytes == 0
+	})
+}

@@ -55,3 +55,7 @@ type reclaim struct{}
 
 // trimHistory asks a room to trim its history to max bytes.
 type trimHistory struct{ max int }
+
+// sweepDue tells the supervisor that the oldest dormant room's retention
+// has ended.
+type sweepDue struct{}

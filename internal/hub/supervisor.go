@@ -44,6 +44,7 @@ type supervisor struct {
 	// dormantBytes is what the dormant rooms' histories hold.
 	dormantBytes int64
 	swept        time.Time
+	sweepTimer   *time.Timer // pending sweepDue, while rooms are dormant
 }
 
 func (sv *supervisor) Receive(ctx actor.Context) {
@@ -101,10 +102,18 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 			}
 		}
 		sv.sweep()
+	case sweepDue:
+		sv.sweepTimer = nil
+		sv.swept = time.Time{}
+		sv.sweep()
+		sv.armSweep()
 	case reclaim:
 		sv.m.reclaiming.Store(false) // a room going over from now on asks again
 		sv.reclaim(ctx)
 	case *actor.Stopped:
+		if sv.sweepTimer != nil {
+			sv.sweepTimer.Stop()
+		}
 		for name := range sv.rooms {
 			sv.m.live.Delete(name)
 		}
@@ -143,6 +152,19 @@ func (sv *supervisor) keep(st *roomState) {
 	sv.dormant[st.name] = sv.byAge.PushBack(d)
 	sv.dormantBytes += d.bytes
 	sv.m.dormantN.Store(int64(sv.byAge.Len()))
+	sv.armSweep()
+}
+
+// armSweep makes sure that the oldest dormant room is forgotten when its
+// retention ends even if no room stops then: a server left idle after a
+// burst of rooms gives their memory back.
+func (sv *supervisor) armSweep() {
+	if sv.sweepTimer != nil || sv.byAge.Len() == 0 {
+		return
+	}
+	wait := time.Until(sv.byAge.Front().Value.(*dormant).until) + 100*time.Millisecond
+	m := sv.m
+	sv.sweepTimer = time.AfterFunc(max(wait, time.Second), func() { m.root.Send(m.sup, sweepDue{}) })
 }
 
 // wake takes a dormant room out of the dormant ones, to run again: its
