@@ -84,8 +84,24 @@ type Config struct {
 	// kept for members that come back. Default 5 minutes; negative: off
 	// (not kept).
 	HistoryRetention time.Duration
+	// HistoryBudget bounds the bytes the histories of all rooms hold
+	// together, live rooms and the empty ones kept for HistoryRetention
+	// (dormant rooms), so that no number of clients can make the server
+	// keep more. Over it, dormant rooms are forgotten, oldest first, and
+	// then the longest live histories lose their oldest messages; a
+	// resume that can no longer be served completely is answered
+	// recovered: false. Bytes count the payloads and the history's own
+	// bookkeeping (32 bytes per message slot). A NewHistory store takes
+	// part only if it implements rooms.Trimmer; one that does not counts
+	// as holding nothing. Default 256 MiB; negative: no limit.
+	HistoryBudget int
+	// MaxDormantRooms bounds the dormant rooms kept for HistoryRetention;
+	// beyond it the oldest is forgotten (whatever its history). Default
+	// 10000; negative: no limit.
+	MaxDormantRooms int
 	// NewHistory replaces the in-memory history, for example with a
-	// durable store; HistoryMessages and HistoryBytes then do not apply.
+	// durable store; HistoryMessages and HistoryBytes then do not apply,
+	// and HistoryBudget only if the store implements rooms.Trimmer.
 	NewHistory func(room string) History
 	// Backplane lets the room protocol's rooms span several server nodes:
 	// members connected to different nodes see one order, one gap-free
@@ -111,6 +127,8 @@ type Config struct {
 const (
 	defaultMaxRoomsPerSession = 100
 	defaultMaxRoomMembers     = 10000
+	// HistoryBudget and MaxDormantRooms go to the rooms' manager as they
+	// are: it has the same convention, and these defaults (256 MiB, 10000).
 )
 
 // Validate reports a configuration that cannot work: a negative value for

@@ -32,6 +32,8 @@ type metrics struct {
 	msgsIn, bytesIn, msgsOut, bytesOut, rateLtd *prometheus.Desc
 	closes, slow, roomsActive, roomMembers      *prometheus.Desc
 	queued, queueMax                            *prometheus.Desc
+	histBytes, histBudget, dormant, dormantMax  *prometheus.Desc
+	evicted, trims, trimmed                     *prometheus.Desc
 }
 
 func newMetrics(srv *Server) *metrics {
@@ -62,6 +64,13 @@ func newMetrics(srv *Server) *metrics {
 		roomMembers: d("room_members", "Members per room, over the rooms that exist at scrape time."),
 		queued:      d("outbound_queued_messages", "Messages accepted for clients and not yet written, all sessions."),
 		queueMax:    d("outbound_queue_max", "The longest outbound queue of any session."),
+		histBytes:   d("history_retained_bytes", "Bytes the room histories hold, live and dormant rooms (what Config.HistoryBudget bounds)."),
+		histBudget:  d("history_budget_bytes", "Config.HistoryBudget in force (0: no limit)."),
+		dormant:     d("rooms_dormant", "Empty rooms kept for resume (HistoryRetention)."),
+		dormantMax:  d("rooms_dormant_max", "Config.MaxDormantRooms in force (0: no limit)."),
+		evicted:     d("rooms_evicted_total", "Dormant rooms forgotten before their retention ended, by reason (budget: HistoryBudget; limit: MaxDormantRooms).", "reason"),
+		trims:       d("history_trims_total", "Live room histories trimmed to stay within HistoryBudget."),
+		trimmed:     d("history_trimmed_bytes_total", "Bytes those trims freed."),
 	}
 }
 
@@ -70,7 +79,8 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.errors.Describe(ch)
 	m.latency.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.connsActive, m.connsTotal, m.refused, m.msgsIn, m.bytesIn,
-		m.msgsOut, m.bytesOut, m.rateLtd, m.closes, m.slow, m.roomsActive, m.roomMembers, m.queued, m.queueMax} {
+		m.msgsOut, m.bytesOut, m.rateLtd, m.closes, m.slow, m.roomsActive, m.roomMembers, m.queued, m.queueMax,
+		m.histBytes, m.histBudget, m.dormant, m.dormantMax, m.evicted, m.trims, m.trimmed} {
 		ch <- d
 	}
 }
@@ -128,6 +138,16 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(m.queued, float64(total))
 	gauge(m.queueMax, float64(longest))
+
+	rs := m.srv.rooms.Stats()
+	gauge(m.histBytes, float64(rs.HistoryBytes))
+	gauge(m.histBudget, float64(rs.HistoryBudget))
+	gauge(m.dormant, float64(rs.Dormant))
+	gauge(m.dormantMax, float64(rs.MaxDormant))
+	counter(m.evicted, rs.EvictedBudget, "budget")
+	counter(m.evicted, rs.EvictedLimit, "limit")
+	counter(m.trims, rs.Trims)
+	counter(m.trimmed, rs.TrimmedBytes)
 }
 
 // observe records one handled message: its handler time and, if it was

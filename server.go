@@ -79,6 +79,8 @@ func New(cfg Config) (*Server, error) {
 		HistoryBytes:       cfg.HistoryBytes,
 		NewHistory:         cfg.NewHistory,
 		Retention:          cfg.HistoryRetention,
+		HistoryBudget:      cfg.HistoryBudget,
+		MaxDormant:         cfg.MaxDormantRooms,
 		Backplane:          cfg.Backplane,
 		MaxMembers:         limit(cfg.MaxRoomMembers, defaultMaxRoomMembers),
 		MaxRoomsPerSession: limit(cfg.MaxRoomsPerSession, defaultMaxRoomsPerSession),

@@ -184,6 +184,90 @@ func settingsFromLookup(lookup func(string) (string, bool)) (Settings, error) {
 	return s, nil
 }
 
+// The environment variables ConfigFromEnv reads besides SettingsFromEnv's:
+// Config's room settings, under the prefix TROUPE_ (they are not the
+// WebSocket connection's).
+const (
+	envHistoryMessages    = "TROUPE_HISTORY_MESSAGES"
+	envHistoryBytes       = "TROUPE_HISTORY_BYTES"
+	envHistoryRetention   = "TROUPE_HISTORY_RETENTION"
+	envHistoryBudget      = "TROUPE_HISTORY_BUDGET"
+	envMaxDormantRooms    = "TROUPE_MAX_DORMANT_ROOMS"
+	envMaxRoomsPerSession = "TROUPE_MAX_ROOMS_PER_SESSION"
+	envMaxRoomMembers     = "TROUPE_MAX_ROOM_MEMBERS"
+	envMaxMetaBytes       = "TROUPE_MAX_META_BYTES"
+)
+
+// ConfigFromEnv returns a Config whose Settings are SettingsFromEnv's and
+// whose room settings come from the TROUPE_* variables:
+//
+//	TROUPE_HISTORY_MESSAGES       HistoryMessages
+//	TROUPE_HISTORY_BYTES          HistoryBytes
+//	TROUPE_HISTORY_RETENTION      HistoryRetention (0: not kept)
+//	TROUPE_HISTORY_BUDGET         HistoryBudget, in bytes (0: no limit)
+//	TROUPE_MAX_DORMANT_ROOMS      MaxDormantRooms (0: no limit)
+//	TROUPE_MAX_ROOMS_PER_SESSION  MaxRoomsPerSession (0: no limit)
+//	TROUPE_MAX_ROOM_MEMBERS       MaxRoomMembers (0: no limit)
+//	TROUPE_MAX_META_BYTES         MaxMetaBytes
+//
+// As in SettingsFromEnv, an unset variable leaves its field zero (the
+// default), 0 turns a limit or the retention off where the field can be
+// off, and a malformed value is an error that names the variable. The
+// callbacks and the rest are the caller's to fill in.
+func ConfigFromEnv() (Config, error) { return configFromLookup(os.LookupEnv) }
+
+// configFromLookup is ConfigFromEnv with the environment given as a lookup
+// function.
+func configFromLookup(lookup func(string) (string, bool)) (Config, error) {
+	var c Config
+	var err error
+	c.Settings, err = settingsFromLookup(lookup)
+	if err != nil {
+		return Config{}, err
+	}
+	integer := func(name string, dst *int, zeroIsOff bool) {
+		v, ok := lookup(name)
+		if !ok || err != nil {
+			return
+		}
+		n, e := strconv.ParseInt(strings.TrimSpace(v), 10, 0)
+		switch {
+		case e != nil || n < 0 || n == 0 && !zeroIsOff:
+			want := "a positive whole number"
+			if zeroIsOff {
+				want = "a whole number (0 for no limit)"
+			}
+			err = fmt.Errorf("troupe: %s=%q: want %s", name, v, want)
+		case n == 0:
+			*dst = -1
+		default:
+			*dst = int(n)
+		}
+	}
+	integer(envHistoryMessages, &c.HistoryMessages, false)
+	integer(envHistoryBytes, &c.HistoryBytes, false)
+	integer(envHistoryBudget, &c.HistoryBudget, true)
+	integer(envMaxDormantRooms, &c.MaxDormantRooms, true)
+	integer(envMaxRoomsPerSession, &c.MaxRoomsPerSession, true)
+	integer(envMaxRoomMembers, &c.MaxRoomMembers, true)
+	integer(envMaxMetaBytes, &c.MaxMetaBytes, false)
+	if v, ok := lookup(envHistoryRetention); ok && err == nil {
+		d, e := parseDuration(v)
+		switch {
+		case e != nil:
+			err = fmt.Errorf("troupe: %s=%q: %v", envHistoryRetention, v, e)
+		case d == 0:
+			c.HistoryRetention = -1
+		default:
+			c.HistoryRetention = d
+		}
+	}
+	if err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
 // parseDuration accepts Go duration syntax or a bare number of seconds, and
 // refuses negative durations.
 func parseDuration(v string) (time.Duration, error) {

@@ -359,3 +359,46 @@ func TestConfigValidate(t *testing.T) {
 
 // noBackplane is a Backplane that is never used: Validate refuses it first.
 type noBackplane struct{ Backplane }
+
+// ConfigFromEnv reads the room settings from TROUPE_* variables besides
+// the Settings: unset leaves the default, 0 turns a limit off, and a
+// malformed value names its variable.
+func TestConfigFromLookup(t *testing.T) {
+	c, err := configFromLookup(lookup(map[string]string{"WEBSOCKET_RATE_LIMIT": "5"}))
+	if err != nil || c.Settings.RateLimit != 5 || c.HistoryBudget != 0 || c.MaxDormantRooms != 0 || c.HistoryRetention != 0 {
+		t.Fatalf("configFromLookup = %+v, %v", c, err)
+	}
+	c, err = configFromLookup(lookup(map[string]string{
+		"TROUPE_HISTORY_MESSAGES":      "50",
+		"TROUPE_HISTORY_BYTES":         "4096",
+		"TROUPE_HISTORY_RETENTION":     "90s",
+		"TROUPE_HISTORY_BUDGET":        "67108864",
+		"TROUPE_MAX_DORMANT_ROOMS":     "0",
+		"TROUPE_MAX_ROOMS_PER_SESSION": "7",
+		"TROUPE_MAX_ROOM_MEMBERS":      "0",
+		"TROUPE_MAX_META_BYTES":        "256",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{HistoryMessages: 50, HistoryBytes: 4096, HistoryRetention: 90 * time.Second,
+		HistoryBudget: 64 << 20, MaxDormantRooms: -1, MaxRoomsPerSession: 7, MaxRoomMembers: -1, MaxMetaBytes: 256}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("configFromLookup = %+v, want %+v", c, want)
+	}
+	if c, _ = configFromLookup(lookup(map[string]string{"TROUPE_HISTORY_RETENTION": "0"})); c.HistoryRetention >= 0 {
+		t.Errorf("TROUPE_HISTORY_RETENTION=0: HistoryRetention = %v, want off (negative)", c.HistoryRetention)
+	}
+	for name, v := range map[string]string{
+		"TROUPE_HISTORY_BUDGET":    "-1",
+		"TROUPE_HISTORY_BYTES":     "0",
+		"TROUPE_MAX_DORMANT_ROOMS": "many",
+		"TROUPE_HISTORY_RETENTION": "soon",
+		"WEBSOCKET_RATE_BURST":     "x",
+	} {
+		_, err := configFromLookup(lookup(map[string]string{name: v}))
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%q: err = %v, want one naming the variable", name, v, err)
+		}
+	}
+}

@@ -1,5 +1,7 @@
 package rooms
 
+import "unsafe"
+
 // Entry is one room message kept in history: its sequence number and its
 // room.message payload, already encoded.
 type Entry struct {
@@ -20,6 +22,25 @@ type History interface {
 	// Before returns up to limit messages with a sequence number below
 	// before (0: the newest), oldest first.
 	Before(before uint64, limit int) []Entry
+}
+
+// Trimmer is what a History implements to take part in the server's
+// history budget (troupe.Config.HistoryBudget), which bounds the memory of
+// every room's history together. The in-memory history implements it. A
+// History that does not is counted as holding nothing and is never
+// trimmed: a durable store keeps its messages outside the process, and
+// bounds them itself. The dormant-room bound (troupe.Config.MaxDormantRooms)
+// applies whatever the History.
+type Trimmer interface {
+	// Bytes returns the memory the history holds: the payloads and the
+	// history's own bookkeeping. The room actor calls it after every
+	// Append and Trim, so it must be cheap.
+	Bytes() int
+	// Trim drops the oldest messages until Bytes is at most max (every
+	// message, if need be). A dropped message is one that Since must then
+	// report missing (complete false): a resume from before it is not
+	// recovered.
+	Trim(max int)
 }
 
 // Default history bounds.
@@ -52,7 +73,50 @@ type memoryHistory struct {
 	last     uint64 // newest seq ever appended
 }
 
+// entrySize is the bookkeeping of one slot of the ring, counted by Bytes.
+const entrySize = int(unsafe.Sizeof(Entry{}))
+
 func (h *memoryHistory) at(i int) *Entry { return &h.ring[(h.head+i)%len(h.ring)] }
+
+// dropOldest forgets the oldest entry.
+func (h *memoryHistory) dropOldest() {
+	old := h.at(0)
+	h.bytes -= len(old.Payload)
+	*old = Entry{}
+	h.head = (h.head + 1) % len(h.ring)
+	h.n--
+}
+
+// Bytes counts the payloads and the ring's slots, so that a room of many
+// small messages counts what its ring costs.
+func (h *memoryHistory) Bytes() int { return h.bytes + len(h.ring)*entrySize }
+
+// Trim drops the oldest entries until Bytes is at most max. A ring left
+// at most half full is reallocated to its entries, so that the slots a
+// trim frees are given back too.
+func (h *memoryHistory) Trim(max int) {
+	for h.n > 0 && h.bytes+h.slotsFor(h.n)*entrySize > max {
+		h.dropOldest()
+	}
+	if s := h.slotsFor(h.n); s < len(h.ring) {
+		var ring []Entry
+		if s > 0 {
+			ring = make([]Entry, s)
+			for i := 0; i < h.n; i++ {
+				ring[i] = *h.at(i)
+			}
+		}
+		h.ring, h.head = ring, 0
+	}
+}
+
+// slotsFor is the ring's length after a Trim that leaves n entries.
+func (h *memoryHistory) slotsFor(n int) int {
+	if n <= len(h.ring)/2 {
+		return n
+	}
+	return len(h.ring)
+}
 
 func (h *memoryHistory) Append(seq uint64, payload []byte) {
 	h.last = seq
@@ -60,11 +124,7 @@ func (h *memoryHistory) Append(seq uint64, payload []byte) {
 		return // too large to keep at all; Since will report it missing
 	}
 	for h.n > 0 && (h.n >= h.maxMsgs || h.bytes+len(payload) > h.maxBytes) {
-		old := h.at(0)
-		h.bytes -= len(old.Payload)
-		*old = Entry{}
-		h.head = (h.head + 1) % len(h.ring)
-		h.n--
+		h.dropOldest()
 	}
 	if h.n == len(h.ring) {
 		grown := make([]Entry, min(max(2*len(h.ring), 16), h.maxMsgs))

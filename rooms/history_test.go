@@ -224,3 +224,56 @@ func TestHistoryDefaults(t *testing.T) {
 	checkSince(t, h, 500, span(501, n+500), true)
 	checkSince(t, h, 499, span(501, n+500), false)
 }
+
+// Trim drops the oldest messages until Bytes is within the bound, keeps
+// the newest, and reports a resume from before them incomplete; trimming
+// to nothing gives the ring back.
+func TestHistoryTrim(t *testing.T) {
+	h := rooms.NewMemoryHistory(100, 1<<20)
+	tr, ok := h.(rooms.Trimmer)
+	if !ok {
+		t.Fatal("the in-memory history does not implement rooms.Trimmer")
+	}
+	if n := tr.Bytes(); n != 0 {
+		t.Fatalf("empty: Bytes = %d, want 0", n)
+	}
+	appendRange(h, 1, 30)
+	full := tr.Bytes()
+	payloads := 0
+	for seq := uint64(1); seq <= 30; seq++ {
+		payloads += len(payloadOf(seq))
+	}
+	if full <= payloads {
+		t.Fatalf("Bytes = %d, want the payloads (%d) and the ring", full, payloads)
+	}
+	tr.Trim(full) // nothing to do
+	checkSince(t, h, 0, span(1, 30), true)
+
+	tr.Trim(full - 1)
+	if n := tr.Bytes(); n > full-1 {
+		t.Fatalf("Trim(%d): Bytes = %d", full-1, n)
+	}
+	checkSince(t, h, 0, span(2, 30), false)
+	checkSince(t, h, 1, span(2, 30), true)
+
+	tr.Trim(full / 4)
+	if n := tr.Bytes(); n > full/4 || n == 0 {
+		t.Fatalf("Trim(%d): Bytes = %d", full/4, n)
+	}
+	entries, complete := h.Since(0)
+	kept := seqs(t, entries)
+	if complete || len(kept) == 0 || kept[len(kept)-1] != 30 || !slices.Equal(kept, span(kept[0], 30)) {
+		t.Fatalf("after Trim(%d): Since(0) = %v complete=%v, want the newest", full/4, kept, complete)
+	}
+	checkSince(t, h, kept[0]-1, kept, true)
+
+	tr.Trim(0)
+	if n := tr.Bytes(); n != 0 {
+		t.Fatalf("Trim(0): Bytes = %d, want 0", n)
+	}
+	checkSince(t, h, 29, nil, false)
+	checkSince(t, h, 30, nil, true)
+	h.Append(31, payloadOf(31)) // and it goes on
+	checkSince(t, h, 30, []uint64{31}, true)
+	checkBefore(t, h, 0, 10, []uint64{31})
+}

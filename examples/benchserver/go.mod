@@ -3,6 +3,7 @@ module github.com/troupehq/troupe/examples/benchserver
 go 1.26.8
 
 require (
+	github.com/prometheus/client_golang v1.25.0
 	github.com/troupehq/troupe v0.0.0-00010101000000-000000000000
 	github.com/troupehq/troupe/backplane/nats v0.0.0-00010101000000-000000000000
 )
@@ -30,7 +31,6 @@ require (
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/orcaman/concurrent-map v1.0.0 // indirect
-	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect

@@ -9,6 +9,11 @@
 // For many connections raise the open-files limit first (ulimit -n 200000);
 // the server also raises its own soft limit to the hard limit.
 //
+// Settings come from the environment (troupe.ConfigFromEnv: WEBSOCKET_*
+// for connections, TROUPE_* for the rooms' history bounds); /metrics
+// serves Troupe's collector and the Go runtime's, for the memory
+// measurements of bench/churn.
+//
 // With the cluster flags of nats.Flags (-cluster, -routes, -nats, ...) it
 // is one node of several whose rooms live in NATS JetStream, as the chat
 // example's nodes are; bench/cluster.sh measures three such nodes against
@@ -29,6 +34,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/troupehq/troupe"
 	"github.com/troupehq/troupe/backplane/nats"
 )
@@ -59,19 +67,19 @@ func main() {
 	}
 	raiseFileLimit()
 
-	settings, err := troupe.SettingsFromEnv()
+	cfg, err := troupe.ConfigFromEnv()
 	if err != nil {
 		log.Fatal(err)
 	}
 	// A benchmark measures raw throughput and many connections: unless the
 	// environment says otherwise, no rate limit and a high connection cap.
 	if _, set := os.LookupEnv("WEBSOCKET_RATE_LIMIT"); !set {
-		settings.RateLimit = -1
+		cfg.Settings.RateLimit = -1
 	}
 	if _, set := os.LookupEnv("WEBSOCKET_MAX_CONNECTIONS"); !set {
-		settings.MaxConnections = 200000
+		cfg.Settings.MaxConnections = 200000
 	}
-	cfg := troupe.Config{Settings: settings, RoomProtocol: true}
+	cfg.RoomProtocol = true
 	var bp *nats.Backplane
 	if cluster.Enabled() {
 		opts, err := cluster.Options()
@@ -94,6 +102,9 @@ func main() {
 
 	mux := http.NewServeMux()
 	mux.Handle("/ws", srv)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(srv.Metrics(), collectors.NewGoCollector())
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	hs := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	stopped := make(chan struct{})
 	go func() {

@@ -1,11 +1,13 @@
 package hub
 
 import (
+	"container/list"
 	"context"
 	"encoding/json"
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/troupehq/troupe/rooms"
@@ -41,6 +43,16 @@ type Config struct {
 	// empty are kept, so that members coming back can resume (room
 	// protocol only; default DefaultRetention, negative: not kept).
 	Retention time.Duration
+	// HistoryBudget bounds the memory of every room's history together,
+	// live rooms and dormant ones (default DefaultHistoryBudget, negative:
+	// no bound). Over it, dormant rooms are forgotten, oldest first, then
+	// the longest live histories lose their oldest messages (see
+	// reclaim). Only histories that implement rooms.Trimmer are counted.
+	HistoryBudget int
+	// MaxDormant bounds the dormant rooms kept for resume (default
+	// DefaultMaxDormant, negative: no bound); beyond it the oldest is
+	// forgotten.
+	MaxDormant int
 	// MaxMembers bounds the members of one room (0: no limit); a join
 	// beyond it fails with ErrRoomFull.
 	MaxMembers int
@@ -62,6 +74,24 @@ const DefaultPresenceWindow = 50 * time.Millisecond
 // DefaultRetention is the default of Config.Retention.
 const DefaultRetention = 5 * time.Minute
 
+// Defaults of Config.HistoryBudget and Config.MaxDormant.
+const (
+	DefaultHistoryBudget = 256 << 20
+	DefaultMaxDormant    = 10000
+)
+
+// Stats are the counters of the rooms' memory bounds, for metrics.
+type Stats struct {
+	HistoryBytes  int64  // what the histories of live and dormant rooms hold
+	Dormant       int    // dormant rooms kept for resume
+	EvictedBudget uint64 // dormant rooms forgotten for the history budget
+	EvictedLimit  uint64 // dormant rooms forgotten for the dormant-room bound
+	Trims         uint64 // live histories trimmed for the history budget
+	TrimmedBytes  uint64 // what those trims freed
+	HistoryBudget int64  // the budget in force (0: none)
+	MaxDormant    int    // the bound in force (0: none)
+}
+
 // Manager is the entry point to the rooms of one server: it holds the
 // supervisor actor and a lock-free index from room name to room actor, so
 // broadcasts go straight to the room without passing the supervisor.
@@ -73,6 +103,17 @@ type Manager struct {
 	live    sync.Map // room name -> *roomRef of a running room
 	index   sessionIndex
 	stopped chan struct{}
+
+	// The history budget (see supervisor.reclaim). histBytes is the sum
+	// of every room's roomState.histBytes; rooms add to it as they
+	// append, the supervisor takes off what it forgets.
+	histBytes     atomic.Int64
+	reclaiming    atomic.Bool // a reclaim is on its way to the supervisor
+	dormantN      atomic.Int64
+	evictedBudget atomic.Uint64
+	evictedLimit  atomic.Uint64
+	trims         atomic.Uint64
+	trimmedBytes  atomic.Uint64
 
 	stopOnce   sync.Once
 	unhook     func()         // removes the OnSessionEnd hook
@@ -87,11 +128,23 @@ func New(sys *session.System, cfg Config) *Manager {
 	if cfg.PresenceWindow <= 0 {
 		cfg.PresenceWindow = DefaultPresenceWindow
 	}
+	switch {
+	case cfg.HistoryBudget == 0:
+		cfg.HistoryBudget = DefaultHistoryBudget
+	case cfg.HistoryBudget < 0:
+		cfg.HistoryBudget = 0
+	}
+	switch {
+	case cfg.MaxDormant == 0:
+		cfg.MaxDormant = DefaultMaxDormant
+	case cfg.MaxDormant < 0:
+		cfg.MaxDormant = 0
+	}
 	m := &Manager{cfg: cfg, sys: sys, root: sys.Root(), stopped: make(chan struct{})}
 	m.index.rooms = make(map[*session.Session]roomSet)
 	props := actor.PropsFromProducer(func() actor.Actor {
 		return &supervisor{m: m, rooms: make(map[string]*roomRef), byPID: make(map[string]*roomRef),
-			dormant: make(map[string]dormant)}
+			dormant: make(map[string]*list.Element), byAge: list.New()}
 	})
 	m.sup = m.root.Spawn(props)
 	m.unhook = sys.OnSessionEnd(m.sessionEnded)
@@ -115,6 +168,28 @@ func (m *Manager) newHistory(room string) rooms.History {
 		return m.cfg.NewHistory(room)
 	}
 	return rooms.NewMemoryHistory(m.cfg.HistoryMessages, m.cfg.HistoryBytes)
+}
+
+// Stats returns the counters of the rooms' memory bounds.
+func (m *Manager) Stats() Stats {
+	return Stats{
+		HistoryBytes:  m.histBytes.Load(),
+		Dormant:       int(m.dormantN.Load()),
+		EvictedBudget: m.evictedBudget.Load(),
+		EvictedLimit:  m.evictedLimit.Load(),
+		Trims:         m.trims.Load(),
+		TrimmedBytes:  m.trimmedBytes.Load(),
+		HistoryBudget: int64(m.cfg.HistoryBudget),
+		MaxDormant:    m.cfg.MaxDormant,
+	}
+}
+
+// overBudget asks the supervisor to reclaim history memory, once: until
+// the supervisor takes the request, further calls send nothing.
+func (m *Manager) overBudget() {
+	if m.reclaiming.CompareAndSwap(false, true) {
+		m.root.Send(m.sup, reclaim{})
+	}
 }
 
 // logError tells OnError of a room's failure that no caller hears of.

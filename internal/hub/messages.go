@@ -48,3 +48,14 @@ type presenceFlush struct{}
 // sessionGone tells a room that one of its members finished (see
 // Manager.sessionEnded).
 type sessionGone struct{ s *session.Session }
+
+// reclaim asks the supervisor to bring the histories back under the
+// history budget (see Manager.overBudget).
+type reclaim struct{}
+
+// trimHistory asks a room to trim its history to max bytes.
+type trimHistory struct{ max int }
+
+// sweepDue tells the supervisor that the oldest dormant room's retention
+// has ended.
+type sweepDue struct{}

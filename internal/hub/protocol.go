@@ -238,6 +238,7 @@ func (st *roomState) publish(m *Manager, r *publishReq) {
 	st.seq++
 	p := st.messagePayload(st.seq, MemberID(r.s), r.body)
 	st.hist.Append(st.seq, p)
+	st.account(m)
 	st.fanout(session.Frame{Data: messageFrame(p)}, nil)
 	if len(r.id) > 0 {
 		_ = r.s.SendText(publishedFrame(st.name, st.seq, r.id))

@@ -127,13 +127,13 @@ func (a *roomActor) refollow(ctx actor.Context) error {
 	if st.epoch != "" && feed.Epoch != st.epoch {
 		// The log was started again: its numbering is not ours.
 		st.seq = 0
-		st.hist = a.m.newHistory(st.name)
+		st.setHistory(a.m, a.m.newHistory(st.name))
 	}
 	st.epoch = feed.Epoch
 	st.feed = feed
 	for _, e := range feed.Backlog {
 		if e.Seq > st.seq {
-			st.append(e)
+			st.append(a.m, e)
 		}
 	}
 	return nil
@@ -141,10 +141,11 @@ func (a *roomActor) refollow(ctx actor.Context) error {
 
 // append takes the log's next message: into the history and to every
 // member of this node.
-func (st *roomState) append(e rooms.Entry) {
+func (st *roomState) append(m *Manager, e rooms.Entry) {
 	st.flushPresence()
 	st.seq = e.Seq
 	st.hist.Append(e.Seq, e.Payload)
+	st.account(m)
 	if len(st.order) > 0 {
 		st.fanout(session.Frame{Data: messageFrame(e.Payload)}, nil)
 	}
@@ -157,7 +158,7 @@ func (a *roomActor) fromFeed(ctx actor.Context, m *feedEntry) {
 	case m.gen != st.gen || st.feed == nil || m.e.Seq <= st.seq:
 		// From a stopped feed, or had already.
 	case m.e.Seq == st.seq+1:
-		st.append(m.e)
+		st.append(a.m, m.e)
 	default:
 		// A gap: what is missing is in the log (unless it has already
 		// been trimmed), so follow again from what the room has.
@@ -166,7 +167,7 @@ func (a *roomActor) fromFeed(ctx actor.Context, m *feedEntry) {
 			return
 		}
 		if m.e.Seq > st.seq {
-			st.append(m.e) // trimmed from the log already: skip ahead
+			st.append(a.m, m.e) // trimmed from the log already: skip ahead
 		}
 	}
 }

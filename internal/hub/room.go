@@ -24,10 +24,15 @@ type roomState struct {
 
 	// The room protocol's state (Config.Protocol).
 	proto bool
-	epoch string                     // this incarnation of the room's numbering
-	seq   uint64                     // the last sequence number given out
-	hist  rooms.History              // recent messages, for resume and room.history
-	meta  map[string]json.RawMessage // by session ID
+	epoch string        // this incarnation of the room's numbering
+	seq   uint64        // the last sequence number given out
+	hist  rooms.History // recent messages, for resume and room.history
+	trim  rooms.Trimmer // hist, if it takes part in the history budget
+	// histBytes is what hist holds as last counted into
+	// Manager.histBytes: written by the room actor, read by the
+	// supervisor (which owns the state once the room is dormant).
+	histBytes atomic.Int64
+	meta      map[string]json.RawMessage // by session ID
 
 	events        []presenceEvent          // joins and leaves since the last presence.diff
 	joinedAt      map[*session.Session]int // members that joined since then: their join's index in events
@@ -211,6 +216,8 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		}
 	case *historyReq:
 		st.history(msg)
+	case *trimHistory:
+		st.trimHistory(a.m, msg.max)
 	case *leaveReq:
 		if !st.remove(msg.s) {
 			msg.reply <- ErrNotMember
@@ -294,6 +301,50 @@ func (a *roomActor) presenceWindow() time.Duration {
 
 // maxPresenceWindow caps presenceWindow's growth.
 const maxPresenceWindow = time.Second
+
+// setHistory gives the room the history h, replacing (and uncounting) the
+// one it had.
+func (st *roomState) setHistory(m *Manager, h rooms.History) {
+	st.hist = h
+	st.trim, _ = h.(rooms.Trimmer)
+	st.account(m)
+}
+
+// account counts what the room's history holds into the history budget
+// and, if that goes over it, asks the supervisor to reclaim.
+func (st *roomState) account(m *Manager) {
+	var n int64
+	if st.trim != nil {
+		n = int64(st.trim.Bytes())
+	}
+	d := n - st.histBytes.Load()
+	if d == 0 {
+		return
+	}
+	st.histBytes.Store(n)
+	total := m.histBytes.Add(d)
+	if b := int64(m.cfg.HistoryBudget); d > 0 && b > 0 && total > b {
+		m.overBudget()
+	}
+}
+
+// trimHistory drops the oldest messages of the room's history until it
+// holds at most max bytes (the supervisor's reclaim asks for it).
+func (st *roomState) trimHistory(m *Manager, max int) {
+	if st.trim == nil {
+		return
+	}
+	before := st.histBytes.Load()
+	if before <= int64(max) {
+		return
+	}
+	st.trim.Trim(max)
+	st.account(m)
+	if freed := before - st.histBytes.Load(); freed > 0 {
+		m.trims.Add(1)
+		m.trimmedBytes.Add(uint64(freed))
+	}
+}
 
 func (a *roomActor) checkEmpty(ctx actor.Context) {
 	if len(a.st.order) == 0 {

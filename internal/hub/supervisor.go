@@ -1,9 +1,11 @@
 package hub
 
 import (
+	"container/list"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"sort"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -26,6 +28,7 @@ type roomRef struct {
 type dormant struct {
 	st    *roomState
 	until time.Time
+	bytes int64 // st.histBytes, which cannot change while the room is dormant
 }
 
 // supervisor owns the room actors: it spawns a room on its first join,
@@ -35,9 +38,13 @@ type dormant struct {
 type supervisor struct {
 	m       *Manager
 	rooms   map[string]*roomRef
-	byPID   map[string]*roomRef // by PID.Id, for failures and Terminated
-	dormant map[string]dormant
-	swept   time.Time
+	byPID   map[string]*roomRef      // by PID.Id, for failures and Terminated
+	dormant map[string]*list.Element // of byAge, holding a *dormant
+	byAge   *list.List               // dormant rooms, the oldest in front
+	// dormantBytes is what the dormant rooms' histories hold.
+	dormantBytes int64
+	swept        time.Time
+	sweepTimer   *time.Timer // pending sweepDue, while rooms are dormant
 }
 
 func (sv *supervisor) Receive(ctx actor.Context) {
@@ -83,7 +90,9 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 		delete(sv.rooms, ref.st.name)
 		if ref.st.proto && sv.m.cfg.Retention > 0 && ref.st.bp == nil {
 			// (Under a backplane the log keeps the room.)
-			sv.dormant[ref.st.name] = dormant{st: ref.st, until: time.Now().Add(sv.m.cfg.Retention)}
+			sv.keep(ref.st)
+		} else {
+			sv.forget(ref.st)
 		}
 		if len(ref.pending) > 0 {
 			next := sv.spawn(ctx, ref.st.name)
@@ -93,7 +102,18 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 			}
 		}
 		sv.sweep()
+	case sweepDue:
+		sv.sweepTimer = nil
+		sv.swept = time.Time{}
+		sv.sweep()
+		sv.armSweep()
+	case reclaim:
+		sv.m.reclaiming.Store(false) // a room going over from now on asks again
+		sv.reclaim(ctx)
 	case *actor.Stopped:
+		if sv.sweepTimer != nil {
+			sv.sweepTimer.Stop()
+		}
 		for name := range sv.rooms {
 			sv.m.live.Delete(name)
 		}
@@ -102,33 +122,145 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 }
 
 // sweep forgets dormant rooms whose retention has passed. It runs as rooms
-// stop, at most every few seconds, so it needs no timer of its own.
+// stop, at most every few seconds, so it needs no timer of its own. The
+// retention is the same for every room, so the expired ones are the
+// oldest.
 func (sv *supervisor) sweep() {
 	now := time.Now()
 	if now.Sub(sv.swept) < 5*time.Second {
 		return
 	}
 	sv.swept = now
-	for name, d := range sv.dormant {
-		if now.After(d.until) {
-			delete(sv.dormant, name)
+	for e := sv.byAge.Front(); e != nil && now.After(e.Value.(*dormant).until); e = sv.byAge.Front() {
+		sv.drop(e)
+	}
+}
+
+// keep makes the state of a room that stopped dormant, forgetting the
+// oldest dormant room first if there are MaxDormant of them already.
+func (sv *supervisor) keep(st *roomState) {
+	if max := sv.m.cfg.MaxDormant; max > 0 {
+		for sv.byAge.Len() >= max {
+			sv.drop(sv.byAge.Front())
+			sv.m.evictedLimit.Add(1)
 		}
+	}
+	if e, ok := sv.dormant[st.name]; ok {
+		sv.drop(e) // (not expected: a room runs or sleeps, never both)
+	}
+	d := &dormant{st: st, until: time.Now().Add(sv.m.cfg.Retention), bytes: st.histBytes.Load()}
+	sv.dormant[st.name] = sv.byAge.PushBack(d)
+	sv.dormantBytes += d.bytes
+	sv.m.dormantN.Store(int64(sv.byAge.Len()))
+	sv.armSweep()
+}
+
+// armSweep makes sure that the oldest dormant room is forgotten when its
+// retention ends even if no room stops then: a server left idle after a
+// burst of rooms gives their memory back.
+func (sv *supervisor) armSweep() {
+	if sv.sweepTimer != nil || sv.byAge.Len() == 0 {
+		return
+	}
+	wait := time.Until(sv.byAge.Front().Value.(*dormant).until) + 100*time.Millisecond
+	m := sv.m
+	sv.sweepTimer = time.AfterFunc(max(wait, time.Second), func() { m.root.Send(m.sup, sweepDue{}) })
+}
+
+// wake takes a dormant room out of the dormant ones, to run again: its
+// history stays counted.
+func (sv *supervisor) wake(e *list.Element) *dormant {
+	d := e.Value.(*dormant)
+	sv.byAge.Remove(e)
+	delete(sv.dormant, d.st.name)
+	sv.dormantBytes -= d.bytes
+	sv.m.dormantN.Store(int64(sv.byAge.Len()))
+	return d
+}
+
+// drop forgets a dormant room.
+func (sv *supervisor) drop(e *list.Element) {
+	sv.forget(sv.wake(e).st)
+}
+
+// forget takes what the history of a room whose state is dropped holds off
+// the history budget.
+func (sv *supervisor) forget(st *roomState) {
+	if n := st.histBytes.Swap(0); n != 0 {
+		sv.m.histBytes.Add(-n)
+	}
+}
+
+// reclaim brings the histories back under the history budget when they
+// went over it. It frees down to 15/16 of the budget, so that it runs once
+// per budget/16 of new messages rather than on every one: first it
+// forgets dormant rooms, oldest first (their members left longest ago),
+// and then, if that is not enough, it trims the longest live histories to
+// one level, the smallest cut that frees enough, so that a room whose
+// history is short loses nothing while a longer one is over the level. A
+// trimmed room keeps its newest messages; a resume from before them is
+// answered recovered: false.
+func (sv *supervisor) reclaim(ctx actor.Context) {
+	m := sv.m
+	budget := int64(m.cfg.HistoryBudget)
+	if budget <= 0 || m.histBytes.Load() <= budget {
+		return
+	}
+	target := budget - budget/16
+	for sv.dormantBytes > 0 && m.histBytes.Load() > target {
+		sv.drop(sv.byAge.Front())
+		m.evictedBudget.Add(1)
+	}
+	need := m.histBytes.Load() - target
+	if need <= 0 {
+		return
+	}
+	type sized struct {
+		ref   *roomRef
+		bytes int64
+	}
+	live := make([]sized, 0, len(sv.rooms))
+	for _, ref := range sv.rooms {
+		if n := ref.st.histBytes.Load(); n > 0 {
+			live = append(live, sized{ref, n})
+		}
+	}
+	sort.Slice(live, func(i, j int) bool { return live[i].bytes > live[j].bytes })
+	// The k longest are cut to level: the first k such that cutting
+	// them to the next one's length would free enough.
+	var sum int64
+	level := int64(0)
+	for k := 1; k <= len(live); k++ {
+		sum += live[k-1].bytes
+		next := int64(0)
+		if k < len(live) {
+			next = live[k].bytes
+		}
+		if sum-int64(k)*next >= need {
+			level = max((sum-need)/int64(k), 0)
+			live = live[:k]
+			break
+		}
+	}
+	for _, r := range live {
+		ctx.Send(r.ref.pid, &trimHistory{max: int(level)})
 	}
 }
 
 func (sv *supervisor) spawn(ctx actor.Context, name string) *roomRef {
 	m := sv.m
-	if d, ok := sv.dormant[name]; ok {
-		delete(sv.dormant, name)
+	if e, ok := sv.dormant[name]; ok {
+		d := sv.wake(e)
 		if time.Now().Before(d.until) {
 			return sv.start(ctx, d.st)
 		}
+		sv.forget(d.st)
 	}
 	st := &roomState{name: name, members: make(map[string]*session.Session)}
 	if m.cfg.Protocol {
 		st.proto = true
 		st.meta = make(map[string]json.RawMessage)
-		st.hist = m.newHistory(name)
+		st.setHistory(m, m.newHistory(name))
 		if st.bp = m.cfg.Backplane; st.bp == nil {
 			st.epoch = newEpoch()
 		} // else the backplane's epoch, once the room follows its log
