@@ -187,7 +187,7 @@ func TestBrowserChat(t *testing.T) {
 		t.Fatalf("chromium is not installed (%v): run scripts/test.sh, which installs it (apt-get install -y chromium)", err)
 	}
 
-	handler, srv, err := chatserver.New(troupe.Settings{})
+	handler, srv, err := chatserver.New(troupe.Config{})
 	if err != nil {
 		t.Fatalf("chatserver.New: %v", err)
 	}

@@ -84,7 +84,7 @@ type (
 // startChat serves the chat on 127.0.0.1 and stops it when the test ends.
 func startChat(t *testing.T) *httptest.Server {
 	t.Helper()
-	handler, srv, err := chatserver.New(troupe.Settings{})
+	handler, srv, err := chatserver.New(troupe.Config{})
 	if err != nil {
 		t.Fatalf("chatserver.New: %v", err)
 	}
@@ -452,7 +452,7 @@ func TestRunShutsDownGracefully(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, ln, troupe.Settings{}) }()
+	go func() { done <- run(ctx, ln, troupe.Config{}) }()
 
 	c := welcome(t, troupetest.Dial(t, "ws://"+ln.Addr().String()+"/ws?name=alice", nil))
 	c.join("lobby", nil)

@@ -6,7 +6,8 @@
 //	go run ./examples/chat -addr 127.0.0.1:8080
 //
 // then open http://127.0.0.1:8080/ in two windows. Connection settings come
-// from the WEBSOCKET_* environment variables (see troupe.SettingsFromEnv);
+// from the WEBSOCKET_* and TROUPE_* environment variables (see
+// troupe.ConfigFromEnv);
 // a malformed one stops the command with exit status 2. The server itself is
 // package chatserver, which documents what the chat adds to the room
 // protocol.
@@ -52,7 +53,7 @@ func main() {
 	flag.Parse()
 	raiseFileLimit() // one file descriptor per connection
 
-	settings, err := troupe.SettingsFromEnv()
+	cfg, err := troupe.ConfigFromEnv()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "chat: invalid environment: %v\n", err)
 		os.Exit(2)
@@ -78,7 +79,7 @@ func main() {
 		log.Printf("chat: node %s of a cluster", bp.Node())
 	}
 	log.Printf("chat: listening on http://%s/", ln.Addr())
-	err = run(ctx, ln, settings, opts...)
+	err = run(ctx, ln, cfg, opts...)
 	if bp != nil {
 		// After the rooms stopped: the backplane hands its leaderships
 		// over before its NATS server stops.
@@ -110,8 +111,8 @@ func openBackplane(ctx context.Context, cluster nats.Flags) (*nats.Backplane, er
 // WebSocket with 1001 once the messages queued for it are written.
 // http.Server.Shutdown alone would not do: it forgets connections once they
 // are upgraded.
-func run(ctx context.Context, ln net.Listener, settings troupe.Settings, opts ...chatserver.Option) error {
-	handler, srv, err := chatserver.New(settings, opts...)
+func run(ctx context.Context, ln net.Listener, cfg troupe.Config, opts ...chatserver.Option) error {
+	handler, srv, err := chatserver.New(cfg, opts...)
 	if err != nil {
 		_ = ln.Close()
 		return err

@@ -92,24 +92,24 @@ func WithBackplane(bp troupe.Backplane) Option {
 	return func(c *troupe.Config) { c.Backplane = bp }
 }
 
-// New returns the chat's HTTP handler and the Troupe server behind it. The
+// New returns the chat's HTTP handler and the Troupe server behind it,
+// built on base (its settings and limits, for example from
+// troupe.ConfigFromEnv) with the chat's own callbacks. The
 // caller shuts the Troupe server down: http.Server.Shutdown alone forgets
 // connections once they are upgraded to WebSockets.
-func New(settings troupe.Settings, opts ...Option) (http.Handler, *troupe.Server, error) {
+func New(base troupe.Config, opts ...Option) (http.Handler, *troupe.Server, error) {
 	page, err := fs.Sub(static, "static")
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := troupe.Config{
-		Settings:     settings,
-		RoomProtocol: true,
-		Authorize:    authorize,
-		OnOpen: func(s *troupe.Session) {
-			_ = s.Send("chat.welcome", welcomeMsg{ID: s.Identity(), Name: DisplayName(s.Identity())})
-		},
-		CheckPublish: func(_ *troupe.Session, _ string, body json.RawMessage) error {
-			return checkBody(body)
-		},
+	cfg := base
+	cfg.RoomProtocol = true
+	cfg.Authorize = authorize
+	cfg.OnOpen = func(s *troupe.Session) {
+		_ = s.Send("chat.welcome", welcomeMsg{ID: s.Identity(), Name: DisplayName(s.Identity())})
+	}
+	cfg.CheckPublish = func(_ *troupe.Session, _ string, body json.RawMessage) error {
+		return checkBody(body)
 	}
 	for _, o := range opts {
 		o(&cfg)
