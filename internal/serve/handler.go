@@ -200,6 +200,7 @@ func (h *Handler) sessionOptions() session.Options {
 		EncodeRequest:     h.hooks.EncodeRequest,
 		OnError:           h.hooks.OnError,
 		OnClose:           h.onClose,
+		Unsent:            &h.stats.UnsentAtClose,
 	}
 }
 
