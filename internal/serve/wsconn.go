@@ -69,6 +69,11 @@ var joinPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 func (c *wsConn) Write(msgs []transport.Message, deadline time.Time) (err error) {
 	if c.raw != nil {
 		_ = c.raw.SetWriteDeadline(deadline)
+		// Cleared afterwards: the deadline is the connection's, and
+		// the pings and pongs coder/websocket writes between batches
+		// (bounded by contexts of their own) would otherwise fail once
+		// it had passed.
+		defer func() { _ = c.raw.SetWriteDeadline(time.Time{}) }()
 	}
 	defer func() {
 		if err != nil && !c.isClosing() {
@@ -176,6 +181,7 @@ func (c *wsConn) closing() <-chan struct{} {
 	}
 	return c.closeWait
 }
+
 
 var _ transport.Conn = (*wsConn)(nil)
 

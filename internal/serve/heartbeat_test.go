@@ -1,0 +1,41 @@
+package serve
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/troupehq/troupe/internal/session"
+)
+
+func ping(t *testing.T, ws *websocket.Conn) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return ws.Ping(ctx)
+}
+
+// The write deadline a batch sets on the connection does not outlive it:
+// the server's pings, and its pongs to the client's pings, written long
+// after the last batch, go out.
+func TestPingsAfterTheLastBatchsDeadline(t *testing.T) {
+	addr, _ := serve(t, "adopted", Config{
+		WriteTimeout: 30 * time.Millisecond,
+		PingInterval: 100 * time.Millisecond,
+		PongTimeout:  2 * time.Second,
+		IdleTimeout:  -1,
+	}, Hooks{
+		OnFrame: func(s *session.Session, _ bool, data []byte) { _ = s.SendText(data) },
+	})
+	c := dialEcho(t, addr)
+	send(t, c, "batch")
+	expectEcho(t, c.got, "batch")
+	// Several of the server's pings, each long after the batch's deadline.
+	time.Sleep(500 * time.Millisecond)
+	if err := ping(t, c.ws); err != nil {
+		t.Fatalf("the client's ping: %v (the connection ended: %v)", err, c.err)
+	}
+	send(t, c, "after")
+	expectEcho(t, c.got, "after")
+}
