@@ -118,8 +118,11 @@ func (q *inbox) full(n int) bool {
 func newConn(h *Handler, s *session.Session, ws *wsConn) *conn {
 	c := &conn{h: h, s: s, ws: ws, moveOn: true}
 	c.wake.L = &c.mu
-	if ws != nil && ws.cc != nil {
-		ws.cc.owner.Store(c)
+	if ws != nil {
+		ws.hb = &c.hb
+		if ws.cc != nil {
+			ws.cc.owner.Store(c)
+		}
 	}
 	c.hb.start(&h.cfg, ws, s)
 	return c

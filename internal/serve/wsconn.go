@@ -29,6 +29,10 @@ type wsConn struct {
 	// ndjson: the client negotiated the "ndjson" subprotocol, so the text
 	// messages of a batch may share a frame, one per line.
 	ndjson bool
+	// hb is the connection's heartbeat, which the client's pings touch;
+	// set before the read loop starts.
+	hb *heartbeat
+
 	// Set once Close or CloseNow is called: the session has written
 	// everything it will write before its close frame (see conn.settle).
 	closeMu   sync.Mutex
@@ -182,6 +186,14 @@ func (c *wsConn) closing() <-chan struct{} {
 	return c.closeWait
 }
 
+// pinged is coder/websocket's OnPingReceived: a client's ping is activity,
+// for the idle timeout, as a message is. The pong is sent as usual.
+func (c *wsConn) pinged(context.Context, []byte) bool {
+	if c.hb != nil {
+		c.hb.touch()
+	}
+	return true
+}
 
 var _ transport.Conn = (*wsConn)(nil)
 
