@@ -30,6 +30,7 @@ type metrics struct {
 
 	connsActive, connsTotal, refused            *prometheus.Desc
 	msgsIn, bytesIn, msgsOut, bytesOut, rateLtd *prometheus.Desc
+	unsent                                      *prometheus.Desc
 	closes, slow, roomsActive, roomMembers      *prometheus.Desc
 	queued, queueMax                            *prometheus.Desc
 	histBytes, histBudget, dormant, dormantMax  *prometheus.Desc
@@ -58,6 +59,7 @@ func newMetrics(srv *Server) *metrics {
 		msgsOut:     d("messages_sent_total", "Messages written to clients."),
 		bytesOut:    d("sent_bytes_total", "Payload bytes written to clients."),
 		rateLtd:     d("rate_limited_total", "Messages refused by the per-session rate limit."),
+		unsent:      d("unsent_at_close_total", "Messages accepted for a client and never written: dropped by a discarding close, lost in a failed write, or still queued when the connection ended."),
 		closes:      d("closes_total", "Sessions closed, by close code.", "code"),
 		slow:        d("slow_consumers_total", "Sessions closed because their outbound queue overflowed."),
 		roomsActive: d("rooms_active", "Rooms with members."),
@@ -79,7 +81,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.errors.Describe(ch)
 	m.latency.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.connsActive, m.connsTotal, m.refused, m.msgsIn, m.bytesIn,
-		m.msgsOut, m.bytesOut, m.rateLtd, m.closes, m.slow, m.roomsActive, m.roomMembers, m.queued, m.queueMax,
+		m.msgsOut, m.bytesOut, m.rateLtd, m.unsent, m.closes, m.slow, m.roomsActive, m.roomMembers, m.queued, m.queueMax,
 		m.histBytes, m.histBudget, m.dormant, m.dormantMax, m.evicted, m.trims, m.trimmed} {
 		ch <- d
 	}
@@ -108,6 +110,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(m.msgsOut, frames)
 	counter(m.bytesOut, bytes)
 	counter(m.rateLtd, st.RateLimited.Load())
+	counter(m.unsent, st.UnsentAtClose.Load())
 	for code, n := range st.Closes() {
 		counter(m.closes, n, strconv.Itoa(code))
 	}

@@ -389,6 +389,7 @@ func TestMetricsOutboundQueueAndSlowConsumers(t *testing.T) {
 		t.Errorf("troupe_outbound_queued_messages = %v, below the longest queue %v", total, depth)
 	}
 	sc.expect(t, "troupe_slow_consumers_total", 0)
+	sc.expect(t, "troupe_unsent_at_close_total", 0)
 
 	// Fill the queue to overflowing.
 	var err error
@@ -410,6 +411,10 @@ func TestMetricsOutboundQueueAndSlowConsumers(t *testing.T) {
 	sc.expect(t, "troupe_connections_active", 1)
 	sc.expect(t, "troupe_outbound_queue_max", 0)
 	sc.expect(t, "troupe_outbound_queued_messages", 0)
+	// What the overflow discarded was accepted and never written: counted.
+	if n := sc.value(t, "troupe_unsent_at_close_total"); n < backlog/2 {
+		t.Errorf("troupe_unsent_at_close_total = %v after a slow consumer's queue of at least %d was discarded", n, backlog/2)
+	}
 
 	// The reader was never affected.
 	reader.send(t, "ping", nil)

@@ -43,11 +43,12 @@ type conn struct {
 	parkedAt   time.Time // when it last stopped waiting on a goroutine of its own
 
 	mu     sync.Mutex
-	wake   sync.Cond // the read loop waits here: for room in the queue, or for OnOpen
-	in     *inbox    // messages read and not yet handled; borrowed only while not empty
-	busy   bool      // a worker owns the connection's callbacks
-	opened bool      // OnOpen has returned
-	openOK bool      // ... without panicking
+	wake   sync.Cond     // the read loop waits here: for room in the queue, or for OnOpen
+	in     *inbox        // messages read and not yet handled; borrowed only while not empty
+	busy   bool          // a worker owns the connection's callbacks
+	opened bool          // OnOpen has returned
+	openOK bool          // ... without panicking
+	idle   chan struct{} // made by settle, closed when busy is next cleared
 
 	// ended, when set, is closed once the session has ended (its OnClose
 	// returned), for ServeConn's caller.
@@ -117,8 +118,11 @@ func (q *inbox) full(n int) bool {
 func newConn(h *Handler, s *session.Session, ws *wsConn) *conn {
 	c := &conn{h: h, s: s, ws: ws, moveOn: true}
 	c.wake.L = &c.mu
-	if ws != nil && ws.cc != nil {
-		ws.cc.owner.Store(c)
+	if ws != nil {
+		ws.hb = &c.hb
+		if ws.cc != nil {
+			ws.cc.owner.Store(c)
+		}
 	}
 	c.hb.start(&h.cfg, ws, s)
 	return c
@@ -154,6 +158,10 @@ func (c *conn) next() (it item, ok bool) {
 			c.in = nil
 		}
 		c.busy = false
+		if c.idle != nil {
+			close(c.idle) // settle is waiting
+			c.idle = nil
+		}
 		return item{}, false
 	}
 	it = c.in.pop()
@@ -219,11 +227,11 @@ func (c *conn) read() {
 // transport: it counts it and queues it for the worker, or its refusal
 // (rate limit, invalid UTF-8).
 func (c *conn) received(binary bool, data []byte) {
-	h, s := c.h, c.s
+	h := c.h
 	c.hb.touch()
 	h.stats.MessagesIn.Add(1)
 	h.stats.BytesIn.Add(uint64(len(data)))
-	if !s.IsOpen() {
+	if c.closedHere() {
 		// Closing (by this side: 1007, 1008, Close): what the client
 		// sends meanwhile is read, for the handshake's sake, and
 		// dropped.
@@ -355,6 +363,15 @@ func (c *conn) end(code int, reason string) {
 	c.push(item{kind: itemEnd})
 }
 
+// closedHere reports whether this side has begun closing the session
+// (Close, 1007, 1008, shutdown, a drop): the messages read then, and those
+// still queued, are dropped. A session closing because its connection broke
+// under a write (the client is gone) is not: what the client sent before
+// is handled, as it would be after the client's close.
+func (c *conn) closedHere() bool {
+	return !c.s.IsOpen() && (c.ws == nil || !c.ws.broken.Load())
+}
+
 // run handles the connection's queued items, in order, on a worker. It
 // returns when the queue is empty.
 func (c *conn) run() {
@@ -384,7 +401,7 @@ func (c *conn) run() {
 			// Nothing follows itemEnd: the next call to next returns
 			// the queue to its pool.
 		default:
-			if !s.IsOpen() {
+			if c.closedHere() {
 				continue // closed since it was read: dropped, as above
 			}
 			switch it.kind {

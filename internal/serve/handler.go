@@ -130,10 +130,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	hc := &hijackCapture{ResponseWriter: w, fallback: h.fallback}
+	conn := new(wsConn)
 	opts := &websocket.AcceptOptions{
 		OriginPatterns:     h.cfg.OriginPatterns,
 		InsecureSkipVerify: h.cfg.InsecureSkipOriginCheck,
 		CompressionMode:    websocket.CompressionDisabled,
+		OnPingReceived:     conn.pinged,
 	}
 	if !h.cfg.DisableNDJSON {
 		opts.Subprotocols = []string{SubprotocolNDJSON}
@@ -147,7 +149,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(readLimit(h.cfg.MaxMessageSize))
-	conn := &wsConn{ws: ws, raw: hc.conn, cork: hc.cork, cc: hc.cc, ndjson: ws.Subprotocol() == SubprotocolNDJSON}
+	conn.ws, conn.raw, conn.cork, conn.cc = ws, hc.conn, hc.cork, hc.cc
+	conn.ndjson = ws.Subprotocol() == SubprotocolNDJSON
 
 	s = h.sys.NewSession(conn, session.Info{
 		Header:      r.Header,
@@ -200,6 +203,7 @@ func (h *Handler) sessionOptions() session.Options {
 		EncodeRequest:     h.hooks.EncodeRequest,
 		OnError:           h.hooks.OnError,
 		OnClose:           h.onClose,
+		Unsent:            &h.stats.UnsentAtClose,
 	}
 }
 

@@ -17,7 +17,7 @@ type heartbeat struct {
 	cfg      *Config
 	ws       *wsConn
 	s        *session.Session
-	lastRead atomic.Int64 // unix nanoseconds of the last message read
+	lastRead atomic.Int64 // unix nanoseconds of the last message or ping read
 	lastPing time.Time    // only touched by the timer callback
 
 	mu      sync.Mutex
@@ -37,7 +37,8 @@ func (h *heartbeat) start(cfg *Config, ws *wsConn, s *session.Session) {
 	h.arm(now)
 }
 
-// touch records that the client sent something.
+// touch records that the client sent something: a message, or a ping
+// (wsConn.pinged). Pongs, which only answer our pings, do not count.
 func (h *heartbeat) touch() { h.lastRead.Store(time.Now().UnixNano()) }
 
 // arm schedules the next check, unless the heartbeat was stopped.

@@ -12,6 +12,14 @@ type Stats struct {
 	MessagesIn  atomic.Uint64 // messages read from clients
 	BytesIn     atomic.Uint64 // payload bytes of those messages
 	RateLimited atomic.Uint64 // messages refused by the rate limit
+	// UnsentAtClose counts frames accepted for a client (the send
+	// returned nil) and never written because its session ended first:
+	// discarded by a drop (ShutdownNow, pong timeout, a slow consumer's
+	// 1013), lost with a write that failed, or still queued when the
+	// connection ended. Replies to what a client sent before its close
+	// are written before the close frame and are not among them (see
+	// closegate.go).
+	UnsentAtClose atomic.Uint64
 
 	mu      sync.Mutex
 	closes  map[int]uint64 // by close code

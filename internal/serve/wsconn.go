@@ -29,6 +29,18 @@ type wsConn struct {
 	// ndjson: the client negotiated the "ndjson" subprotocol, so the text
 	// messages of a batch may share a frame, one per line.
 	ndjson bool
+	// hb is the connection's heartbeat, which the client's pings touch;
+	// set before the read loop starts.
+	hb *heartbeat
+
+	// Set once Close or CloseNow is called: the session has written
+	// everything it will write before its close frame (see conn.settle).
+	closeMu   sync.Mutex
+	closed    bool
+	closeWait chan struct{} // made by closing, closed with closed
+	// broken: a write failed, and not because this side closed the
+	// connection (conn.run).
+	broken atomic.Bool
 }
 
 // idle is the frame reader's side of waiting between messages, nil where
@@ -61,7 +73,17 @@ var joinPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 func (c *wsConn) Write(msgs []transport.Message, deadline time.Time) (err error) {
 	if c.raw != nil {
 		_ = c.raw.SetWriteDeadline(deadline)
+		// Cleared afterwards: the deadline is the connection's, and
+		// the pings and pongs coder/websocket writes between batches
+		// (bounded by contexts of their own) would otherwise fail once
+		// it had passed.
+		defer func() { _ = c.raw.SetWriteDeadline(time.Time{}) }()
 	}
+	defer func() {
+		if err != nil && !c.isClosing() {
+			c.broken.Store(true)
+		}
+	}()
 	if c.cork != nil {
 		c.cork.cork()
 		defer func() {
@@ -112,6 +134,7 @@ func joinable(m transport.Message) bool { return !m.Binary && bytes.IndexByte(m.
 const closeTimeout = 5 * time.Second
 
 func (c *wsConn) Close(code int, reason string) error {
+	c.markClosing()
 	if c.raw != nil {
 		// The last batch's deadline may have passed long ago.
 		_ = c.raw.SetWriteDeadline(time.Now().Add(closeTimeout))
@@ -130,12 +153,55 @@ func (c *wsConn) Close(code int, reason string) error {
 // does not answer our close frame; closing the socket first ends that wait
 // at once, as a drop must.
 func (c *wsConn) CloseNow() error {
+	c.markClosing()
 	if c.cc != nil {
 		c.cc.drop()
 	} else if c.raw != nil {
 		_ = c.raw.Close()
 	}
 	return c.ws.CloseNow()
+}
+
+// markClosing records that the session is closing the connection.
+func (c *wsConn) markClosing() {
+	c.closeMu.Lock()
+	if !c.closed {
+		c.closed = true
+		if c.closeWait != nil {
+			close(c.closeWait)
+		}
+	}
+	c.closeMu.Unlock()
+}
+
+func (c *wsConn) isClosing() bool {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	return c.closed
+}
+
+// closing returns a channel closed once the session closes the connection.
+// It is made on demand: only a connection being closed by its client needs
+// one.
+func (c *wsConn) closing() <-chan struct{} {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	if c.closeWait == nil {
+		c.closeWait = make(chan struct{})
+		if c.closed {
+			close(c.closeWait)
+		}
+	}
+	return c.closeWait
+}
+
+// pinged is coder/websocket's OnPingReceived: a client's ping is activity,
+// for the idle timeout, as a message is. The pong is sent as usual.
+func (c *wsConn) pinged(context.Context, []byte) bool {
+	if c.hb != nil {
+		c.hb.touch()
+	}
+	return true
 }
 
 var _ transport.Conn = (*wsConn)(nil)
@@ -195,6 +261,9 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	h.cc = cc
 	bw := bufio.NewWriterSize(h.cork, writeBufferSize)
 	if h.fallback {
+		// Nothing says which bytes coder/websocket reads through cc:
+		// no frame is held back (see closegate.go).
+		cc.gate.through = true
 		return cc, bufio.NewReadWriter(brw.Reader, bw), nil
 	}
 	return cc, bufio.NewReadWriter(newFrameReader(brw.Reader, cc), bw), nil
@@ -210,6 +279,7 @@ type corkedConn struct {
 	net.Conn
 	cork *corkWriter
 	in   io.Reader
+	gate frameGate       // holds back a frame that ends the connection (closegate.go)
 	idle idleReader      // the read loop's shallow wait, where supported
 	rc   syscall.RawConn // the socket, where the poller can hold it
 
@@ -219,10 +289,25 @@ type corkedConn struct {
 }
 
 func (c *corkedConn) Read(p []byte) (int, error) {
-	if c.in != nil {
-		return c.in.Read(p)
+	return c.gate.read(p, (*source)(c), c.settle)
+}
+
+// settle is the gate's call before a frame that ends the connection: the
+// read loop's connection settles (conn.settle), once there is one.
+func (c *corkedConn) settle(code int, reason string) {
+	if o := c.owner.Load(); o != nil {
+		o.settle(code, reason)
 	}
-	return c.Conn.Read(p)
+}
+
+// source is what the gate reads: in, or the connection itself.
+type source corkedConn
+
+func (s *source) Read(p []byte) (int, error) {
+	if s.in != nil {
+		return s.in.Read(p)
+	}
+	return s.Conn.Read(p)
 }
 
 func (c *corkedConn) Write(p []byte) (int, error) { return c.cork.Write(p) }
@@ -254,13 +339,19 @@ const readBufferSize = 1024
 // the same unread bytes (a client may have sent its first frame right
 // behind the handshake). It is what connections that newFrameReader cannot
 // lend buffers to read through.
-func smallReader(br *bufio.Reader, c net.Conn) *bufio.Reader {
+func smallReader(br *bufio.Reader, c *corkedConn) *bufio.Reader {
 	n := br.Buffered()
 	if n > readBufferSize {
+		// coder/websocket reads net/http's reader, around c and its
+		// gate: nothing is held back for it.
+		c.gate.through = true
 		return br
 	}
 	left, _ := br.Peek(n)
-	r := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(left)), c), readBufferSize)
+	// The unread bytes go under c, so that the gate sees every frame
+	// from the first.
+	c.in = io.MultiReader(bytes.NewReader(bytes.Clone(left)), c.Conn)
+	r := bufio.NewReaderSize(c, readBufferSize)
 	if n > 0 {
 		// Pull the unread bytes into r's buffer, where coder/websocket
 		// looks for them before it reads from the connection itself.

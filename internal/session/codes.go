@@ -7,6 +7,8 @@ const (
 	CloseNormal = 1000
 	// CloseGoingAway: the server is shutting down (graceful Shutdown).
 	CloseGoingAway = 1001
+	// CloseProtocolError: the peer broke the WebSocket protocol.
+	CloseProtocolError = 1002
 	// CloseUnsupportedData: a frame of a kind the server does not accept.
 	CloseUnsupportedData = 1003
 	// CloseInvalidData: a text message that is not valid UTF-8.

@@ -1,6 +1,9 @@
 package session
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Options are a session's limits and hooks. The transport fills them from the
 // server's configuration; zero values get the defaults below.
@@ -23,6 +26,12 @@ type Options struct {
 	OnError func(s *Session, err error)
 	// OnClose is called exactly once, after the connection is gone.
 	OnClose func(s *Session, code int, reason string)
+	// Unsent, if set, counts the frames accepted for the session (the
+	// send returned nil) that were never written: dropped by a
+	// discarding close (Drop, a slow consumer, the connection's end),
+	// lost with a write that failed, or still queued when the session
+	// finished.
+	Unsent *atomic.Uint64
 }
 
 // Default limits.

@@ -56,6 +56,13 @@ func (a *sessionActor) Receive(ctx actor.Context) {
 		if m.report != nil {
 			s.sys.SafeCall(func() { s.EmitError(m.report) })
 		}
+	case *actor.Stopped:
+		// Finish stopped the actor once no writer was left, and no
+		// send is accepted any more: what is still counted (in the
+		// queue, or in the mailbox, whose messages a stopped actor
+		// never gets) is never written.
+		s.unsent(int(s.state.Load() & countMask))
+		return
 	default:
 		return
 	}
@@ -69,6 +76,7 @@ func (a *sessionActor) Receive(ctx actor.Context) {
 func (a *sessionActor) pump() {
 	s := a.s
 	if s.state.Load()&discardBit != 0 && len(a.queue) > 0 {
+		s.unsent(len(a.queue))
 		s.release(len(a.queue), a.queueBytes)
 		clear(a.queue)
 		a.queue, a.queueBytes = a.queue[:0], 0
@@ -95,6 +103,13 @@ func (a *sessionActor) pump() {
 		a.closeSent = true
 		c := s.ending.Load()
 		s.sys.pool.Go(func() { s.writeClose(c.code, c.reason) })
+	}
+}
+
+// unsent counts n accepted frames that will never be written.
+func (s *Session) unsent(n int) {
+	if n > 0 && s.opts.Unsent != nil {
+		s.opts.Unsent.Add(uint64(n))
 	}
 }
 

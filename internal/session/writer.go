@@ -66,6 +66,7 @@ func (s *Session) write(batch []Frame, nbytes int) {
 		}
 		s.beginClose(CloseAbnormal, "write failed", true, nil)
 		_ = s.conn.CloseNow()
+		s.unsent(len(batch)) // some may have left; none is known to have arrived
 	} else {
 		s.sys.framesOut.Add(uint64(len(batch)))
 		s.sys.bytesOut.Add(uint64(nbytes))
