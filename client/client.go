@@ -78,6 +78,7 @@ type Client struct {
 	nextID    atomic.Int64
 
 	mu          sync.Mutex
+	started     bool // Connect started the goroutines
 	closed      bool
 	conn        Conn // the open connection, nil between connections
 	connections int
@@ -98,12 +99,29 @@ type Client struct {
 // connection only: later reconnects go on until Close. Every lost
 // connection moves on to the next URL, so a client whose node went away
 // resumes through another; its rooms rejoin there.
+//
+// Dial is New and Connect. Use those to set handlers up before anything
+// can arrive (the server may send at once, as the chat's welcome).
 func Dial(ctx context.Context, urls []string, opts *Options) (*Client, error) {
+	c, err := New(urls, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Connect(ctx); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// New returns a client of urls that does not connect yet: register
+// handlers, set rooms up (Join waits for the connection), then Connect.
+func New(urls []string, opts *Options) (*Client, error) {
 	if len(urls) == 0 {
 		return nil, errors.New("client: no URL")
 	}
 	lifetime, cancel := context.WithCancel(context.Background())
-	c := &Client{
+	return &Client{
 		urls:     slices.Clone(urls),
 		opts:     opts.withDefaults(),
 		ctx:      lifetime,
@@ -118,21 +136,37 @@ func Dial(ctx context.Context, urls []string, opts *Options) (*Client, error) {
 		handlers: make(map[string][]*handler),
 		requests: make(map[string]*requestHandler),
 		rooms:    make(map[string]*Room),
+	}, nil
+}
+
+// Connect starts connecting (once: later calls only wait) and returns when
+// the first connection is open. If ctx ends first it returns ctx's error
+// (with the last attempt's), and the client goes on trying until Close.
+func (c *Client) Connect(ctx context.Context) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
 	}
-	go c.events.run()
-	go c.run()
+	if !c.started {
+		c.started = true
+		go c.events.run()
+		go c.run()
+	}
+	c.mu.Unlock()
 	select {
 	case <-c.first:
-		return c, nil
+		return nil
+	case <-c.closing:
+		return ErrClosed
 	case <-ctx.Done():
 		c.mu.Lock()
 		last := c.lastErr
 		c.mu.Unlock()
-		_ = c.Close()
 		if last != nil {
-			return nil, fmt.Errorf("client: dial %v: %w (last attempt: %w)", urls, ctx.Err(), last)
+			return fmt.Errorf("client: connect to %v: %w (last attempt: %w)", c.urls, ctx.Err(), last)
 		}
-		return nil, fmt.Errorf("client: dial %v: %w", urls, ctx.Err())
+		return fmt.Errorf("client: connect to %v: %w", c.urls, ctx.Err())
 	}
 }
 
@@ -158,8 +192,13 @@ func (c *Client) Close() error {
 	for _, r := range c.roomOrder {
 		r.onCloseLocked()
 	}
+	started := c.started
 	c.mu.Unlock()
 	c.cancel()
+	if !started {
+		close(c.closing)
+		return nil
+	}
 	<-c.runDone
 	c.post(func() {
 		if c.opts.OnStatus != nil {
