@@ -54,7 +54,9 @@ fi
 
 go version
 node --version
-# Three modules, one workspace (go.work): the core, the NATS backplane and
-# the chat command that can embed it. The multi-process cluster test of the
+# The modules of one workspace (go.work): the core, the NATS backplane, the
+# Go client and its tests against real servers (client/e2e, a module of its
+# own so that the client needs nothing of the server), and the example
+# commands (the chat can embed NATS). The multi-process cluster test of the
 # chat (examples/chat/kill_test.go) runs here too; only -short skips it.
-go test -race -count=1 ./... ./backplane/nats/... ./examples/chat/... ./examples/benchserver/...
+go test -race -count=1 ./... ./backplane/nats/... ./client/... ./client/e2e/... ./examples/chat/... ./examples/benchserver/...

@@ -7,6 +7,7 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/troupehq/troupe v0.0.0-00010101000000-000000000000
 	github.com/troupehq/troupe/backplane/nats v0.0.0-00010101000000-000000000000
+	github.com/troupehq/troupe/client v0.0.0-00010101000000-000000000000
 	go.uber.org/goleak v1.3.0
 )
 
@@ -51,4 +52,5 @@ require (
 replace (
 	github.com/troupehq/troupe => ../..
 	github.com/troupehq/troupe/backplane/nats => ../../backplane/nats
+	github.com/troupehq/troupe/client => ../../client
 )

@@ -1,0 +1,99 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"time"
+
+	"github.com/troupehq/troupe"
+	"github.com/troupehq/troupe/client"
+)
+
+// startServer serves a room-protocol server with a "sum" request on
+// 127.0.0.1 and returns its ws:// URL and a function that stops it.
+func startServer() (string, func()) {
+	srv, err := troupe.New(troupe.Config{RoomProtocol: true})
+	if err != nil {
+		panic(err)
+	}
+	troupe.HandleRequest(srv, "sum", func(_ *troupe.Context, xs []int) (int, error) {
+		n := 0
+		for _, x := range xs {
+			n += x
+		}
+		return n, nil
+	})
+	ts := httptest.NewServer(srv) // 127.0.0.1
+	return "ws" + strings.TrimPrefix(ts.URL, "http"), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		ts.Close()
+	}
+}
+
+// Request/reply: the answer's payload decoded into the type asked for;
+// an error envelope is a *client.Error.
+func Example_request() {
+	url, stop := startServer()
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	c, err := client.Dial(ctx, []string{url}, nil)
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+
+	sum, err := client.Request[int](ctx, c, "sum", []int{1, 2, 3})
+	fmt.Println(sum, err)
+
+	_, err = client.Request[int](ctx, c, "product", []int{1, 2, 3})
+	fmt.Println(err)
+	// Output:
+	// 6 <nil>
+	// troupe: unknown_type: no handler for type "product"
+}
+
+// Rooms: join with meta, publish, and receive every member's messages in
+// sequence order, each once, across reconnects.
+func Example_room() {
+	url, stop := startServer()
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	ann, err := client.Dial(ctx, []string{url}, nil)
+	if err != nil {
+		panic(err)
+	}
+	defer ann.Close()
+	bob, err := client.Dial(ctx, []string{url}, nil)
+	if err != nil {
+		panic(err)
+	}
+	defer bob.Close()
+
+	got := make(chan string)
+	lobby := ann.Room("lobby")
+	lobby.OnMessage(func(m client.Message) {
+		var body struct{ Text string }
+		_ = m.Decode(&body)
+		got <- fmt.Sprint(m.Seq, " ", body.Text)
+	})
+	if _, err := lobby.Join(ctx, map[string]string{"name": "ann"}); err != nil {
+		panic(err)
+	}
+	if _, err := bob.Room("lobby").Join(ctx, map[string]string{"name": "bob"}); err != nil {
+		panic(err)
+	}
+	seq, err := bob.Room("lobby").Publish(ctx, map[string]string{"text": "hi"})
+	fmt.Println("published", seq, err)
+	fmt.Println(<-got)
+	// Output:
+	// published 1 <nil>
+	// 1 hi
+}
