@@ -172,14 +172,15 @@ func (c *Client) Connect(ctx context.Context) error {
 
 // Close closes the connection for good (a normal close, 1000): no more
 // reconnects, pending requests and joins fail with ErrClosed, and once it
-// returns no handler runs any more and the client has no goroutine left.
-// Called from a handler, it returns without waiting for that handler's
-// goroutine, which ends once the handler returns. Close is idempotent.
+// returns no handler starts any more and the client has no goroutine left,
+// except the handler goroutine if a handler is running at that moment
+// (Close may be called from a handler): it ends once that handler returns.
+// Close is idempotent.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		if !c.events.onLoop() {
+		if !c.events.handling() {
 			<-c.closing
 		}
 		return nil
@@ -206,7 +207,7 @@ func (c *Client) Close() error {
 		}
 	})
 	c.events.close()
-	if !c.events.onLoop() {
+	if !c.events.handling() {
 		<-c.events.done
 	}
 	close(c.closing)

@@ -1,9 +1,6 @@
 package client
 
 import (
-	"bytes"
-	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 )
@@ -17,7 +14,7 @@ type eventLoop struct {
 	stop bool
 	wake chan struct{} // capacity 1
 	done chan struct{} // closed when run has returned
-	gid  atomic.Uint64 // the loop goroutine's id
+	busy atomic.Bool   // a handler is running
 }
 
 func newEventLoop() *eventLoop {
@@ -49,14 +46,15 @@ func (e *eventLoop) close() {
 
 func (e *eventLoop) run() {
 	defer close(e.done)
-	e.gid.Store(goid())
 	for {
 		e.mu.Lock()
 		q, stop := e.q, e.stop
 		e.q = nil
 		e.mu.Unlock()
 		for _, f := range q {
+			e.busy.Store(true)
 			f()
+			e.busy.Store(false)
 		}
 		if len(q) == 0 {
 			if stop {
@@ -67,20 +65,7 @@ func (e *eventLoop) run() {
 	}
 }
 
-// onLoop reports whether the caller is a handler running on the loop.
-func (e *eventLoop) onLoop() bool { return e.gid.Load() == goid() }
-
-// goid is the calling goroutine's id, read from its stack header
-// ("goroutine 7 [running]:"). Close uses it once, to tell whether it was
-// called from a handler, where waiting for the handler goroutine to end
-// would wait for itself.
-func goid() uint64 {
-	var buf [64]byte
-	b := buf[:runtime.Stack(buf[:], false)]
-	b = bytes.TrimPrefix(b, []byte("goroutine "))
-	if i := bytes.IndexByte(b, ' '); i > 0 {
-		b = b[:i]
-	}
-	n, _ := strconv.ParseUint(string(b), 10, 64)
-	return n
-}
+// handling reports whether a handler is running at the moment. Close does
+// not wait for the loop then: called from that handler, it would wait for
+// itself; called from elsewhere, the loop ends once the handler returns.
+func (e *eventLoop) handling() bool { return e.busy.Load() }
