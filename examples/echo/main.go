@@ -28,11 +28,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "echo: invalid environment: %v\n", err)
 		os.Exit(2)
 	}
-	srv, err := troupe.New(troupe.Config{
-		Settings:    settings,
-		RawMessages: true,
-		OnMessage:   func(s *troupe.Session, text []byte) { _ = s.SendText(text) },
-	})
+	srv, err := newServer(settings)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -41,4 +37,13 @@ func main() {
 	hs := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	log.Printf("echo: ws://%s/ws", *addr)
 	log.Fatal(hs.ListenAndServe())
+}
+
+// newServer is the echo server with the given connection settings.
+func newServer(settings troupe.Settings) (*troupe.Server, error) {
+	return troupe.New(troupe.Config{
+		Settings:    settings,
+		RawMessages: true,
+		OnMessage:   func(s *troupe.Session, text []byte) { _ = s.SendText(text) },
+	})
 }
