@@ -89,7 +89,7 @@ func (s *session) expect(t *testing.T, want string) {
 
 // A line typed in one terminal appears in the other's, with presence.
 func TestTwoTerminals(t *testing.T) {
-	handler, srv, err := chatserver.New(troupe.Settings{})
+	handler, srv, err := chatserver.New(troupe.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
