@@ -362,7 +362,7 @@ func TestCloseOnceUnderConcurrentClosers(t *testing.T) {
 				t.Fatalf("OnClose called %d times, want 1", n)
 			}
 			ev := <-h.closes
-			if !slices.Contains(plausible, outcome{ev.code, ev.reason}) {
+			if !slices.Contains(plausible, outcome(ev)) {
 				t.Fatalf("OnClose(%d, %q) matches none of the closers", ev.code, ev.reason)
 			}
 			if s.IsOpen() {
