@@ -319,21 +319,5 @@ func (s Settings) validate() error {
 // transportConfig is s as the WebSocket transport takes it; the transport
 // applies the defaults of the fields left zero.
 func (s Settings) transportConfig(logger *slog.Logger) serve.Config {
-	return serve.Config{
-		PingInterval:            s.PingInterval,
-		PongTimeout:             s.PongTimeout,
-		IdleTimeout:             s.IdleTimeout,
-		MaxMessageSize:          s.MaxMessageSize,
-		WriteTimeout:            s.WriteTimeout,
-		MaxQueuedMessages:       s.MaxQueuedMessages,
-		MaxQueuedBytes:          s.MaxQueuedBytes,
-		OriginPatterns:          s.OriginPatterns,
-		InsecureSkipOriginCheck: s.InsecureSkipOriginCheck,
-		MaxConnections:          s.MaxConnections,
-		HandshakeTimeout:        s.HandshakeTimeout,
-		RateLimit:               s.RateLimit,
-		RateBurst:               s.RateBurst,
-		DisableNDJSON:           s.DisableNDJSON,
-		Logger:                  logger,
-	}
+	return serve.Config{Limits: serve.Limits(s), Logger: logger}
 }

@@ -162,7 +162,7 @@ func serve(t *testing.T, mode string, cfg Config, hooks Hooks) (addr string, h *
 // echoServer serves a handler that echoes every message, pinging its
 // clients every ping (never if negative), in the given mode (see serve).
 func echoServer(t *testing.T, mode string, ping time.Duration) (addr string) {
-	addr, _ = serve(t, mode, Config{PingInterval: ping, MaxMessageSize: 1 << 20}, Hooks{
+	addr, _ = serve(t, mode, Config{Limits: Limits{PingInterval: ping, MaxMessageSize: 1 << 20}}, Hooks{
 		OnFrame: func(s *session.Session, binary bool, data []byte) {
 			_ = session.SendFrame(s, session.Frame{Data: data, Binary: binary})
 		},

@@ -28,7 +28,7 @@ type closeRecorder struct {
 
 func newCloseRecorder(t *testing.T, mode string) *closeRecorder {
 	r := &closeRecorder{closed: make(chan struct{}, 1)}
-	r.addr, r.h = serve(t, mode, Config{PingInterval: -1}, Hooks{
+	r.addr, r.h = serve(t, mode, Config{Limits: Limits{PingInterval: -1}}, Hooks{
 		OnFrame: func(s *session.Session, _ bool, data []byte) {
 			// A little work, so that the messages read in one go are
 			// still waiting for their handlers when the close is read.

@@ -8,11 +8,19 @@ import (
 	"github.com/troupehq/troupe/internal/session"
 )
 
-// Config holds what the WebSocket transport needs of a server's settings
-// (troupe.Settings documents them) and its logger. A zero field takes its
-// default; a negative PingInterval, IdleTimeout, MaxConnections or
-// RateLimit turns that timer or limit off.
+// Config is what the WebSocket server needs: a server's connection settings
+// and its logger.
 type Config struct {
+	Limits
+	// Logger receives the transport's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Limits are troupe.Settings, field for field (troupe.Settings documents
+// them), so that the root converts one into the other. A zero field takes
+// its default; a negative PingInterval, IdleTimeout, MaxConnections or
+// RateLimit turns that timer or limit off.
+type Limits struct {
 	PingInterval            time.Duration
 	PongTimeout             time.Duration
 	IdleTimeout             time.Duration
@@ -27,8 +35,6 @@ type Config struct {
 	RateLimit               float64
 	RateBurst               int
 	DisableNDJSON           bool
-	// Logger receives the transport's logs (default slog.Default()).
-	Logger *slog.Logger
 }
 
 // Defaults of the zero fields.

@@ -21,7 +21,7 @@ func ping(t *testing.T, ws *websocket.Conn) error {
 // that sends nothing is closed with 1008.
 func TestClientPingsKeepTheConnectionOpen(t *testing.T) {
 	const idle = 300 * time.Millisecond
-	addr, _ := serve(t, "adopted", Config{IdleTimeout: idle, PingInterval: -1}, Hooks{
+	addr, _ := serve(t, "adopted", Config{Limits: Limits{IdleTimeout: idle, PingInterval: -1}}, Hooks{
 		OnFrame: func(s *session.Session, _ bool, data []byte) { _ = s.SendText(data) },
 	})
 	pinger, silent := dialEcho(t, addr), dialEcho(t, addr)
@@ -52,12 +52,12 @@ func TestClientPingsKeepTheConnectionOpen(t *testing.T) {
 // the server's pings, and its pongs to the client's pings, written long
 // after the last batch, go out.
 func TestPingsAfterTheLastBatchsDeadline(t *testing.T) {
-	addr, _ := serve(t, "adopted", Config{
+	addr, _ := serve(t, "adopted", Config{Limits: Limits{
 		WriteTimeout: 30 * time.Millisecond,
 		PingInterval: 100 * time.Millisecond,
 		PongTimeout:  2 * time.Second,
 		IdleTimeout:  -1,
-	}, Hooks{
+	}}, Hooks{
 		OnFrame: func(s *session.Session, _ bool, data []byte) { _ = s.SendText(data) },
 	})
 	c := dialEcho(t, addr)

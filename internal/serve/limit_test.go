@@ -24,7 +24,7 @@ func TestMessageSizeLimit(t *testing.T) {
 			closes := map[string]int{} // by the client's first message
 			first := map[*session.Session]string{}
 			closed := make(chan struct{}, 16)
-			addr, _ := serve(t, mode, Config{MaxMessageSize: limit}, Hooks{
+			addr, _ := serve(t, mode, Config{Limits: Limits{MaxMessageSize: limit}}, Hooks{
 				OnFrame: func(s *session.Session, binary bool, data []byte) {
 					mu.Lock()
 					if _, ok := first[s]; !ok {
