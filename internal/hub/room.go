@@ -40,13 +40,15 @@ type roomState struct {
 	localChanged  bool                     // this node's members changed since the last flush
 
 	// With a Backplane (see backplane.go); bp is nil without one.
-	bp     rooms.Backplane
-	feed   *rooms.Feed                      // the room's log, followed while the room runs
-	gen    uint64                           // counts feeds, to drop entries of stopped ones
-	remote map[string][]rooms.PresenceEntry // other nodes' members, by node
-	watch  func()                           // stops the presence watch
-	pub    publisher                        // this node's room.publish queue
-	failed error                            // following failed: joins are refused
+	bp        rooms.Backplane
+	feed      *rooms.Feed                      // the room's log, followed while the room runs
+	gen       uint64                           // counts feeds, to drop entries of stopped ones
+	remote    map[string][]rooms.PresenceEntry // other nodes' members, by node
+	watch     func()                           // stops the presence watch
+	pub       publisher                        // this node's room.publish queue
+	failed    error                            // following failed: joins are refused
+	parked    []parkedRead                     // reads waiting for the copy to catch up
+	readTimer *time.Timer                      // the oldest parked read's deadline
 }
 
 // Room is the view of a room that Handler methods receive. It is valid only
@@ -106,6 +108,9 @@ func (st *roomState) remove(s *session.Session) bool {
 		return false
 	}
 	delete(st.members, s.ID())
+	if st.bp != nil {
+		st.forgetAcked(s.ID())
+	}
 	for i, m := range st.order {
 		if m == s {
 			copy(st.order[i:], st.order[i+1:])
@@ -142,8 +147,12 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		st.fanout(msg.frame, msg.except)
 	case *joinReq:
 		st.joins++
-		if st.bp != nil && st.failed == nil {
-			a.catchUp(ctx, msg.opts)
+		if st.bp != nil && st.failed == nil && st.feed != nil {
+			if err := a.catchUp(ctx, msg.s, msg.opts); err != nil {
+				msg.reply <- err
+				a.checkEmpty(ctx)
+				return
+			}
 		}
 		if _, dup := st.members[msg.s.ID()]; dup {
 			if st.proto && msg.opts != nil {
@@ -212,10 +221,13 @@ func (a *roomActor) Receive(ctx actor.Context) {
 			st.presenceTimer = nil
 		}
 		if st.bp != nil {
+			st.dropParked()
 			st.unfollow()
 		}
 	case *historyReq:
-		st.history(msg)
+		a.readHistory(ctx, msg)
+	case readDue:
+		a.readsDue(ctx)
 	case *trimHistory:
 		st.trimHistory(a.m, msg.max)
 	case *leaveReq:

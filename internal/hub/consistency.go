@@ -1,0 +1,163 @@
+package hub
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/troupehq/troupe/internal/wire"
+	"github.com/troupehq/troupe/rooms"
+)
+
+// Read-your-writes under a Backplane. A node answers room.history and a
+// resume from its copy of the room's log, which trails the log: the
+// acknowledgement of a publish (room.published) comes from the log, and
+// the node's copy receives the message a moment later through its feed.
+// So that a session never reads less than it was told was written, the
+// room remembers, for each of its members on this node, the highest seq
+// acknowledged to it, and a read that needs more than the copy holds waits
+// for the feed (readWait at most), then follows the log again (which
+// reaches its end); only if that fails too is it answered "unavailable".
+// A join whose since (carried over from another node) is beyond the copy
+// catches up the same way before room.joined, and is refused as
+// unavailable rather than answered with an older seq.
+
+// readWait bounds how long a read waits for the feed before the room
+// follows the log again to catch up.
+const readWait = 2 * time.Second
+
+// parkedRead is a room.history waiting for the room's copy to reach need.
+type parkedRead struct {
+	r        *historyReq
+	need     uint64
+	deadline time.Time
+}
+
+// readDue is the timer of the oldest parked read.
+type readDue struct{}
+
+// noteAcked records that seq was acknowledged to the member with session
+// ID sid. It runs on the publisher goroutine, before the acknowledgement
+// is sent.
+func (st *roomState) noteAcked(sid string, seq uint64) {
+	p := &st.pub
+	p.mu.Lock()
+	if p.acked == nil {
+		p.acked = make(map[string]uint64)
+	}
+	if seq > p.acked[sid] {
+		p.acked[sid] = seq
+	}
+	p.mu.Unlock()
+}
+
+// ackedSeq is the highest seq acknowledged to the member sid on this node.
+func (st *roomState) ackedSeq(sid string) uint64 {
+	p := &st.pub
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.acked[sid]
+}
+
+// forgetAcked drops what noteAcked kept of a member that left.
+func (st *roomState) forgetAcked(sid string) {
+	p := &st.pub
+	p.mu.Lock()
+	delete(p.acked, sid)
+	p.mu.Unlock()
+}
+
+// readHistory answers room.history at once if the room's copy holds
+// everything acknowledged to the asker, else parks it until it does.
+func (a *roomActor) readHistory(ctx actor.Context, r *historyReq) {
+	st := a.st
+	if st.bp == nil || st.feed == nil {
+		st.history(r)
+		return
+	}
+	need := st.ackedSeq(r.s.ID())
+	if need <= st.seq {
+		st.history(r)
+		return
+	}
+	st.parked = append(st.parked, parkedRead{r: r, need: need, deadline: time.Now().Add(readWait)})
+	if st.readTimer == nil {
+		self, root := ctx.Self(), a.m.root
+		st.readTimer = time.AfterFunc(readWait, func() { root.Send(self, readDue{}) })
+	}
+}
+
+// answerParked answers the parked reads the room's copy now satisfies.
+func (st *roomState) answerParked() {
+	if len(st.parked) == 0 {
+		return
+	}
+	keep := st.parked[:0]
+	for _, p := range st.parked {
+		if p.need <= st.seq {
+			st.history(p.r)
+		} else {
+			keep = append(keep, p)
+		}
+	}
+	clear(st.parked[len(keep):])
+	st.parked = keep
+	if len(keep) == 0 && st.readTimer != nil {
+		st.readTimer.Stop()
+		st.readTimer = nil
+	}
+}
+
+// readsDue handles the reads that waited readWait for the feed: the room
+// follows the log again, which brings its copy to the log's end, and
+// answers them; what it still cannot answer is refused as unavailable.
+func (a *roomActor) readsDue(ctx actor.Context) {
+	st := a.st
+	st.readTimer = nil
+	now := time.Now()
+	late := false
+	for _, p := range st.parked {
+		if !now.Before(p.deadline) && p.need > st.seq {
+			late = true
+		}
+	}
+	if late && st.feed != nil {
+		if err := a.refollow(ctx); err != nil {
+			a.m.logError(st.name, err)
+		}
+	}
+	st.answerParked()
+	keep := st.parked[:0]
+	for _, p := range st.parked {
+		if now.Before(p.deadline) {
+			keep = append(keep, p)
+			continue
+		}
+		_ = p.r.s.SendText(wire.Error(p.r.id, "unavailable",
+			fmt.Sprintf("room %s: this node has not reached seq %d yet; try again", st.name, p.need)))
+	}
+	clear(st.parked[len(keep):])
+	st.parked = keep
+	if len(keep) > 0 {
+		self, root := ctx.Self(), a.m.root
+		st.readTimer = time.AfterFunc(time.Until(keep[0].deadline), func() { root.Send(self, readDue{}) })
+	}
+}
+
+// dropParked refuses the parked reads when the room stops.
+func (st *roomState) dropParked() {
+	if st.readTimer != nil {
+		st.readTimer.Stop()
+		st.readTimer = nil
+	}
+	for _, p := range st.parked {
+		_ = p.r.s.SendText(wire.Error(p.r.id, "unavailable", "room "+st.name+" is stopping on this node; try again"))
+	}
+	st.parked = nil
+}
+
+// errBehind is a join refused because the room's copy could not reach the
+// seq the joiner already had.
+func errBehind(room string, need uint64) error {
+	return fmt.Errorf("%w: room %s: this node has not reached seq %d yet", rooms.ErrUnavailable, room, need)
+}
