@@ -403,3 +403,32 @@ func TestClusterMonotonicResume(t *testing.T) {
 		})
 	}
 }
+
+// TestClusterPresenceAtJoin checks that a member whose room.joined was
+// acknowledged on one node is in the room.joined of a member who joins on
+// another node right after, with no "presence":"partial" flag: on the
+// in-process backplane the other nodes' lists can always be fetched.
+func TestClusterPresenceAtJoin(t *testing.T) {
+	const room = "pjoin"
+	for run := range consistencyRuns {
+		t.Run(fmt.Sprint(run), func(t *testing.T) {
+			servers, _ := startCluster(t, 3, 100)
+			a := servers[run%3].dialPeer(t, "a", "alice")
+			a.joinRoom(t, room, nil, nil)
+			b := servers[(run+1)%3].dialPeer(t, "b", "bob")
+			e := b.request(t, "room.join", joinRequest(room, nil, nil))
+			j := b.joinedAnswer(t, e)
+			var flag struct {
+				Presence string `json:"presence"`
+			}
+			_ = json.Unmarshal(e.Payload, &flag)
+			ids := make([]string, 0, len(j.Members))
+			for _, m := range j.Members {
+				ids = append(ids, m.ID)
+			}
+			if !slices.Contains(ids, "alice") || flag.Presence != "" {
+				t.Fatalf("bob joined right after alice's room.joined, on another node: members %v, presence %q; want alice listed, no flag", ids, flag.Presence)
+			}
+		})
+	}
+}

@@ -127,7 +127,10 @@ type node struct {
 	delay  atomic.Int64 // a time.Duration, see DelayDeliveries
 }
 
-var _ rooms.Backplane = (*node)(nil)
+var (
+	_ rooms.Backplane      = (*node)(nil)
+	_ rooms.PresenceSyncer = (*node)(nil)
+)
 
 // Node returns the node's name.
 func (n *node) Node() string { return n.name }
@@ -235,6 +238,26 @@ func (c *Cluster) announce(node, room string, members []rooms.PresenceEntry) {
 			q.push(func() { fn(node, members) })
 		}
 	}
+}
+
+// SyncPresence implements rooms.PresenceSyncer: the cluster's lists, at
+// once and complete.
+func (n *node) SyncPresence(_ context.Context, room string) (map[string][]rooms.PresenceEntry, bool, error) {
+	if n.isClosed() {
+		return nil, false, ErrClosed
+	}
+	c := n.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lists := make(map[string][]rooms.PresenceEntry)
+	if r := c.rooms[room]; r != nil {
+		for node, list := range r.presence {
+			if node != n.name {
+				lists[node] = append([]rooms.PresenceEntry(nil), list...)
+			}
+		}
+	}
+	return lists, true, nil
 }
 
 // WatchPresence implements rooms.Backplane.

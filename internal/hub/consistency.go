@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -160,4 +161,42 @@ func (st *roomState) dropParked() {
 // seq the joiner already had.
 func errBehind(room string, need uint64) error {
 	return fmt.Errorf("%w: room %s: this node has not reached seq %d yet", rooms.ErrUnavailable, room, need)
+}
+
+// Presence at join. A member's join is announced to the other nodes before
+// its room.joined is sent (not a presence window later), and a join asks
+// the other nodes for their lists (rooms.PresenceSyncer, presenceSyncWait
+// at most) before it answers: room.joined then lists every member whose
+// room.joined went out before this join arrived. When the backplane cannot
+// sync, or not every node answered in time, room.joined says
+// "presence":"partial".
+
+// presenceSyncWait bounds how long a join waits for the other nodes' lists.
+const presenceSyncWait = 500 * time.Millisecond
+
+// syncPresence brings the other nodes' lists up to date for a joiner and
+// says whether they are complete.
+func (a *roomActor) syncPresence(ctx actor.Context) bool {
+	st := a.st
+	ps, ok := st.bp.(rooms.PresenceSyncer)
+	if !ok {
+		return false
+	}
+	c, cancel := context.WithTimeout(context.Background(), presenceSyncWait)
+	defer cancel()
+	lists, complete, err := ps.SyncPresence(c, st.name)
+	if err != nil {
+		return false
+	}
+	for node, members := range lists {
+		a.fromPresence(ctx, &remotePresence{node: node, members: members})
+	}
+	if complete {
+		for node := range st.remote {
+			if _, ok := lists[node]; !ok {
+				a.fromPresence(ctx, &remotePresence{node: node})
+			}
+		}
+	}
+	return complete
 }

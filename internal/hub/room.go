@@ -156,7 +156,7 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		}
 		if _, dup := st.members[msg.s.ID()]; dup {
 			if st.proto && msg.opts != nil {
-				st.joined(msg.s, msg.opts)
+				st.joined(msg.s, msg.opts, st.bp != nil && !a.syncPresence(ctx))
 				// Its list is now the members of this moment: later
 				// diffs start from here, as for a new joiner.
 				if st.joinedAt == nil {
@@ -198,8 +198,15 @@ func (a *roomActor) Receive(ctx actor.Context) {
 			if len(o.Meta) > 0 {
 				st.meta[msg.s.ID()] = o.Meta
 			}
-			st.joined(msg.s, o)
+			partial := st.bp != nil && !a.syncPresence(ctx)
 			st.notePresence(msg.s, true)
+			if st.bp != nil {
+				// Announced before room.joined goes out: a join that
+				// arrives on another node after it finds this member.
+				st.announce()
+				st.localChanged = false
+			}
+			st.joined(msg.s, o, partial)
 			a.presenceChanged(ctx)
 		}
 		msg.reply <- nil // in effect: acknowledge before user code runs
