@@ -431,3 +431,32 @@ func TestThreeNodesReadYourWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestThreeNodesPresenceAtJoin checks, through three nodes on one NATS
+// cluster and in a fresh room each run, that a member whose room.joined
+// came back on one node is in the room.joined of a member who joins right
+// after on another node, without "presence":"partial".
+func TestThreeNodesPresenceAtJoin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three-server cluster: not under -short")
+	}
+	urls := startNodes(t)
+	for run := range consistencyRuns {
+		room := fmt.Sprintf("pj-%d", run)
+		a := dialClient(t, urls[run%3], fmt.Sprintf("r%d-a", run))
+		a.join(t, room, nil, "")
+		b := dialClient(t, urls[(run+1)%3], fmt.Sprintf("r%d-b", run))
+		b.send(t, "room.join", "join", map[string]any{"room": room})
+		e := b.answer(t, "join")
+		var j struct {
+			Members  []struct{ ID string } `json:"members"`
+			Presence string                `json:"presence"`
+		}
+		_ = json.Unmarshal(e.Payload, &j)
+		if e.Type != "room.joined" || len(j.Members) != 2 || j.Presence != "" {
+			t.Fatalf("run %d: a joined on node %d, then b on node %d: %s %s; want both members, no presence flag", run, run%3, (run+1)%3, e.Type, e.Payload)
+		}
+		a.close()
+		b.close()
+	}
+}
