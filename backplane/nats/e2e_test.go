@@ -385,12 +385,20 @@ const consistencyRuns = 20
 // after its 25 acknowledgements holds all 25 messages; a client that had
 // the last of them and comes back through another node gets a room.joined
 // whose seq is not below it, recovered.
+//
+// It shares its three-server cluster with the presence check: each cluster
+// start is an election, slow under -race on two cores.
 func TestThreeNodesReadYourWrites(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three-server cluster: not under -short")
 	}
-	const count = 25
 	urls := startNodes(t)
+	t.Run("history-and-resume", func(t *testing.T) { checkReadYourWrites(t, urls) })
+	t.Run("presence-at-join", func(t *testing.T) { checkPresenceAtJoin(t, urls) })
+}
+
+func checkReadYourWrites(t *testing.T, urls []string) {
+	const count = 25
 	for run := range consistencyRuns {
 		room := fmt.Sprintf("ryw-%d", run)
 		// A member on every node, so that each follows the room.
@@ -432,15 +440,11 @@ func TestThreeNodesReadYourWrites(t *testing.T) {
 	}
 }
 
-// TestThreeNodesPresenceAtJoin checks, through three nodes on one NATS
+// checkPresenceAtJoin checks, through three nodes on one NATS
 // cluster and in a fresh room each run, that a member whose room.joined
 // came back on one node is in the room.joined of a member who joins right
 // after on another node, without "presence":"partial".
-func TestThreeNodesPresenceAtJoin(t *testing.T) {
-	if testing.Short() {
-		t.Skip("three-server cluster: not under -short")
-	}
-	urls := startNodes(t)
+func checkPresenceAtJoin(t *testing.T, urls []string) {
 	for run := range consistencyRuns {
 		room := fmt.Sprintf("pj-%d", run)
 		a := dialClient(t, urls[run%3], fmt.Sprintf("r%d-a", run))
