@@ -60,11 +60,21 @@ func (st *roomState) ackedSeq(sid string) uint64 {
 	return p.acked[sid]
 }
 
-// forgetAcked drops what noteAcked kept of a member that left.
+// forgetAcked drops what noteAcked kept of a member that left, and of any
+// other session that is no longer a member: an acknowledgement can land
+// after its publisher left (noteAcked runs on the publisher goroutine), and
+// its entry would otherwise stay as long as the room. So the map never
+// holds more than the members plus the acknowledgements that raced a
+// leave since the last one. It runs on the room actor, which owns members.
 func (st *roomState) forgetAcked(sid string) {
 	p := &st.pub
 	p.mu.Lock()
 	delete(p.acked, sid)
+	for id := range p.acked {
+		if _, ok := st.members[id]; !ok {
+			delete(p.acked, id)
+		}
+	}
 	p.mu.Unlock()
 }
 
