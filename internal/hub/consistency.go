@@ -184,6 +184,13 @@ func errBehind(room string, need uint64) error {
 // presenceSyncWait bounds how long a join waits for the other nodes' lists.
 const presenceSyncWait = 500 * time.Millisecond
 
+// presenceSyncPause is how long after a sync that did not complete the
+// room answers joins as partial without asking again. The sync runs in the
+// room's actor, so without it every join behind a node that died (and is
+// still counted live for a few seconds) would wait presenceSyncWait in
+// turn: a join storm would hold the room for as many half-seconds.
+const presenceSyncPause = 3 * time.Second
+
 // syncPresence brings the other nodes' lists up to date for a joiner and
 // says whether they are complete.
 func (a *roomActor) syncPresence(ctx actor.Context) bool {
@@ -192,9 +199,17 @@ func (a *roomActor) syncPresence(ctx actor.Context) bool {
 	if !ok {
 		return false
 	}
+	if !st.syncFailed.IsZero() && time.Since(st.syncFailed) < presenceSyncPause {
+		return false
+	}
 	c, cancel := context.WithTimeout(context.Background(), presenceSyncWait)
 	defer cancel()
 	lists, complete, err := ps.SyncPresence(c, st.name)
+	if err != nil || !complete {
+		st.syncFailed = time.Now()
+	} else {
+		st.syncFailed = time.Time{}
+	}
 	if err != nil {
 		return false
 	}

@@ -49,6 +49,9 @@ type roomState struct {
 	failed    error                            // following failed: joins are refused
 	parked    []parkedRead                     // reads waiting for the copy to catch up
 	readTimer *time.Timer                      // the oldest parked read's deadline
+	// syncFailed is when a presence sync for a join last fell short
+	// (see presenceSyncPause); zero after one that completed.
+	syncFailed time.Time
 }
 
 // Room is the view of a room that Handler methods receive. It is valid only
