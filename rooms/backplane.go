@@ -73,6 +73,20 @@ type Backplane interface {
 	WatchSignals(room string, fn func(data []byte)) (stop func(), err error)
 }
 
+// A PresenceSyncer is a Backplane that can fetch, on demand, the member
+// lists the other nodes have announced for a room. A room joins through it
+// so that room.joined lists every member whose own room.joined was sent
+// before the join arrived, on whichever node; a Backplane without it (or a
+// sync that times out) gives room.joined "presence":"partial": the list is
+// what this node had heard, and the rest follows as presence.diff.
+type PresenceSyncer interface {
+	// SyncPresence returns the other nodes' current lists of room, by
+	// node (nodes without members may be left out). complete says whether
+	// every live node answered; a list missing from an incomplete answer
+	// says nothing about that node.
+	SyncPresence(ctx context.Context, room string) (lists map[string][]PresenceEntry, complete bool, err error)
+}
+
 // Feed is a room being followed (Backplane.Follow).
 type Feed struct {
 	// Epoch names the log's numbering. A log that was deleted and started

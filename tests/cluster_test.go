@@ -2,12 +2,14 @@ package tests
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/troupehq/troupe"
 	"github.com/troupehq/troupe/backplane/memory"
@@ -309,5 +311,124 @@ func TestClusterResumeOnLaggingNode(t *testing.T) {
 	stay.waitSeq(t, room, 4)
 	if s := seqsOf(stay.view(room).msgs); !slices.Equal(s, seqRange(1, 4)) {
 		t.Fatalf("member of the lagging node: seqs %v, want 1..4", s)
+	}
+}
+
+// consistencyRuns is how often the read-your-writes tests repeat: each of
+// the races they guard against was seen in one run of two.
+const consistencyRuns = 20
+
+// TestClusterReadYourWrites checks, over three nodes whose copies of the
+// room trail the log (every other run by 100ms on the publisher's node),
+// that a publisher's room.history holds every message it was acknowledged,
+// on the node it published through, at once after the acknowledgements.
+func TestClusterReadYourWrites(t *testing.T) {
+	const (
+		room  = "ryw"
+		count = 25
+	)
+	for run := range consistencyRuns {
+		t.Run(fmt.Sprint(run), func(t *testing.T) {
+			servers, cluster := startCluster(t, 3, 1000)
+			if run%2 == 1 {
+				cluster.DelayDeliveries("node-0", 100*time.Millisecond)
+			}
+			other := servers[1].dialPeer(t, "other", "other")
+			other.joinRoom(t, room, nil, nil)
+			p := servers[0].dialPeer(t, "pub", "pub")
+			p.joinRoom(t, room, nil, nil)
+			ids := make([]string, count)
+			for i := range count {
+				ids[i] = p.post(t, "room.publish", map[string]any{"room": room, "body": i})
+			}
+			var acked []uint64
+			for _, id := range ids {
+				e := p.await(t, id)
+				if e.Type != "room.published" {
+					t.Fatalf("publish answered %s %s", e.Type, e.Payload)
+				}
+				acked = append(acked, decodePayload[publishedPayload](t, e).Seq)
+			}
+			e := p.request(t, "room.history", map[string]any{"room": room, "limit": 100})
+			if e.Type != "room.history" {
+				t.Fatalf("history answered %s %s", e.Type, e.Payload)
+			}
+			var got []uint64
+			for _, raw := range decodePayload[historyPayload](t, e).Messages {
+				var m roomMessage
+				if err := json.Unmarshal(raw, &m); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, m.Seq)
+			}
+			for _, s := range acked {
+				if !slices.Contains(got, s) {
+					t.Fatalf("history right after %d acknowledged publishes holds seqs %v: acknowledged seq %d missing", count, got, s)
+				}
+			}
+		})
+	}
+}
+
+// TestClusterMonotonicResume checks that a client that had seq N on one
+// node and comes back through another node whose copy trails the log by
+// 100ms gets a room.joined with seq N or more, recovered, never an older
+// view; and that a room.history there holds what it had.
+func TestClusterMonotonicResume(t *testing.T) {
+	const room = "mono"
+	for run := range consistencyRuns {
+		t.Run(fmt.Sprint(run), func(t *testing.T) {
+			servers, cluster := startCluster(t, 3, 1000)
+			cluster.DelayDeliveries("node-2", 100*time.Millisecond)
+			stay := servers[2].dialPeer(t, "stay", "stay")
+			stay.joinRoom(t, room, nil, nil)
+			mover := servers[0].dialPeer(t, "mover", "mover")
+			epoch := mover.joinRoom(t, room, nil, nil).Epoch
+			var last uint64
+			for i := range 10 {
+				last = mover.publish(t, room, i)
+			}
+			mover.waitSeq(t, room, last)
+			mover.shutdown()
+			back := servers[2].dialPeer(t, "mover-again", "mover")
+			j := back.resumeRoom(t, room, last, epoch)
+			if j.Seq < last || !*j.Recovered || j.Epoch != epoch {
+				t.Fatalf("resume from %d through a lagging node: room.joined seq %d recovered %v epoch %q, want seq >= %d, recovered, epoch %q",
+					last, j.Seq, *j.Recovered, j.Epoch, last, epoch)
+			}
+			e := back.request(t, "room.history", map[string]any{"room": room, "limit": 100})
+			if n := len(decodePayload[historyPayload](t, e).Messages); n < int(last) {
+				t.Fatalf("history after resuming from %d holds %d messages", last, n)
+			}
+		})
+	}
+}
+
+// TestClusterPresenceAtJoin checks that a member whose room.joined was
+// acknowledged on one node is in the room.joined of a member who joins on
+// another node right after, with no "presence":"partial" flag: on the
+// in-process backplane the other nodes' lists can always be fetched.
+func TestClusterPresenceAtJoin(t *testing.T) {
+	const room = "pjoin"
+	for run := range consistencyRuns {
+		t.Run(fmt.Sprint(run), func(t *testing.T) {
+			servers, _ := startCluster(t, 3, 100)
+			a := servers[run%3].dialPeer(t, "a", "alice")
+			a.joinRoom(t, room, nil, nil)
+			b := servers[(run+1)%3].dialPeer(t, "b", "bob")
+			e := b.request(t, "room.join", joinRequest(room, nil, nil))
+			j := b.joinedAnswer(t, e)
+			var flag struct {
+				Presence string `json:"presence"`
+			}
+			_ = json.Unmarshal(e.Payload, &flag)
+			ids := make([]string, 0, len(j.Members))
+			for _, m := range j.Members {
+				ids = append(ids, m.ID)
+			}
+			if !slices.Contains(ids, "alice") || flag.Presence != "" {
+				t.Fatalf("bob joined right after alice's room.joined, on another node: members %v, presence %q; want alice listed, no flag", ids, flag.Presence)
+			}
+		})
 	}
 }

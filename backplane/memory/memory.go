@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/troupehq/troupe/rooms"
 )
@@ -107,6 +108,12 @@ func (c *Cluster) Close(name string) error { return c.node(name).close() }
 // missed from the log.
 func (c *Cluster) LoseDeliveries(name string, count int) { c.node(name).skip.Add(int64(count)) }
 
+// DelayDeliveries makes the feeds of the node named name receive every
+// message published from now on d after it was taken, as a slow link
+// would: the node's copy of the room trails the log (and the
+// acknowledgements) by d.
+func (c *Cluster) DelayDeliveries(name string, d time.Duration) { c.node(name).delay.Store(int64(d)) }
+
 // node is one server node's view of a Cluster. It implements
 // rooms.Backplane.
 type node struct {
@@ -117,9 +124,13 @@ type node struct {
 	closed bool
 	subs   map[*serial]struct{}
 	skip   atomic.Int64 // deliveries to lose, see LoseDeliveries
+	delay  atomic.Int64 // a time.Duration, see DelayDeliveries
 }
 
-var _ rooms.Backplane = (*node)(nil)
+var (
+	_ rooms.Backplane      = (*node)(nil)
+	_ rooms.PresenceSyncer = (*node)(nil)
+)
 
 // Node returns the node's name.
 func (n *node) Node() string { return n.name }
@@ -185,6 +196,11 @@ func (n *node) Publish(_ context.Context, room string, count int, build func(fir
 				continue
 			}
 			deliver := f.deliver
+			if d := time.Duration(f.n.delay.Load()); d > 0 {
+				due := time.Now().Add(d)
+				q.push(func() { time.Sleep(time.Until(due)); deliver(e) })
+				continue
+			}
 			q.push(func() { deliver(e) })
 		}
 	}
@@ -222,6 +238,26 @@ func (c *Cluster) announce(node, room string, members []rooms.PresenceEntry) {
 			q.push(func() { fn(node, members) })
 		}
 	}
+}
+
+// SyncPresence implements rooms.PresenceSyncer: the cluster's lists, at
+// once and complete.
+func (n *node) SyncPresence(_ context.Context, room string) (map[string][]rooms.PresenceEntry, bool, error) {
+	if n.isClosed() {
+		return nil, false, ErrClosed
+	}
+	c := n.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lists := make(map[string][]rooms.PresenceEntry)
+	if r := c.rooms[room]; r != nil {
+		for node, list := range r.presence {
+			if node != n.name {
+				lists[node] = append([]rooms.PresenceEntry(nil), list...)
+			}
+		}
+	}
+	return lists, true, nil
 }
 
 // WatchPresence implements rooms.Backplane.

@@ -76,6 +76,9 @@ type Backplane struct {
 
 	presMu    sync.Mutex
 	announced map[string][]byte // token -> encoded non-empty announcement
+
+	peersMu sync.Mutex
+	peers   map[string]time.Time // other nodes, when last heard (see sync.go)
 }
 
 // Open connects to JetStream (starting the embedded server first, if
@@ -97,6 +100,7 @@ func Open(ctx context.Context, opts Options) (*Backplane, error) {
 		feeds:       map[*feed]struct{}{},
 		watches:     map[*watch]struct{}{},
 		announced:   map[string][]byte{},
+		peers:       map[string]time.Time{},
 	}
 	switch {
 	case c.Embedded != nil:
@@ -124,6 +128,13 @@ func Open(ctx context.Context, opts Options) (*Backplane, error) {
 		b.shutdownServer()
 		return nil, fmt.Errorf("nats: %w", err)
 	}
+	if _, err := b.nc.Subscribe(nodesSubject, b.heardNode); err != nil {
+		b.nc.Close()
+		<-b.connDone
+		b.shutdownServer()
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	b.heartbeat()
 	b.wg.Add(1)
 	go b.presenceLoop()
 	return b, nil

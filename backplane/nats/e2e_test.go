@@ -375,3 +375,92 @@ func TestThreeNodes(t *testing.T) {
 		t.Fatalf("after resuming from %d: seqs %v, want %d..%d", total, s, total+1, total+10)
 	}
 }
+
+// consistencyRuns is how often the read-your-writes checks repeat: each of
+// the races they guard against was seen in one run of two.
+const consistencyRuns = 20
+
+// TestThreeNodesReadYourWrites checks, through three nodes on one NATS
+// cluster and in a fresh room each run: a publisher's room.history right
+// after its 25 acknowledgements holds all 25 messages; a client that had
+// the last of them and comes back through another node gets a room.joined
+// whose seq is not below it, recovered.
+//
+// It shares its three-server cluster with the presence check: each cluster
+// start is an election, slow under -race on two cores.
+func TestThreeNodesReadYourWrites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three-server cluster: not under -short")
+	}
+	urls := startNodes(t)
+	t.Run("history-and-resume", func(t *testing.T) { checkReadYourWrites(t, urls) })
+	t.Run("presence-at-join", func(t *testing.T) { checkPresenceAtJoin(t, urls) })
+}
+
+func checkReadYourWrites(t *testing.T, urls []string) {
+	const count = 25
+	for run := range consistencyRuns {
+		room := fmt.Sprintf("ryw-%d", run)
+		// A member on every node, so that each follows the room.
+		for i, u := range urls {
+			dialClient(t, u, fmt.Sprintf("r%d-m%d", run, i)).join(t, room, nil, "")
+		}
+		pub := dialClient(t, urls[run%3], fmt.Sprintf("r%d-pub", run))
+		j := pub.join(t, room, nil, "")
+		for n := range count {
+			pub.send(t, "room.publish", fmt.Sprintf("p-%d", n), map[string]any{"room": room, "body": n})
+		}
+		var last uint64
+		for n := range count {
+			e := pub.answer(t, fmt.Sprintf("p-%d", n))
+			var ack struct {
+				Seq uint64 `json:"seq"`
+			}
+			_ = json.Unmarshal(e.Payload, &ack)
+			if e.Type != "room.published" {
+				t.Fatalf("run %d: publish answered %s %s", run, e.Type, e.Payload)
+			}
+			last = max(last, ack.Seq)
+		}
+		pub.send(t, "room.history", "hist", map[string]any{"room": room, "limit": 100})
+		e := pub.answer(t, "hist")
+		var h struct {
+			Messages []roomMessage `json:"messages"`
+		}
+		_ = json.Unmarshal(e.Payload, &h)
+		if e.Type != "room.history" || len(h.Messages) != count {
+			t.Fatalf("run %d: history right after %d acknowledged publishes: %s with %d messages %s", run, count, e.Type, len(h.Messages), e.Payload)
+		}
+		pub.close()
+		back := dialClient(t, urls[(run+1)%3], fmt.Sprintf("r%d-back", run))
+		got := back.join(t, room, &last, j.Epoch)
+		if got.Seq < last || !got.Recovered {
+			t.Fatalf("run %d: resume from %d on another node: room.joined %+v, want seq >= %d and recovered", run, last, got, last)
+		}
+	}
+}
+
+// checkPresenceAtJoin checks, through three nodes on one NATS
+// cluster and in a fresh room each run, that a member whose room.joined
+// came back on one node is in the room.joined of a member who joins right
+// after on another node, without "presence":"partial".
+func checkPresenceAtJoin(t *testing.T, urls []string) {
+	for run := range consistencyRuns {
+		room := fmt.Sprintf("pj-%d", run)
+		a := dialClient(t, urls[run%3], fmt.Sprintf("r%d-a", run))
+		a.join(t, room, nil, "")
+		b := dialClient(t, urls[(run+1)%3], fmt.Sprintf("r%d-b", run))
+		b.send(t, "room.join", "join", map[string]any{"room": room})
+		e := b.answer(t, "join")
+		var j struct {
+			Members  []struct{ ID string } `json:"members"`
+			Presence string                `json:"presence"`
+		}
+		_ = json.Unmarshal(e.Payload, &j)
+		if e.Type != "room.joined" || len(j.Members) != 2 || j.Presence != "" {
+			t.Fatalf("run %d: a joined on node %d, then b on node %d: %s %s; want both members, no presence flag", run, run%3, (run+1)%3, e.Type, e.Payload)
+		}
+		a.close()
+		b.close()
+	}
+}

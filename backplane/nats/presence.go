@@ -68,6 +68,7 @@ func (b *Backplane) presenceLoop() {
 		case <-b.quit:
 			return
 		case <-t.C:
+			b.heartbeat()
 			b.presMu.Lock()
 			for token, data := range b.announced {
 				_ = b.nc.Publish(presencePrefix+token, data)
@@ -87,7 +88,20 @@ func (b *Backplane) answerSync(m *natsgo.Msg) {
 	token := strings.TrimPrefix(m.Subject, syncPrefix)
 	b.presMu.Lock()
 	defer b.presMu.Unlock()
-	if data, ok := b.announced[token]; ok && !b.closed.Load() {
+	if b.closed.Load() {
+		return
+	}
+	data, ok := b.announced[token]
+	if m.Reply != "" {
+		// A join's SyncPresence: every node answers, with its list or
+		// none.
+		if !ok {
+			data, _ = json.Marshal(announcement{Node: b.cfg.Node, Members: []rooms.PresenceEntry{}})
+		}
+		_ = m.Respond(data)
+		return
+	}
+	if ok {
 		_ = b.nc.Publish(presencePrefix+token, data)
 	}
 }

@@ -55,7 +55,10 @@ func MemberID(s *session.Session) string {
 }
 
 // joined queues room.joined and, with Since, the missed messages on s.
-func (st *roomState) joined(s *session.Session, o *JoinOptions) {
+//
+// partial marks the list as possibly missing members of other nodes (see
+// syncPresence).
+func (st *roomState) joined(s *session.Session, o *JoinOptions, partial bool) {
 	recovered := false
 	var missed []rooms.Entry
 	if o.Since != nil && *o.Since <= st.seq && (o.Epoch == "" || o.Epoch == st.epoch) {
@@ -72,6 +75,9 @@ func (st *roomState) joined(s *session.Session, o *JoinOptions) {
 	if len(st.remote) > 0 {
 		p = st.appendRemote(p[:len(p)-1], len(st.order) > 0)
 		p = append(p, ']')
+	}
+	if partial {
+		p = append(p, `,"presence":"partial"`...)
 	}
 	if recovered {
 		p = append(p, `,"recovered":true}`...)

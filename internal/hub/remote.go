@@ -149,6 +149,7 @@ func (st *roomState) append(m *Manager, e rooms.Entry) {
 	if len(st.order) > 0 {
 		st.fanout(session.Frame{Data: messageFrame(e.Payload)}, nil)
 	}
+	st.answerParked()
 }
 
 // fromFeed handles a message of the log as it arrives.
@@ -177,14 +178,29 @@ func (a *roomActor) fromFeed(ctx actor.Context, m *feedEntry) {
 // recreated after a server died), and answering from what it has would
 // tell the client recovered: false and then send it messages it already
 // has. Follow's backlog reaches the log's last message.
-func (a *roomActor) catchUp(ctx actor.Context, o *JoinOptions) {
+//
+// The seq it must reach is the larger of the joiner's since (carried over
+// from another node) and what this node acknowledged to the session. If
+// the log cannot be read, or the copy still falls short, the join is
+// refused (ErrUnavailable) rather than answered with an older view.
+func (a *roomActor) catchUp(ctx actor.Context, s *session.Session, o *JoinOptions) error {
 	st := a.st
-	if o == nil || o.Since == nil || *o.Since <= st.seq || (o.Epoch != "" && o.Epoch != st.epoch) {
-		return
+	need := st.ackedSeq(s.ID())
+	if o != nil && o.Since != nil && *o.Since > need && (o.Epoch == "" || o.Epoch == st.epoch) {
+		need = *o.Since
 	}
+	if need <= st.seq {
+		return nil
+	}
+	epoch := st.epoch
 	if err := a.refollow(ctx); err != nil {
 		a.m.logError(st.name, err)
+		return err
 	}
+	if st.epoch == epoch && need > st.seq {
+		return errBehind(st.name, need)
+	}
+	return nil
 }
 
 // fromPresence applies another node's member list.
@@ -280,6 +296,7 @@ type publisher struct {
 	mu      sync.Mutex
 	queue   []*publishReq
 	running bool
+	acked   map[string]uint64 // by session ID: the highest seq acknowledged (see noteAcked)
 }
 
 // enqueue queues r, or refuses it when the queue is full.
@@ -351,8 +368,11 @@ func (st *roomState) publishRemote(batch []*publishReq) {
 		switch {
 		case err != nil:
 			_ = r.s.SendText(wire.Error(r.id, "unavailable", "room "+st.name+": message not taken: "+err.Error()))
-		case len(r.id) > 0:
-			_ = r.s.SendText(publishedFrame(st.name, first+uint64(i), r.id))
+		default:
+			st.noteAcked(r.s.ID(), first+uint64(i))
+			if len(r.id) > 0 {
+				_ = r.s.SendText(publishedFrame(st.name, first+uint64(i), r.id))
+			}
 		}
 	}
 }

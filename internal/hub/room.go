@@ -40,13 +40,18 @@ type roomState struct {
 	localChanged  bool                     // this node's members changed since the last flush
 
 	// With a Backplane (see backplane.go); bp is nil without one.
-	bp     rooms.Backplane
-	feed   *rooms.Feed                      // the room's log, followed while the room runs
-	gen    uint64                           // counts feeds, to drop entries of stopped ones
-	remote map[string][]rooms.PresenceEntry // other nodes' members, by node
-	watch  func()                           // stops the presence watch
-	pub    publisher                        // this node's room.publish queue
-	failed error                            // following failed: joins are refused
+	bp        rooms.Backplane
+	feed      *rooms.Feed                      // the room's log, followed while the room runs
+	gen       uint64                           // counts feeds, to drop entries of stopped ones
+	remote    map[string][]rooms.PresenceEntry // other nodes' members, by node
+	watch     func()                           // stops the presence watch
+	pub       publisher                        // this node's room.publish queue
+	failed    error                            // following failed: joins are refused
+	parked    []parkedRead                     // reads waiting for the copy to catch up
+	readTimer *time.Timer                      // the oldest parked read's deadline
+	// syncFailed is when a presence sync for a join last fell short
+	// (see presenceSyncPause); zero after one that completed.
+	syncFailed time.Time
 }
 
 // Room is the view of a room that Handler methods receive. It is valid only
@@ -106,6 +111,9 @@ func (st *roomState) remove(s *session.Session) bool {
 		return false
 	}
 	delete(st.members, s.ID())
+	if st.bp != nil {
+		st.forgetAcked(s.ID())
+	}
 	for i, m := range st.order {
 		if m == s {
 			copy(st.order[i:], st.order[i+1:])
@@ -142,12 +150,16 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		st.fanout(msg.frame, msg.except)
 	case *joinReq:
 		st.joins++
-		if st.bp != nil && st.failed == nil {
-			a.catchUp(ctx, msg.opts)
+		if st.bp != nil && st.failed == nil && st.feed != nil {
+			if err := a.catchUp(ctx, msg.s, msg.opts); err != nil {
+				msg.reply <- err
+				a.checkEmpty(ctx)
+				return
+			}
 		}
 		if _, dup := st.members[msg.s.ID()]; dup {
 			if st.proto && msg.opts != nil {
-				st.joined(msg.s, msg.opts)
+				st.joined(msg.s, msg.opts, st.bp != nil && !a.syncPresence(ctx))
 				// Its list is now the members of this moment: later
 				// diffs start from here, as for a new joiner.
 				if st.joinedAt == nil {
@@ -189,8 +201,15 @@ func (a *roomActor) Receive(ctx actor.Context) {
 			if len(o.Meta) > 0 {
 				st.meta[msg.s.ID()] = o.Meta
 			}
-			st.joined(msg.s, o)
+			partial := st.bp != nil && !a.syncPresence(ctx)
 			st.notePresence(msg.s, true)
+			if st.bp != nil {
+				// Announced before room.joined goes out: a join that
+				// arrives on another node after it finds this member.
+				st.announce()
+				st.localChanged = false
+			}
+			st.joined(msg.s, o, partial)
 			a.presenceChanged(ctx)
 		}
 		msg.reply <- nil // in effect: acknowledge before user code runs
@@ -212,10 +231,13 @@ func (a *roomActor) Receive(ctx actor.Context) {
 			st.presenceTimer = nil
 		}
 		if st.bp != nil {
+			st.dropParked()
 			st.unfollow()
 		}
 	case *historyReq:
-		st.history(msg)
+		a.readHistory(ctx, msg)
+	case readDue:
+		a.readsDue(ctx)
 	case *trimHistory:
 		st.trimHistory(a.m, msg.max)
 	case *leaveReq:
