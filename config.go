@@ -27,7 +27,10 @@ type Config struct {
 	// Authorize runs on the HTTP upgrade request, before any WebSocket is
 	// made. Returning an error refuses the connection with 401, or 403 if
 	// the error wraps ErrForbidden; the identity returned is recorded on
-	// the session (Session.Identity).
+	// the session (Session.Identity). The client reads only the status's
+	// own text ("Unauthorized"), never the error's, unless the error is
+	// (or wraps) an *Error, whose Message is what the application chose to
+	// tell it.
 	Authorize func(r *http.Request) (identity string, err error)
 
 	// OnOpen runs once a connection is upgraded, before its first message

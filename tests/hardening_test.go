@@ -753,3 +753,40 @@ func TestHardeningRoomMembersLimit(t *testing.T) {
 		t.Errorf("members %v, want %v", ids, want)
 	}
 }
+
+// TestAuthorizeRefusalsTellNothing checks what a refused client reads in
+// the body: the status's own text, never the error Authorize returned
+// (which can say which users exist or why a token failed), unless the
+// application chose the message with a *troupe.Error.
+func TestAuthorizeRefusalsTellNothing(t *testing.T) {
+	h := startServer(t, troupe.Config{
+		Authorize: func(r *http.Request) (string, error) {
+			switch r.Header.Get("Authorization") {
+			case "expired":
+				return "", troupe.NewError("expired", "your session expired; log in again")
+			case "banned":
+				return "", fmt.Errorf("user 42 banned by rule r-17: %w", troupe.ErrForbidden)
+			case "panic":
+				panic("database at 10.1.2.3 unreachable")
+			}
+			return "", errors.New("no row for token in users table")
+		},
+	})
+	for _, tc := range []struct {
+		name, header string
+		status       int
+		body         string
+	}{
+		{"plain", "whatever", http.StatusUnauthorized, "Unauthorized"},
+		{"banned", "banned", http.StatusForbidden, "Forbidden"},
+		{"panic", "panic", http.StatusInternalServerError, "Internal Server Error"},
+		{"chosen", "expired", http.StatusUnauthorized, "your session expired; log in again"},
+	} {
+		opts := h.dialOptions(tc.name)
+		opts.HTTPHeader.Set("Authorization", tc.header)
+		status, body := h.refusalBody(t, opts, waitTimeout)
+		if status != tc.status || strings.TrimSpace(body) != tc.body {
+			t.Errorf("%s: HTTP %d %q, want %d %q", tc.name, status, body, tc.status, tc.body)
+		}
+	}
+}

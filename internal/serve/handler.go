@@ -16,6 +16,7 @@ import (
 	"github.com/troupehq/troupe/internal/gopool"
 	"github.com/troupehq/troupe/internal/session"
 	"github.com/troupehq/troupe/internal/wire"
+	"github.com/troupehq/troupe/typed"
 )
 
 // SubprotocolNDJSON is the subprotocol under which a session coalesces the
@@ -123,7 +124,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				status = http.StatusUnauthorized
 			}
 			h.stats.refused(status)
-			http.Error(w, err.Error(), status)
+			h.cfg.Logger.Debug("troupe: upgrade refused by Authorize", "remote", r.RemoteAddr, "status", status, "err", err)
+			http.Error(w, refusalText(err, status), status)
 			return
 		}
 		identity = id
@@ -242,7 +244,7 @@ func (h *Handler) authorize(r *http.Request) (string, int, error) {
 		}()
 		res.id, res.status, res.err = h.hooks.Authorize(rc)
 	}()
-	timedOut := errors.New("authentication timed out")
+	timedOut := typed.NewError("timeout", "authentication timed out")
 	select {
 	case res := <-done:
 		if res.err == nil && ctx.Err() != nil {
@@ -252,6 +254,19 @@ func (h *Handler) authorize(r *http.Request) (string, int, error) {
 	case <-ctx.Done():
 		return "", http.StatusUnauthorized, timedOut
 	}
+}
+
+// refusalText is the body of an upgrade Authorize refused: the status's
+// own text, since an error's text can tell a client what it must not know
+// (which users exist, why a token failed, a backend's address), unless the
+// error is (or wraps) a *typed.Error (troupe.Error), whose Message the
+// application chose for the client.
+func refusalText(err error, status int) string {
+	var te *typed.Error
+	if errors.As(err, &te) && te.Message != "" {
+		return te.Message
+	}
+	return http.StatusText(status)
 }
 
 // done marks one connection as finished, for Shutdown's and Close's wait.
