@@ -533,9 +533,11 @@ export class Client {
         if (env.type === 'error') {
           const e = p || {};
           this._settle(key, env, new TroupeError(e.code || 'error', e.message || 'error', e));
-        } else {
-          this._settle(key, env, null);
+          // It rejected its request, which is where it belongs: not
+          // also to on('error'), which is for errors nobody asked for.
+          return;
         }
+        this._settle(key, env, null);
       } else if (typeof env.id === 'string' && env.type !== 'error' && env.type !== 'reply') {
         // This client's ids are numbers: a string id that answers nothing
         // of ours is a request from the server.

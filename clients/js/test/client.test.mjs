@@ -29,6 +29,9 @@ test('requests made before the connection opens are sent once it does', async (t
 test('an error envelope rejects the request with its code and message', async (t) => {
   const client = newClient(t);
   await client.connect();
+  // An error that rejects a request goes to that request only.
+  const stray = [];
+  client.on('error', (e) => stray.push(e));
   await assert.rejects(client.request('no.such.type', {}), (err) => {
     assert.ok(err instanceof TroupeError, `${err} is a TroupeError`);
     assert.equal(err.code, 'unknown_type');
@@ -40,6 +43,7 @@ test('an error envelope rejects the request with its code and message', async (t
   await assert.rejects(client.request('room.publish', { room: unique('nobody'), body: 'x' }), { code: 'not_member' });
   // The connection is still usable.
   assert.deepEqual(await client.request('test.echo', 'still here'), 'still here');
+  assert.deepEqual(stray, [], 'errors that rejected requests also reached on("error")');
 });
 
 test('a request times out, and its late answer is not taken for the next request', async (t) => {
