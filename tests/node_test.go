@@ -88,6 +88,15 @@ type nodeAskResult struct {
 // the room protocol: they let a test make the server slow, fail, drop the
 // connection, send bursts, or ask the client a question.
 func registerNodeHandlers(srv *troupe.Server, asks *sync.WaitGroup) {
+	// test.roomcast broadcasts a custom event to a room's members:
+	// {"type":<event>,"payload":{"room":<room>,"n":<n>}}.
+	troupe.HandleRequest(srv, "test.roomcast", func(c *troupe.Context, m struct {
+		Room  string `json:"room"`
+		Event string `json:"event"`
+		N     int    `json:"n"`
+	}) (bool, error) {
+		return true, c.Server().Broadcast(m.Room, m.Event, map[string]any{"room": m.Room, "n": m.N})
+	})
 	troupe.HandleRequest(srv, "test.echo", func(_ *troupe.Context, p json.RawMessage) (json.RawMessage, error) {
 		return p, nil
 	})

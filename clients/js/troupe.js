@@ -38,6 +38,10 @@ const OPEN = 1;
  * "disconnected" (the connection ended before the answer came), "closed"
  * (the client was closed), "queue_full".
  */
+// The names of a room's own events: an application event of the same type
+// would be taken for one, so it is not delivered to room.on.
+const ROOM_EVENTS = new Set(['message', 'presence', 'joined', 'recover', 'left', 'error']);
+
 export class TroupeError extends Error {
   constructor(code, message, details) {
     super(message || code);
@@ -628,7 +632,10 @@ export class Room {
    * Subscribes to a room event: "message" (the room.message payload {room,
    * seq, from, body}), "presence" (members, {joins, leaves}), "joined" (the
    * room.joined payload plus {rejoin}), "recover" ({recovered, since, seq},
-   * after a reconnect), "left", "error" (a TroupeError: a rejoin refused).
+   * after a reconnect), "left", "error" (a TroupeError: a rejoin refused);
+   * or, by its envelope type, an application event whose payload names
+   * this room ({"type":"auction.bid","payload":{"room":…}}): fn(payload,
+   * envelope).
    */
   on(event, fn) {
     return this._events.on(event, fn);
@@ -793,6 +800,14 @@ export class Room {
         this._members = [];
         this._events.emit('left', p);
         break;
+      default:
+        // The application's own events for this room (a payload whose
+        // "room" is this room's name), by their envelope type; not the
+        // names of the room's own events, nor errors and replies, which
+        // belong to requests.
+        if (!ROOM_EVENTS.has(env.type) && env.type !== 'error' && env.type !== 'reply') {
+          this._events.emit(env.type, p, env);
+        }
     }
   }
 

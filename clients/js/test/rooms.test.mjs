@@ -337,3 +337,32 @@ test('a room drops messages it has already seen', async () => {
   assert.equal(room.lastSeq, 8);
   await client.close();
 });
+
+test('room.on(type) gets the application\'s own events for that room, and only for it', async (t) => {
+  const name = unique('custom');
+  const other = unique('custom-other');
+  const client = newClient(t);
+  const a = client.room(name);
+  const b = client.room(other);
+  await a.join();
+  await b.join();
+  const got = [];
+  const gotOther = [];
+  a.on('auction.bid', (p) => got.push(p.n));
+  b.on('auction.bid', (p) => gotOther.push(p.n));
+  // A custom type named like a room event is not taken for one.
+  let fakeLeft = 0;
+  a.on('left', () => fakeLeft++);
+  const done = until((fn) => a.on('auction.bid', fn), (p) => p.n === 4, 'the last bid');
+  const doneOther = until((fn) => b.on('auction.bid', fn), () => true, 'the other room\'s bid');
+  for (const n of [1, 2, 3]) await client.request('test.roomcast', { room: name, event: 'auction.bid', n });
+  await client.request('test.roomcast', { room: other, event: 'auction.bid', n: 9 });
+  await client.request('test.roomcast', { room: name, event: 'left', n: 0 });
+  // The room's order: the fake "left" went out before this last bid.
+  await client.request('test.roomcast', { room: name, event: 'auction.bid', n: 4 });
+  await done;
+  await doneOther;
+  assert.deepEqual(got, [1, 2, 3, 4]);
+  assert.deepEqual(gotOther, [9]);
+  assert.equal(fakeLeft, 0);
+});
