@@ -214,6 +214,18 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// roomOfLocked is the room a payload's "room" field names, if the client
+// has it.
+func (c *Client) roomOfLocked(payload json.RawMessage) *Room {
+	var p struct {
+		Room string `json:"room"`
+	}
+	if json.Unmarshal(payload, &p) != nil {
+		return nil
+	}
+	return c.rooms[p.Room]
+}
+
 // URLs returns the nodes the client connects to, in the order it tries them.
 func (c *Client) URLs() []string { return slices.Clone(c.urls) }
 
@@ -478,11 +490,14 @@ func (c *Client) dispatch(data []byte) {
 	}
 	switch env.Type {
 	case "room.joined", "room.message", "presence.diff", "room.left":
-		var p struct {
-			Room string `json:"room"`
+		if r := c.roomOfLocked(env.Payload); r != nil {
+			r.onEnvelopeLocked(&env)
 		}
-		if json.Unmarshal(env.Payload, &p) == nil {
-			if r := c.rooms[p.Room]; r != nil {
+	case "error", "reply":
+	default:
+		// The application's own events about a room (HandleRoom).
+		if len(c.rooms) > 0 && bytes.Contains(env.Payload, []byte(`"room"`)) {
+			if r := c.roomOfLocked(env.Payload); r != nil && len(r.custom[env.Type]) > 0 {
 				r.onEnvelopeLocked(&env)
 			}
 		}

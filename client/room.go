@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 )
 
@@ -87,6 +88,7 @@ type Room struct {
 	onPresence func(Presence)
 	onRecover  func(Recover)
 	onError    func(error)
+	custom     map[string][]*handler // HandleRoom's, by envelope type
 }
 
 type joinAttempt struct {
@@ -376,6 +378,48 @@ func (r *Room) onEnvelopeLocked(env *envelope) {
 	case "room.left":
 		r.joined = false
 		r.members = nil
+	case "error", "reply":
+	default:
+		for _, h := range r.custom[env.Type] {
+			fn, payload := h.fn, env.Payload
+			r.c.post(func() { fn(payload) })
+		}
+	}
+}
+
+// HandleRoom registers fn for the application's own envelopes of type typ
+// about room r: those whose payload's "room" is r's name (a server
+// Broadcast(room, typ, {room, …})), decoded into a T, in the order the
+// server sent them, on the client's handler goroutine. A payload that does
+// not decode goes to Options.OnError. It returns a function that removes
+// the registration.
+func HandleRoom[T any](r *Room, typ string, fn func(T)) (remove func()) {
+	c := r.c
+	h := &handler{fn: func(raw json.RawMessage) {
+		var v T
+		if len(raw) > 0 {
+			if err := json.Unmarshal(raw, &v); err != nil {
+				if c.opts.OnError != nil {
+					c.opts.OnError(fmt.Errorf("client: room %s: %s payload: %w", r.name, typ, err))
+				}
+				return
+			}
+		}
+		fn(v)
+	}}
+	c.mu.Lock()
+	if r.custom == nil {
+		r.custom = make(map[string][]*handler)
+	}
+	r.custom[typ] = append(r.custom[typ], h)
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		r.custom[typ] = slices.DeleteFunc(r.custom[typ], func(x *handler) bool { return x == h })
+		if len(r.custom[typ]) == 0 {
+			delete(r.custom, typ)
+		}
+		c.mu.Unlock()
 	}
 }
 
