@@ -688,18 +688,7 @@ func Request[R any](ctx context.Context, c *Client, typ string, payload any) (R,
 // payload that does not decode goes to Options.OnError. It returns a
 // function that removes the handler.
 func Handle[T any](c *Client, typ string, fn func(T)) (remove func()) {
-	h := &handler{fn: func(raw json.RawMessage) {
-		var v T
-		if len(raw) > 0 {
-			if err := json.Unmarshal(raw, &v); err != nil {
-				if c.opts.OnError != nil {
-					c.opts.OnError(fmt.Errorf("client: %s payload: %w", typ, err))
-				}
-				return
-			}
-		}
-		fn(v)
-	}}
+	h := &handler{fn: decoding(c, typ, fn)}
 	c.mu.Lock()
 	c.handlers[typ] = append(c.handlers[typ], h)
 	c.mu.Unlock()
@@ -710,6 +699,23 @@ func Handle[T any](c *Client, typ string, fn func(T)) (remove func()) {
 			delete(c.handlers, typ)
 		}
 		c.mu.Unlock()
+	}
+}
+
+// decoding wraps fn for payloads of type what: it decodes each into a T
+// and calls fn, or tells Options.OnError when the payload does not decode.
+func decoding[T any](c *Client, what string, fn func(T)) func(json.RawMessage) {
+	return func(raw json.RawMessage) {
+		var v T
+		if len(raw) > 0 {
+			if err := json.Unmarshal(raw, &v); err != nil {
+				if c.opts.OnError != nil {
+					c.opts.OnError(fmt.Errorf("client: %s payload: %w", what, err))
+				}
+				return
+			}
+		}
+		fn(v)
 	}
 }
 

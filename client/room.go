@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 )
 
@@ -395,18 +394,7 @@ func (r *Room) onEnvelopeLocked(env *envelope) {
 // the registration.
 func HandleRoom[T any](r *Room, typ string, fn func(T)) (remove func()) {
 	c := r.c
-	h := &handler{fn: func(raw json.RawMessage) {
-		var v T
-		if len(raw) > 0 {
-			if err := json.Unmarshal(raw, &v); err != nil {
-				if c.opts.OnError != nil {
-					c.opts.OnError(fmt.Errorf("client: room %s: %s payload: %w", r.name, typ, err))
-				}
-				return
-			}
-		}
-		fn(v)
-	}}
+	h := &handler{fn: decoding(c, "room "+r.name+": "+typ, fn)}
 	c.mu.Lock()
 	if r.custom == nil {
 		r.custom = make(map[string][]*handler)
