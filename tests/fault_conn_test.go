@@ -14,7 +14,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -30,16 +29,9 @@ import (
 // worker during the run, the test afterwards) decodes them into msgs with
 // pull.
 type fconn struct {
-	name   string
-	ws     *websocket.Conn
+	client          // its name, ws, and the frames its read loop takes in
 	raw    net.Conn // the TCP connection under ws, for half-closes and resets
 	ndjson bool
-
-	mu      sync.Mutex
-	changed chan struct{}
-	frames  [][]byte
-	done    chan struct{} // closed when the read loop has ended
-	readErr error         // what ended the read loop
 
 	// Owned by the driving goroutine.
 	sid      string          // the server's session ID, from OnOpen
@@ -78,29 +70,12 @@ type freq struct {
 func newFconn(name string, ws *websocket.Conn, raw net.Conn, ndjson bool) *fconn {
 	ws.SetReadLimit(64 << 20)
 	c := &fconn{
-		name: name, ws: ws, raw: raw, ndjson: ndjson,
-		changed: make(chan struct{}), done: make(chan struct{}),
+		client: client{name: name, ws: ws, changed: make(chan struct{}), done: make(chan struct{})},
+		raw:    raw, ndjson: ndjson,
 		reqs: map[string]freq{}, answers: map[string]int{},
 		lastSeq: map[string]uint64{}, epoch: map[string]string{},
 	}
-	go func() {
-		defer close(c.done)
-		for {
-			_, data, err := ws.Read(context.Background())
-			c.mu.Lock()
-			if err != nil {
-				c.readErr = err
-			} else {
-				c.frames = append(c.frames, data)
-			}
-			close(c.changed)
-			c.changed = make(chan struct{})
-			c.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
+	c.startReading()
 	return c
 }
 

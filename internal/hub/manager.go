@@ -248,12 +248,23 @@ func (m *Manager) JoinWith(ctx context.Context, room string, s *session.Session,
 // envelope with code not_member from the room; ErrNotMember is returned when
 // the room does not exist at all.
 func (m *Manager) Publish(room string, s *session.Session, body json.RawMessage, id json.RawMessage) error {
+	pid, err := m.memberRoom(room, s, id)
+	if pid != nil {
+		m.root.Send(pid, &publishReq{s: s, body: body, id: id})
+	}
+	return err
+}
+
+// memberRoom is the actor of room, for a request (with id) of its member
+// s. Nil when there is nothing to send: s is not a member (answered here
+// with not_member), or the room or the manager is gone (the error).
+func (m *Manager) memberRoom(room string, s *session.Session, id json.RawMessage) (*actor.PID, error) {
 	if m.isStopped() {
-		return ErrStopped
+		return nil, ErrStopped
 	}
 	v, ok := m.live.Load(room)
 	if !ok {
-		return ErrNotMember
+		return nil, ErrNotMember
 	}
 	if !m.index.has(s, room) {
 		// Answered here, not by the room: a room whose last member just
@@ -261,32 +272,19 @@ func (m *Manager) Publish(room string, s *session.Session, body json.RawMessage,
 		// lost. A member's room cannot be stopping: the index changes
 		// before a join or leave is acknowledged.
 		_ = s.SendText(wire.Error(id, "not_member", "not a member of room "+room))
-		return nil
+		return nil, nil
 	}
-	m.root.Send(v.(*roomRef).pid, &publishReq{s: s, body: body, id: id})
-	return nil
+	return v.(*roomRef).pid, nil
 }
 
 // History asks room for up to limit messages below before (0: the newest);
 // the room answers s with room.history carrying id, or not_member.
 func (m *Manager) History(room string, s *session.Session, before uint64, limit int, id json.RawMessage) error {
-	if m.isStopped() {
-		return ErrStopped
+	pid, err := m.memberRoom(room, s, id)
+	if pid != nil {
+		m.root.Send(pid, &historyReq{s: s, before: before, limit: limit, id: id})
 	}
-	v, ok := m.live.Load(room)
-	if !ok {
-		return ErrNotMember
-	}
-	if !m.index.has(s, room) {
-		// Answered here, not by the room: a room whose last member just
-		// left may be stopping, and a request in its mailbox would be
-		// lost. A member's room cannot be stopping: the index changes
-		// before a join or leave is acknowledged.
-		_ = s.SendText(wire.Error(id, "not_member", "not a member of room "+room))
-		return nil
-	}
-	m.root.Send(v.(*roomRef).pid, &historyReq{s: s, before: before, limit: limit, id: id})
-	return nil
+	return err
 }
 
 // Leave removes s from room. It returns ErrNotMember if s was not a member.
