@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 # package:target:executions; `go test -fuzz` takes one target per run.
 # FuzzFrames does a loopback round trip per execution, hence its lower count.
 targets=(
+	"./typed/:FuzzDecodeFast:300000"
 	"./internal/router/:FuzzDecodeDispatch:150000"
 	".:FuzzFrames:25000"
 )

@@ -32,8 +32,13 @@ var ErrNotEnvelope = errors.New("typed: not an envelope")
 // non-empty "type" gives an error wrapping ErrNotEnvelope.
 func Decode(data []byte) (*Envelope, error) {
 	var e Envelope
-	if err := json.Unmarshal(data, &e); err != nil {
-		return nil, &decodeError{err}
+	if decodeFast(data, &e) {
+		e.ownSpans()
+	} else {
+		e = Envelope{}
+		if err := json.Unmarshal(data, &e); err != nil {
+			return nil, &decodeError{err}
+		}
 	}
 	if e.Type == "" {
 		return nil, &decodeError{errors.New(`missing "type"`)}
@@ -42,6 +47,26 @@ func Decode(data []byte) (*Envelope, error) {
 		return nil, &decodeError{errors.New(`"id" must be a string or a number`)}
 	}
 	return &e, nil
+}
+
+// ownSpans copies Payload and ID out of the input (into one allocation), so
+// that the envelope does not share the caller's buffer, as with
+// encoding/json.
+func (e *Envelope) ownSpans() {
+	if len(e.Payload)+len(e.ID) == 0 {
+		return
+	}
+	b := make([]byte, 0, len(e.Payload)+len(e.ID))
+	b = append(b, e.Payload...)
+	b = append(b, e.ID...)
+	e.Payload, e.ID = nilIfEmpty(b[:len(e.Payload):len(e.Payload)]), nilIfEmpty(b[len(e.Payload):])
+}
+
+func nilIfEmpty(b []byte) json.RawMessage {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
 }
 
 type decodeError struct{ err error }

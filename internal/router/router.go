@@ -33,7 +33,13 @@ func NewRouter[C any]() *Router[C] {
 func Handle[C, T any](r *Router[C], typ string, fn func(c C, msg T) error) {
 	r.HandleEnvelope(typ, func(c C, env *typed.Envelope) error {
 		var msg T
-		if len(env.Payload) > 0 && string(env.Payload) != "null" {
+		if raw, ok := any(&msg).(*json.RawMessage); ok {
+			// typed.Decode has validated the payload already: encoding/json
+			// would only validate it again and copy it.
+			if len(env.Payload) > 0 && string(env.Payload) != "null" {
+				*raw = env.Payload
+			}
+		} else if len(env.Payload) > 0 && string(env.Payload) != "null" {
 			if err := json.Unmarshal(env.Payload, &msg); err != nil {
 				return typed.NewError(typed.CodeInvalidPayload, fmt.Sprintf("payload of %q: %v", typ, err))
 			}

@@ -1,0 +1,66 @@
+package typed
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// scanSeeds are inputs at the edges of the grammar and of the fast path.
+var scanSeeds = []string{
+	`{"type":"chat","payload":{"text":"hi","n":[1,2.5e-3,{"a":null}]},"id":"r1","room":"lobby"}`,
+	`{"TYPE":"a","Payload":[],"iD":7,"ROOM":null}`,
+	`{"type":"a","type":"b","payload":1,"payload":{}}`,
+	`{"type":"a\u0062"}`, `{"\u0074ype":"a"}`, `{"type":"é"}`, `{"type":1}`,
+	`{"type":"a","id":-0.0e+0}`, `{"type":"a","id":01}`, `{"type":"a","id":1.}`,
+	"{\"type\":\"a\",\"payload\":\"\x01\"}", `{"type":"a","payload":"\ud800"}`,
+	`{"type":"a","payload":[1,]}`, `{"type":"a",}`, `{"type":"a"} x`, ` {} `,
+	`[]`, `null`, `"type"`, `{"type":"a","payload":{"k":tru}}`, "{\"type\":\"a\",\"payload\":\"\xff\"}",
+	`{"type":"a","payload":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`,
+	`{"type":"a","payload":` + strings.Repeat("[", 9998) + strings.Repeat("]", 9998) + `}`,
+}
+
+// FuzzDecodeFast checks the fast path against encoding/json: its validator
+// accepts exactly what json.Valid accepts, and whenever it reads an
+// envelope, encoding/json reads the same one.
+func FuzzDecodeFast(f *testing.F) {
+	for _, s := range scanSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		end, ok := skipValue(data, skipSpace(data, 0), 0)
+		valid := ok && skipSpace(data, end) == len(data)
+		if valid != json.Valid(data) {
+			t.Fatalf("skipValue says valid=%v, json.Valid says %v, for %q", valid, !valid, data)
+		}
+		var fast Envelope
+		if !decodeFast(data, &fast) {
+			return
+		}
+		var slow Envelope
+		if err := json.Unmarshal(data, &slow); err != nil {
+			t.Fatalf("fast path read %q, encoding/json refused it: %v", data, err)
+		}
+		if fast.Type != slow.Type || fast.Room != slow.Room ||
+			!bytes.Equal(fast.Payload, slow.Payload) || !bytes.Equal(fast.ID, slow.ID) {
+			t.Fatalf("%q: fast path read %+v, encoding/json %+v", data, fast, slow)
+		}
+	})
+}
+
+// TestDecodeFastTakesCommonEnvelopes keeps the fast path in use: a change
+// that made it give up on ordinary envelopes would pass every other test
+// and quietly cost the CPU it exists to save.
+func TestDecodeFastTakesCommonEnvelopes(t *testing.T) {
+	for _, s := range []string{
+		`{"type":"bench.echo","payload":"1:2:3:xxxx"}`,
+		`{"type":"room.publish","payload":{"room":"r","body":"hi"},"id":3}`,
+		` {"id":"a-1","type":"chat.message","payload":{"text":"caf\u00e9","to":["x"]},"room":"lobby"} `,
+	} {
+		var e Envelope
+		if !decodeFast([]byte(s), &e) {
+			t.Errorf("fast path gave up on %s", s)
+		}
+	}
+}
