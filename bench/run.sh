@@ -408,7 +408,7 @@ busy_pct() {
 # the machine was busier than MAX_OTHER % of a core no more: runs started on
 # a busy machine would only be repeated.
 wait_quiet() {
-	local waited=0 busy
+	local waited=0 busy=0
 	while ((waited < QUIET_WAIT)); do
 		busy=$(busy_pct)
 		if ((busy <= MAX_OTHER)); then

@@ -107,7 +107,7 @@ func EncodeWithID(typ string, payload any, id json.RawMessage) ([]byte, error) {
 		}
 		return wire.Envelope(make([]byte, 0, len(b)+len(typ)+32), typ, id, b), nil
 	}
-	if len(p) > 0 && !json.Valid(p) {
+	if len(p) > 0 && !valid(p) {
 		return nil, errors.New("typed: payload is not valid JSON")
 	}
 	return wire.Envelope(make([]byte, 0, len(p)+len(typ)+32), typ, id, p), nil

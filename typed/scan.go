@@ -116,6 +116,12 @@ func foldEq(key []byte, name string) bool {
 	return true
 }
 
+// valid is json.Valid, at the speed of the fast path.
+func valid(data []byte) bool {
+	end, ok := skipValue(data, skipSpace(data, 0), 0)
+	return ok && skipSpace(data, end) == len(data)
+}
+
 func skipSpace(data []byte, i int) int {
 	for i < len(data) {
 		switch data[i] {
