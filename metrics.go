@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/troupehq/troupe/internal/serve"
 	"github.com/troupehq/troupe/internal/session"
 )
 
@@ -51,8 +52,8 @@ func newMetrics(srv *Server) *metrics {
 			Help:    "Time spent in typed handlers, by message type (unregistered types count as \"unknown\").",
 			Buckets: []float64{.00001, .00005, .0001, .0005, .001, .005, .01, .05, .1, .5, 1},
 		}, []string{"type"}),
-		connsActive: d("connections_active", "Open WebSocket connections."),
-		connsTotal:  d("connections_total", "WebSocket connections accepted."),
+		connsActive: d("connections_active", "Open connections, by transport (websocket; sse: the HTTP fallback; or what ServeConn's caller named).", "transport"),
+		connsTotal:  d("connections_total", "Connections accepted, by transport.", "transport"),
 		refused:     d("connections_refused_total", "Upgrades refused, by HTTP status.", "status"),
 		msgsIn:      d("messages_received_total", "Messages received from clients."),
 		bytesIn:     d("received_bytes_total", "Payload bytes received from clients."),
@@ -98,9 +99,23 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
 	}
+	active := m.srv.http.ActiveByTransport()
+	if _, ok := active[serve.TransportSSE]; !ok {
+		active[serve.TransportSSE] = 0
+	}
+	for t, n := range active {
+		ch <- prometheus.MustNewConstMetric(m.connsActive, prometheus.GaugeValue, float64(n), t)
+	}
+	opened := st.OpenedByTransport()
+	for _, t := range []string{serve.TransportWebSocket, serve.TransportSSE} {
+		if _, ok := opened[t]; !ok {
+			opened[t] = 0 // both series in every scrape, from the start
+		}
+	}
+	for t, n := range opened {
+		counter(m.connsTotal, n, t)
+	}
 	sessions := m.srv.Sessions()
-	gauge(m.connsActive, float64(len(sessions)))
-	counter(m.connsTotal, st.Opened.Load())
 	for status, n := range st.Refused() {
 		counter(m.refused, n, strconv.Itoa(status))
 	}

@@ -77,6 +77,16 @@ type Settings struct {
 	// subprotocol, under which queued messages are coalesced into one frame
 	// of newline-separated envelopes. Default false (offered); no variable.
 	DisableNDJSON bool
+	// StreamResumeWindow is how long a session of the HTTP fallback
+	// (Server-Sent Events down, POST up) waits for its client to reopen a
+	// dropped event stream; a client back in time continues where it was,
+	// missing nothing. After it the session closes with 1006. Default 15s;
+	// it cannot be off (use DisableStreams). No variable.
+	StreamResumeWindow time.Duration
+	// DisableStreams turns the HTTP fallback off: the Server then answers
+	// only WebSocket upgrades, and the fallback's requests get 404.
+	// Default false (on); no variable.
+	DisableStreams bool
 }
 
 // The environment variables SettingsFromEnv reads.
@@ -305,6 +315,7 @@ func (s Settings) validate() error {
 		{"MaxQueuedBytes", s.MaxQueuedBytes < 0},
 		{"HandshakeTimeout", s.HandshakeTimeout < 0},
 		{"RateBurst", s.RateBurst < 0},
+		{"StreamResumeWindow", s.StreamResumeWindow < 0},
 	} {
 		if f.negative {
 			return fmt.Errorf("troupe: Settings.%s is negative; it cannot be off", f.name)

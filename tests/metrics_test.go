@@ -136,8 +136,8 @@ func TestMetricsConnectionsAndMessages(t *testing.T) {
 	})
 
 	s := scrape(t, reg)
-	s.expect(t, "troupe_connections_active", 0)
-	s.expect(t, "troupe_connections_total", 0)
+	s.expect(t, `troupe_connections_active{transport="websocket"}`, 0)
+	s.expect(t, `troupe_connections_total{transport="websocket"}`, 0)
 	s.expect(t, "troupe_messages_received_total", 0)
 	s.expect(t, "troupe_messages_sent_total", 0)
 	s.expect(t, "troupe_rooms_active", 0)
@@ -151,8 +151,8 @@ func TestMetricsConnectionsAndMessages(t *testing.T) {
 		clients = append(clients, c)
 	}
 	s = scrape(t, reg)
-	s.expect(t, "troupe_connections_active", 3)
-	s.expect(t, "troupe_connections_total", 3)
+	s.expect(t, `troupe_connections_active{transport="websocket"}`, 3)
+	s.expect(t, `troupe_connections_total{transport="websocket"}`, 3)
 
 	// A known exchange: five echoes and one message of a type nobody
 	// handles, from one client.
@@ -196,8 +196,8 @@ func TestMetricsConnectionsAndMessages(t *testing.T) {
 	}
 	h.rec.waitClose(t, gone)
 	s = scrape(t, reg)
-	s.expect(t, "troupe_connections_active", 2)
-	s.expect(t, "troupe_connections_total", 3)
+	s.expect(t, `troupe_connections_active{transport="websocket"}`, 2)
+	s.expect(t, `troupe_connections_total{transport="websocket"}`, 3)
 	eventuallyValue(t, reg, `troupe_closes_total{code="1000"}`, 1)
 	s = scrape(t, reg)
 	for _, name := range s.names() {
@@ -290,8 +290,8 @@ func TestMetricsRefusedUpgrades(t *testing.T) {
 	full.expectRefused(t, "over the limit again", full.dialOptions("over-2"), http.StatusServiceUnavailable)
 	s := scrape(t, fullReg)
 	s.expect(t, `troupe_connections_refused_total{status="503"}`, 2)
-	s.expect(t, "troupe_connections_total", 1)
-	s.expect(t, "troupe_connections_active", 1)
+	s.expect(t, `troupe_connections_total{transport="websocket"}`, 1)
+	s.expect(t, `troupe_connections_active{transport="websocket"}`, 1)
 
 	h, reg := metricsServer(t, troupe.Config{
 		Authorize: func(r *http.Request) (string, error) {
@@ -320,7 +320,7 @@ func TestMetricsRefusedUpgrades(t *testing.T) {
 	s = scrape(t, reg)
 	s.expect(t, `troupe_connections_refused_total{status="401"}`, 2)
 	s.expect(t, `troupe_connections_refused_total{status="403"}`, 1)
-	s.expect(t, "troupe_connections_total", 1)
+	s.expect(t, `troupe_connections_total{transport="websocket"}`, 1)
 	if _, ok := s[`troupe_connections_refused_total{status="503"}`]; ok {
 		t.Errorf("a 503 counted on a server that refused none")
 	}
@@ -408,7 +408,7 @@ func TestMetricsOutboundQueueAndSlowConsumers(t *testing.T) {
 	eventuallyValue(t, reg, `troupe_closes_total{code="1013"}`, 1)
 	sc = scrape(t, reg)
 	sc.expect(t, "troupe_slow_consumers_total", 1)
-	sc.expect(t, "troupe_connections_active", 1)
+	sc.expect(t, `troupe_connections_active{transport="websocket"}`, 1)
 	sc.expect(t, "troupe_outbound_queue_max", 0)
 	sc.expect(t, "troupe_outbound_queued_messages", 0)
 	// What the overflow discarded was accepted and never written: counted.

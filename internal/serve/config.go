@@ -35,6 +35,8 @@ type Limits struct {
 	RateLimit               float64
 	RateBurst               int
 	DisableNDJSON           bool
+	StreamResumeWindow      time.Duration
+	DisableStreams          bool
 }
 
 // Defaults of the zero fields.
@@ -48,6 +50,7 @@ const (
 	defaultHandshake      = 10 * time.Second
 	defaultRateLimit      = 100
 	defaultRateBurst      = 200
+	defaultResumeWindow   = 15 * time.Second
 )
 
 // withDefaults returns c with every zero field at its default. NewHandler
@@ -86,6 +89,9 @@ func (c Config) withDefaults() Config {
 	if c.RateBurst == 0 {
 		c.RateBurst = defaultRateBurst
 	}
+	if c.StreamResumeWindow == 0 {
+		c.StreamResumeWindow = defaultResumeWindow
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -108,6 +114,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("transport: MaxQueuedBytes %d is negative", c.MaxQueuedBytes)
 	case c.HandshakeTimeout < 0:
 		return fmt.Errorf("transport: HandshakeTimeout %v is negative", c.HandshakeTimeout)
+	case c.StreamResumeWindow < 0:
+		return fmt.Errorf("transport: StreamResumeWindow %v is negative", c.StreamResumeWindow)
 	case c.RateBurst < 0:
 		return fmt.Errorf("transport: RateBurst %d is negative", c.RateBurst)
 	}

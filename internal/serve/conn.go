@@ -173,7 +173,7 @@ func (c *conn) next() (it item, ok bool) {
 // session. It runs no user code.
 func (c *conn) readLoop() {
 	h, ws := c.h, c.ws.ws
-	h.stats.Opened.Add(1)
+	h.stats.opened(TransportWebSocket)
 	if h.hooks.OnOpen != nil && !c.open() {
 		reason := "open handler failed"
 		_ = ws.Close(websocket.StatusInternalError, reason)

@@ -28,6 +28,11 @@ func (h *Handler) ServeConn(ctx context.Context, tc transport.Conn, info transpo
 		h.stats.refused(http.StatusServiceUnavailable)
 		return ErrRefused
 	}
+	return h.serveAdmitted(ctx, tc, info)
+}
+
+// serveAdmitted is ServeConn for a connection admit has counted in.
+func (h *Handler) serveAdmitted(ctx context.Context, tc transport.Conn, info transport.Info) error {
 	s := h.sys.NewSession(tc, session.Info{
 		Header:      info.Header,
 		RemoteAddr:  info.RemoteAddr,
@@ -36,7 +41,7 @@ func (h *Handler) ServeConn(ctx context.Context, tc transport.Conn, info transpo
 	if info.Identity != "" {
 		s.SetIdentity(info.Identity)
 	}
-	if !h.register(s) {
+	if !h.register(s, info.Transport) {
 		_ = tc.Close(session.CloseGoingAway, "server shutting down")
 		session.Finish(s, session.CloseGoingAway, "server shutting down")
 		h.done()
@@ -46,7 +51,7 @@ func (h *Handler) ServeConn(ctx context.Context, tc transport.Conn, info transpo
 	c.ended = make(chan struct{})
 	stop := context.AfterFunc(ctx, func() { _ = s.CloseWith(session.CloseGoingAway, "connection context ended") })
 	defer stop()
-	h.stats.Opened.Add(1)
+	h.stats.opened(info.Transport)
 	if h.hooks.OnOpen != nil && !c.open() {
 		// The session's writer closes tc; Read then fails and ends the
 		// loop below. Nothing read meanwhile is handled (received drops

@@ -58,6 +58,8 @@ type Handler struct {
 	active   int // connections being upgraded or served, until OnClose has returned
 	conns    int // connections against MaxConnections: upgrading, or open until OnClose
 	sessions map[string]*session.Session
+	// transports names the transport of each session not on a WebSocket.
+	transports map[string]string
 	kick     chan struct{} // closed when the counts change, for Shutdown and Close waiting
 
 	// inCallback counts the connections running a callback now (OnOpen,
@@ -73,6 +75,8 @@ type Handler struct {
 	// fallback: coder/websocket failed the reader check (adoption.go), so
 	// connections are read without the idle-read machinery.
 	fallback bool
+
+	streams streams // the HTTP fallback's sessions (sse.go)
 }
 
 // NewHandler returns a handler whose sessions live in sys.
@@ -97,6 +101,10 @@ func (h *Handler) Config() Config { return h.cfg }
 
 // ServeHTTP upgrades the request and serves the connection until it closes.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if token, ok := isSSE(r); ok {
+		h.serveSSE(w, r, token)
+		return
+	}
 	if refusal := h.admit(); refusal != "" {
 		h.stats.refused(http.StatusServiceUnavailable)
 		http.Error(w, refusal, http.StatusServiceUnavailable)
@@ -163,7 +171,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.SetIdentity(identity)
 	}
 
-	if !h.register(s) {
+	if !h.register(s, TransportWebSocket) {
 		// Shutdown began during the handshake: this session was not
 		// in the list it closed, so close it here.
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
@@ -211,14 +219,31 @@ func (h *Handler) sessionOptions() session.Options {
 
 // register lists s among the open sessions, unless Shutdown or Close has
 // begun (it would not close s).
-func (h *Handler) register(s *session.Session) bool {
+func (h *Handler) register(s *session.Session, transport string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return false
 	}
 	h.sessions[s.ID()] = s
+	if transport != TransportWebSocket {
+		if h.transports == nil {
+			h.transports = make(map[string]string)
+		}
+		h.transports[s.ID()] = transportName(transport)
+	}
 	return true
+}
+
+// ActiveByTransport returns how many sessions are open on each transport.
+func (h *Handler) ActiveByTransport() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[string]int{TransportWebSocket: len(h.sessions) - len(h.transports)}
+	for _, t := range h.transports {
+		out[t]++
+	}
+	return out
 }
 
 // authorize runs the Authorize hook under HandshakeTimeout. A hook that
@@ -372,6 +397,7 @@ func (h *Handler) onClose(s *session.Session, code int, reason string) {
 	// during its handshake): OnClose is only for sessions that opened.
 	_, opened := h.sessions[s.ID()]
 	delete(h.sessions, s.ID())
+	delete(h.transports, s.ID())
 	h.conns--
 	h.mu.Unlock()
 	if opened && h.hooks.OnClose != nil {

@@ -22,8 +22,34 @@ type Stats struct {
 	UnsentAtClose atomic.Uint64
 
 	mu      sync.Mutex
-	closes  map[int]uint64 // by close code
-	refuses map[int]uint64 // upgrades refused, by HTTP status
+	closes  map[int]uint64    // by close code
+	refuses map[int]uint64    // upgrades refused, by HTTP status
+	byTrans map[string]uint64 // connections opened, by transport
+}
+
+// opened counts a connection in, on the transport named (the label of
+// the connection metrics; "other" when the transport gave no name).
+func (st *Stats) opened(transport string) {
+	st.Opened.Add(1)
+	transport = transportName(transport)
+	st.mu.Lock()
+	if st.byTrans == nil {
+		st.byTrans = make(map[string]uint64)
+	}
+	st.byTrans[transport]++
+	st.mu.Unlock()
+}
+
+// OpenedByTransport returns how many connections were opened, by
+// transport.
+func (st *Stats) OpenedByTransport() map[string]uint64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := make(map[string]uint64, len(st.byTrans))
+	for k, v := range st.byTrans {
+		out[k] = v
+	}
+	return out
 }
 
 func (st *Stats) closed(code int) {
@@ -65,3 +91,12 @@ func (st *Stats) snapshot(m *map[int]uint64) map[int]uint64 {
 
 // Stats returns the handler's counters.
 func (h *Handler) Stats() *Stats { return &h.stats }
+
+// transportName is a transport's name in metrics: "other" for a transport
+// that gave none.
+func transportName(t string) string {
+	if t == "" {
+		return "other"
+	}
+	return t
+}
