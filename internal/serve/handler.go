@@ -60,7 +60,7 @@ type Handler struct {
 	sessions map[string]*session.Session
 	// transports names the transport of each session not on a WebSocket.
 	transports map[string]string
-	kick     chan struct{} // closed when the counts change, for Shutdown and Close waiting
+	kick       chan struct{} // closed when the counts change, for Shutdown and Close waiting
 
 	// inCallback counts the connections running a callback now (OnOpen,
 	// OnFrame, OnRateLimited, OnClose), which Close does not wait for;
