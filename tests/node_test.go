@@ -200,8 +200,12 @@ func TestNode(t *testing.T) {
 		troupe.HandleRequest(h.srv, "test.node", func(*troupe.Context, json.RawMessage) (string, error) { return name, nil })
 		nodeURLs = append(nodeURLs, h.url)
 	}
+	// The primary server behind a proxy that refuses WebSocket upgrades:
+	// clients there fall back to SSE and POST.
+	refusing := startRefusingProxy(t, primary.ts.URL)
 	env := append(os.Environ(),
 		"TROUPE_URL="+primary.url,
+		"TROUPE_REFUSING_URL="+"ws"+strings.TrimPrefix(refusing.URL, "http"),
 		"TROUPE_SMALL_HISTORY_URL="+small.url,
 		"TROUPE_SMALL_HISTORY="+strconv.Itoa(smallHistory),
 		"TROUPE_CLUSTER_URLS="+strings.Join(nodeURLs, ","),

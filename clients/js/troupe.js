@@ -7,7 +7,10 @@
 // room.message, presence.diff), and it keeps a connection alive: heartbeats
 // with a deadline, reconnection with exponential backoff and jitter, and
 // rooms that rejoin with the last sequence number they saw, so that a
-// reconnect loses and repeats no message.
+// reconnect loses and repeats no message. Where a proxy refuses WebSocket
+// upgrades it falls back by itself to the server's HTTP fallback
+// (Server-Sent Events down, POST up), and moves back to a WebSocket once
+// one opens again.
 
 /** The subprotocol under which the server may pack several envelopes,
  * separated by newlines, into one frame. */
@@ -26,6 +29,10 @@ export const DEFAULTS = Object.freeze({
   connectTimeout: 10000,
   requestTimeout: 10000,
   maxQueued: 1000,
+  fallback: true,
+  fallbackTimeout: 3000,
+  upgradeInterval: 30000,
+  resumeTimeout: 10000,
 });
 
 // WebSocket readyState values, the same in browsers and in `ws`.
@@ -103,6 +110,10 @@ class Emitter {
   }
 }
 
+// PROBE_ID is the id of the ping that checks a new WebSocket carries
+// messages (_open); its pong is the client's own business.
+const PROBE_ID = 'troupe:probe';
+
 // A request id as a map key: JSON keeps the number 1 and the string "1"
 // apart.
 const idKey = (id) => JSON.stringify(id);
@@ -127,6 +138,10 @@ export class Client {
     this._urlIndex = 0;
     this.options = { ...DEFAULTS, ...options };
     this._WebSocket = options.WebSocket || globalThis.WebSocket;
+    // The transport of the next connection: 'websocket', or 'sse' once a
+    // WebSocket could not be opened (see _open).
+    this._transport = 'websocket';
+    this._wsWorks = false; // a WebSocket of this client has delivered a message
     if (typeof this._WebSocket !== 'function') {
       throw new TypeError(
         'no WebSocket implementation: pass options.WebSocket (under Node.js, the ws package\'s WebSocket)',
@@ -144,7 +159,7 @@ export class Client {
     this._handlers = new Map(); // server requests, by type
     this._rooms = new Map();
     this._waiters = []; // connect() promises
-    this._timers = { reconnect: null, connect: null, ping: null };
+    this._timers = { reconnect: null, connect: null, ping: null, upgrade: null };
     this._pingKey = null;
   }
 
@@ -156,6 +171,12 @@ export class Client {
   /** The current WebSocket (null between connections). */
   get socket() {
     return this._ws;
+  }
+
+  /** The transport of the current (or next) connection: "websocket", or
+   * "sse" (the HTTP fallback). */
+  get transport() {
+    return this._transport;
   }
 
   /** The subprotocol the server selected for the current connection. */
@@ -359,22 +380,39 @@ export class Client {
 
   _open() {
     this._state = 'connecting';
+    const transport = this._transport;
     let ws;
     try {
-      ws = new this._WebSocket(this.url, this.options.protocols);
+      ws =
+        transport === 'sse'
+          ? new StreamSocket(this.url, this.options)
+          : new this._WebSocket(this.url, this.options.protocols);
     } catch (err) {
       this._connectionLost(null, 1006, String((err && err.message) || err));
       return;
     }
     ws.binaryType = 'arraybuffer';
     this._ws = ws;
+    let opened = false;
     let gotMessage = false;
+    // A WebSocket that has never worked here gets less time: a proxy that
+    // swallows upgrades should not hold the client for connectTimeout.
+    const probing = transport === 'websocket' && !this._wsWorks && this.options.fallback;
+    const limit = probing ? Math.min(this.options.fallbackTimeout, this.options.connectTimeout) : this.options.connectTimeout;
     this._timers.connect = setTimeout(() => {
-      this._abandon(ws, 'connect timeout');
-    }, this.options.connectTimeout);
+      this._abandon(ws, 'connect timeout', !gotMessage);
+    }, limit);
     ws.onopen = () => {
       if (ws !== this._ws) return;
-      clearTimeout(this._timers.connect);
+      opened = true;
+      if (probing) {
+        // Open is not enough: some proxies pass the upgrade and then
+        // nothing. A message must arrive within fallbackTimeout; the
+        // ping's pong is one.
+        ws.send(encode('ping', { t: Date.now() }, PROBE_ID));
+      } else {
+        clearTimeout(this._timers.connect);
+      }
       this._onOpen(ws);
     };
     ws.onmessage = (ev) => {
@@ -385,6 +423,8 @@ export class Client {
         // accepts and at once closes.)
         gotMessage = true;
         this._attempt = 0;
+        if (transport === 'websocket') this._wsWorks = true;
+        if (probing) clearTimeout(this._timers.connect);
       }
       this._onFrame(ws, ev.data);
     };
@@ -393,7 +433,7 @@ export class Client {
     };
     ws.onclose = (ev) => {
       if (ws !== this._ws) return;
-      this._connectionLost(ws, ev.code, ev.reason);
+      this._connectionLost(ws, ev.code, ev.reason, !gotMessage && !opened);
     };
   }
 
@@ -413,24 +453,95 @@ export class Client {
       if (f.key) this._pending.get(f.key).sent = true;
     }
     for (const w of this._waiters.splice(0)) w.resolve();
-    this._status.emit('open', { reconnected });
+    if (this._transport === 'sse') this._scheduleUpgrade();
+    this._status.emit('open', { reconnected, transport: this._transport });
+  }
+
+  // _scheduleUpgrade has a connection of the HTTP fallback try a WebSocket
+  // every upgradeInterval; once one answers a ping, the client moves to
+  // WebSocket (a reconnect, between requests: rooms resume with since).
+  _scheduleUpgrade() {
+    const every = this.options.upgradeInterval;
+    if (!(every > 0)) return;
+    const ws = this._ws;
+    this._timers.upgrade = setTimeout(() => {
+      this._timers.upgrade = null;
+      if (ws !== this._ws) return;
+      let probe;
+      try {
+        probe = new this._WebSocket(this.url, this.options.protocols);
+      } catch {
+        this._scheduleUpgrade();
+        return;
+      }
+      const give = setTimeout(() => finish(false), this.options.fallbackTimeout);
+      let done = false;
+      const finish = (ok) => {
+        if (done) return;
+        done = true;
+        clearTimeout(give);
+        probe.onopen = probe.onmessage = probe.onerror = probe.onclose = null;
+        if (ok) {
+          try {
+            probe.close(1000, '');
+          } catch {
+            // closed already
+          }
+        } else {
+          kill(probe);
+        }
+        if (ws !== this._ws) return;
+        if (ok) this._moveToWebSocket(ws);
+        else this._scheduleUpgrade();
+      };
+      probe.onopen = () => probe.send(encode('ping', { t: Date.now() }, PROBE_ID));
+      probe.onmessage = () => finish(true);
+      probe.onerror = () => {};
+      probe.onclose = () => finish(false);
+    }, every);
+  }
+
+  // _moveToWebSocket ends the fallback connection ws, once no request
+  // waits for its answer on it, and reconnects at once over WebSocket.
+  _moveToWebSocket(ws) {
+    if (ws !== this._ws) return;
+    const busy = [...this._pending.entries()].some(([key, req]) => req.sent && key !== this._pingKey);
+    if (busy) {
+      this._timers.upgrade = setTimeout(() => this._moveToWebSocket(ws), 100);
+      return;
+    }
+    this._transport = 'websocket';
+    this._wsWorks = true;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    ws.onerror = () => {};
+    try {
+      ws.close(1000, 'moving to websocket');
+    } catch {
+      kill(ws);
+    }
+    this._connectionLost(ws, 1000, 'moving to websocket', true);
   }
 
   // _abandon gives up on a socket that is silent (no pong, or a handshake
   // that hangs): waiting for its close event could take minutes, so it is
   // cut and a new connection is made at once.
-  _abandon(ws, reason) {
+  _abandon(ws, reason, neverWorked = false) {
     if (ws !== this._ws) return;
     ws.onopen = null;
     ws.onmessage = null;
     ws.onclose = null;
     ws.onerror = () => {};
     kill(ws);
-    this._connectionLost(ws, 1006, reason);
+    this._connectionLost(ws, 1006, reason, neverWorked);
   }
 
-  _connectionLost(ws, code, reason) {
+  // neverWorked: the connection ended before it delivered anything (a
+  // refused upgrade, a proxy that swallows it). A WebSocket that never
+  // worked is followed at once by the HTTP fallback, at the same URL; a
+  // fallback that never worked by a WebSocket again, after the backoff.
+  _connectionLost(ws, code, reason, neverWorked = false) {
     if (this._state === 'closed') return;
+    const opened = this._state !== 'connecting';
     this._ws = null;
     this._clearTimers();
     const err = new TroupeError('disconnected', `connection lost (${code}${reason ? ' ' + reason : ''})`);
@@ -440,21 +551,34 @@ export class Client {
       if (req.sent) this._settle(key, null, err);
     }
     for (const room of this._rooms.values()) room._onDisconnect();
-    this._status.emit('disconnected', { code, reason, url: this.url });
-    this._urlIndex = (this._urlIndex + 1) % this.urls.length;
-    if (!this.options.reconnect) {
+    let immediate = false;
+    if (code === 1000 && reason === 'moving to websocket') {
+      immediate = true; // the same URL, over WebSocket
+    } else if (neverWorked && this.options.fallback && this._transport === 'websocket') {
+      this._transport = 'sse';
+      immediate = true;
+    } else {
+      if (neverWorked && this._transport === 'sse') this._transport = 'websocket';
+      this._urlIndex = (this._urlIndex + 1) % this.urls.length;
+    }
+    // Falling back before anything opened is part of connecting: the
+    // application hears of it only if the fallback fails too.
+    const silent = immediate && !opened;
+    if (!silent) this._status.emit('disconnected', { code, reason, url: this.url });
+    if (!this.options.reconnect && !silent) {
       this.close(code, reason);
       return;
     }
-    const delay = backoffDelay(this._attempt, this.options);
-    this._attempt++;
-    this._state = 'reconnecting';
-    this._status.emit('reconnecting', { attempt: this._attempt, delay });
+    const delay = immediate ? 0 : backoffDelay(this._attempt, this.options);
+    if (!immediate) this._attempt++;
+    this._state = silent ? 'connecting' : 'reconnecting';
+    if (!silent) this._status.emit('reconnecting', { attempt: this._attempt, delay });
     this._timers.reconnect = setTimeout(() => {
       this._timers.reconnect = null;
-      if (this._state === 'reconnecting') this._open();
+      if (this._state === 'reconnecting' || (silent && this._state === 'connecting')) this._open();
     }, delay);
   }
+
 
   _clearTimers() {
     for (const k of Object.keys(this._timers)) {
@@ -526,6 +650,7 @@ export class Client {
       return;
     }
     if (!env || typeof env !== 'object' || typeof env.type !== 'string') return;
+    if (env.id === PROBE_ID) return; // the answer to the client's own probe (_open)
     const p = env.payload;
     if (p && typeof p === 'object' && typeof p.room === 'string') {
       const room = this._rooms.get(p.room);
@@ -893,4 +1018,273 @@ function kill(ws) {
   } catch {
     // Already closed.
   }
+}
+
+// ---------------------------------------------------------------------------
+// The HTTP fallback: a WebSocket-shaped object over the server's
+// Server-Sent Events stream (down) and POSTs (up), on the same URL as the
+// WebSocket. GET ?sse=open opens a session whose first event, "session",
+// carries its token; ?sse=<token> then names it: POST sends envelopes (one
+// per line), GET reopens a dropped stream after the last event id read,
+// DELETE closes. A last event "close" carries a close code as a close
+// frame would. It uses the browser's EventSource where there is one, and
+// otherwise reads the stream with fetch (Node.js).
+
+/** How many bytes one POST carries at most (the server's default
+ * MaxMessageSize is 64 KiB; a larger envelope goes alone). */
+const POST_BYTES = 60000;
+
+class StreamSocket {
+  constructor(url, options = {}) {
+    this.url = url;
+    this.protocol = '';
+    this.readyState = CONNECTING;
+    this.binaryType = 'arraybuffer';
+    this.onopen = this.onmessage = this.onclose = this.onerror = null;
+    this._base = streamURL(url);
+    this._EventSource = options.EventSource === undefined ? globalThis.EventSource : options.EventSource;
+    this._fetch = options.fetch || globalThis.fetch;
+    this._resumeTimeout = options.resumeTimeout || 10000;
+    this._token = null;
+    this._lastId = '';
+    this._outbox = [];
+    this._posting = false;
+    this._stream = null; // {close()} of the stream being read
+    this._lostAt = 0; // when the stream dropped, while reopening it
+    this._retry = null;
+    this._connect('open', '');
+  }
+
+  _query(token, last) {
+    const u = new URL(this._base);
+    u.searchParams.set('sse', token);
+    if (last) u.searchParams.set('last', last);
+    return u.toString();
+  }
+
+  // _connect opens the stream: a new session (token "open") or the
+  // session's own after a drop.
+  _connect(token, last) {
+    const url = this._query(token, last);
+    const handlers = {
+      open: () => {
+        this._lostAt = 0;
+      },
+      event: (type, data, id) => this._event(type, data, id),
+      lost: () => this._lost(),
+      gone: () => this._end(1006, 'session unknown to the server'),
+    };
+    this._stream =
+      typeof this._EventSource === 'function' ? eventSourceStream(this._EventSource, url, handlers) : fetchStream(this._fetch, url, handlers);
+  }
+
+  _event(type, data, id) {
+    if (this.readyState === 3) return;
+    if (type === 'session') {
+      this._token = data;
+      this.readyState = OPEN;
+      if (this.onopen) this.onopen({});
+      return;
+    }
+    if (type === 'close') {
+      let c = {};
+      try {
+        c = JSON.parse(data);
+      } catch {
+        // a close without its code
+      }
+      this._end(c.code || 1005, c.reason || '');
+      return;
+    }
+    if (id) this._lastId = id;
+    if (type === 'message' && this.onmessage) this.onmessage({ data });
+  }
+
+  // _lost reopens a dropped stream within the session, for resumeTimeout;
+  // a stream that never opened, or a session the server has forgotten,
+  // ends the connection (1006).
+  _lost() {
+    if (this.readyState === 3) return;
+    if (!this._token) {
+      this._end(1006, 'event stream refused');
+      return;
+    }
+    const now = Date.now();
+    if (!this._lostAt) this._lostAt = now;
+    if (now - this._lostAt > this._resumeTimeout) {
+      this._end(1006, 'event stream lost');
+      return;
+    }
+    this._retry = setTimeout(() => {
+      this._retry = null;
+      if (this.readyState === OPEN) this._connect(this._token, this._lastId);
+    }, Math.min(1000, 50 * 2 ** Math.min(5, Math.floor((now - this._lostAt) / 200))));
+  }
+
+  send(data) {
+    if (this.readyState !== OPEN) throw new Error('the stream is not open');
+    this._outbox.push(String(data));
+    this._flush();
+  }
+
+  // _flush POSTs what waits, one POST at a time (the server keeps their
+  // order only so), as many envelopes per POST as fit.
+  _flush() {
+    if (this._posting || this._outbox.length === 0 || this.readyState !== OPEN) return;
+    let n = 0;
+    let size = 0;
+    while (n < this._outbox.length && (n === 0 || size + this._outbox[n].length + 1 <= POST_BYTES)) {
+      size += this._outbox[n].length + 1;
+      n++;
+    }
+    const batch = this._outbox.splice(0, n);
+    this._posting = true;
+    this._fetch(this._query(this._token), {
+      method: 'POST',
+      body: batch.join('\n'),
+      headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
+    }).then(
+      (resp) => {
+        this._posting = false;
+        if (resp.body && resp.body.cancel) resp.body.cancel().catch(() => {});
+        if (resp.ok) this._flush();
+        else this._end(1006, `POST answered ${resp.status}`);
+      },
+      () => {
+        this._posting = false;
+        this._end(1006, 'POST failed');
+      },
+    );
+  }
+
+  close(code = 1000, reason = '') {
+    if (this.readyState >= 2) return;
+    const token = this._token;
+    this.readyState = 2;
+    if (token) {
+      this._fetch(this._query(token), { method: 'DELETE', keepalive: true }).then(
+        () => this._end(code, reason),
+        () => this._end(code, reason),
+      );
+    } else {
+      this._end(code, reason);
+    }
+  }
+
+  terminate() {
+    if (this._token && this.readyState < 2) {
+      this._fetch(this._query(this._token), { method: 'DELETE', keepalive: true }).catch(() => {});
+    }
+    this._end(1006, 'terminated');
+  }
+
+  _end(code, reason) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    clearTimeout(this._retry);
+    if (this._stream) this._stream.close();
+    this._outbox = [];
+    const onclose = this.onclose;
+    if (onclose) setTimeout(() => onclose({ code, reason, wasClean: code !== 1006 }), 0);
+  }
+}
+
+// streamURL is the http(s) form of a ws(s) URL.
+function streamURL(url) {
+  const u = new URL(url, globalThis.location ? globalThis.location.href : undefined);
+  if (u.protocol === 'ws:') u.protocol = 'http:';
+  if (u.protocol === 'wss:') u.protocol = 'https:';
+  return u.toString();
+}
+
+// eventSourceStream reads url with the browser's EventSource. Its own
+// reconnect is not used (it would reopen the same URL): a drop is
+// reported, and the socket reopens the session's stream itself.
+function eventSourceStream(EventSource, url, h) {
+  const es = new EventSource(url);
+  let closed = false;
+  es.onopen = () => h.open();
+  es.onmessage = (ev) => h.event('message', ev.data, ev.lastEventId);
+  es.addEventListener('session', (ev) => h.event('session', ev.data, ''));
+  es.addEventListener('close', (ev) => h.event('close', ev.data, ''));
+  es.onerror = () => {
+    es.close();
+    if (!closed) {
+      closed = true;
+      h.lost();
+    }
+  };
+  return {
+    close() {
+      closed = true;
+      es.close();
+    },
+  };
+}
+
+// fetchStream reads url with fetch, parsing the event stream itself, for
+// runtimes without EventSource.
+function fetchStream(fetchFn, url, h) {
+  const ctrl = new AbortController();
+  let closed = false;
+  const lost = () => {
+    if (!closed) {
+      closed = true;
+      h.lost();
+    }
+  };
+  (async () => {
+    const resp = await fetchFn(url, { headers: { Accept: 'text/event-stream' }, signal: ctrl.signal, cache: 'no-store' });
+    if (!resp.ok || !resp.body) {
+      if (resp.body && resp.body.cancel) resp.body.cancel().catch(() => {});
+      if (resp.status === 404) {
+        // The server no longer knows the session: no use trying again.
+        closed = true;
+        h.gone();
+      } else {
+        lost();
+      }
+      return;
+    }
+    h.open();
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    let buf = '';
+    let type = '';
+    let data = null;
+    let id = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += decoder.decode(value, { stream: true });
+      let i;
+      while ((i = buf.search(/\r\n|\r|\n/)) >= 0) {
+        if (buf[i] === '\r' && i + 1 === buf.length) break; // maybe a \r\n cut in two
+        const line = buf.slice(0, i);
+        buf = buf.slice(buf[i] === '\r' && buf[i + 1] === '\n' ? i + 2 : i + 1);
+        if (line === '') {
+          if (data !== null || type === 'close') h.event(type || 'message', data || '', id);
+          type = '';
+          data = null;
+          if (closed) return;
+          continue;
+        }
+        if (line[0] === ':') continue;
+        const c = line.indexOf(':');
+        const field = c < 0 ? line : line.slice(0, c);
+        let v = c < 0 ? '' : line.slice(c + 1);
+        if (v[0] === ' ') v = v.slice(1);
+        if (field === 'event') type = v;
+        else if (field === 'data') data = data === null ? v : data + '\n' + v;
+        else if (field === 'id') id = v;
+      }
+    }
+    lost();
+  })().catch(lost);
+  return {
+    close() {
+      closed = true;
+      ctrl.abort();
+    },
+  };
 }
