@@ -213,43 +213,7 @@ func TestBrowserChat(t *testing.T) {
 		}
 	})
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox, // containers and root: no user namespaces for the sandbox
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		// /dev/shm is small in many containers; Chromium crashes when
-		// it fills up.
-		chromedp.Flag("disable-dev-shm-usage", true),
-		// Two pages run at once and neither may be slowed down for not
-		// being in front: the client's reconnect and heartbeat timers
-		// must fire on time.
-		chromedp.Flag("disable-background-timer-throttling", true),
-		chromedp.Flag("disable-backgrounding-occluded-windows", true),
-		chromedp.Flag("disable-renderer-backgrounding", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1000, 640),
-	)
-	// The first context owns the browser; the second is a new browser
-	// context in it (its own storage and connections, like another
-	// person's browser).
-	aliceCtx, cancelAlice := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() {
-		// In reverse order of creation, each waiting until what it
-		// started is gone: the tab, the browser, the browser process.
-		cancelAlice()
-		cancelAlloc()
-	})
-	alice := newBrowserPage(t, "alice", aliceCtx)
-	bobCtx, cancelBob := chromedp.NewContext(aliceCtx, chromedp.WithNewBrowserContext())
-	t.Cleanup(cancelBob) // runs before the browser is closed
-	bob := newBrowserPage(t, "bob", bobCtx)
+	alice, bob, bobCtx := twoBrowserPages(t, chromium)
 
 	const room = "e2e"
 	alice.do("open the page", chromedp.Navigate(ts.URL+"/"))
@@ -335,4 +299,50 @@ func TestBrowserChat(t *testing.T) {
 	}
 	alice.checkNoExceptions()
 	bob.checkNoExceptions()
+}
+
+// twoBrowserPages starts headless Chromium with two pages, alice's and
+// bob's, each in a browser context of its own (its own storage and
+// connections, like another person's browser); they end with the test.
+func twoBrowserPages(t *testing.T, chromium string) (alice, bob *browserPage, bobCtx context.Context) {
+	t.Helper()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromium),
+		chromedp.Headless,
+		chromedp.NoSandbox, // containers and root: no user namespaces for the sandbox
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		// /dev/shm is small in many containers; Chromium crashes when
+		// it fills up.
+		chromedp.Flag("disable-dev-shm-usage", true),
+		// Two pages run at once and neither may be slowed down for not
+		// being in front: the client's reconnect and heartbeat timers
+		// must fire on time.
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1000, 640),
+	)
+	// The first context owns the browser; the second is a new browser
+	// context in it (its own storage and connections, like another
+	// person's browser).
+	aliceCtx, cancelAlice := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() {
+		// In reverse order of creation, each waiting until what it
+		// started is gone: the tab, the browser, the browser process.
+		cancelAlice()
+		cancelAlloc()
+	})
+	alice = newBrowserPage(t, "alice", aliceCtx)
+	bobCtx, cancelBob := chromedp.NewContext(aliceCtx, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancelBob) // runs before the browser is closed
+	bob = newBrowserPage(t, "bob", bobCtx)
+
+	return alice, bob, bobCtx
 }

@@ -22,6 +22,10 @@ type refusingProxy struct {
 	refuse   atomic.Bool
 	upgrades atomic.Int64 // upgrades let through
 	streams  atomic.Int64 // event streams opened through it
+	// held is a client name (the "name" query parameter): its streams
+	// and upgrades are answered 503 while it is set, as an unreachable
+	// server would answer.
+	held atomic.Value
 
 	mu   sync.Mutex
 	open map[*http.Request]context.CancelFunc
@@ -57,6 +61,10 @@ func startRefusingProxy(t *testing.T, target string) *refusingProxy {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
+		if name, _ := p.held.Load().(string); name != "" && r.Method == http.MethodGet && r.URL.Query().Get("name") == name {
+			http.Error(w, "held back by the test", http.StatusServiceUnavailable)
+			return
+		}
 		if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 			if p.refuse.Load() {
 				http.Error(w, "websocket not allowed here", http.StatusForbidden)
@@ -89,11 +97,18 @@ func startRefusingProxy(t *testing.T, target string) *refusingProxy {
 }
 
 // cut ends every event stream open through the proxy; it reports how many.
-func (p *refusingProxy) cut() int {
+func (p *refusingProxy) cut() int { return p.cutWhere(func(*http.Request) bool { return true }) }
+
+// cutWhere ends the event streams whose request cut accepts.
+func (p *refusingProxy) cutWhere(cut func(*http.Request) bool) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, cancel := range p.open {
-		cancel()
+	n := 0
+	for r, cancel := range p.open {
+		if cut(r) {
+			cancel()
+			n++
+		}
 	}
-	return len(p.open)
+	return n
 }

@@ -32,7 +32,7 @@ export const DEFAULTS = Object.freeze({
   fallback: true,
   fallbackTimeout: 3000,
   upgradeInterval: 30000,
-  resumeTimeout: 10000,
+  resumeTimeout: 5000,
 });
 
 // WebSocket readyState values, the same in browsers and in `ws`.
@@ -1043,8 +1043,10 @@ class StreamSocket {
     this.onopen = this.onmessage = this.onclose = this.onerror = null;
     this._base = streamURL(url);
     this._EventSource = options.EventSource === undefined ? globalThis.EventSource : options.EventSource;
-    this._fetch = options.fetch || globalThis.fetch;
-    this._resumeTimeout = options.resumeTimeout || 10000;
+    // Called as a plain function: a browser's fetch refuses any other this.
+    const fetchFn = options.fetch || globalThis.fetch;
+    this._fetch = (...args) => fetchFn.call(globalThis, ...args);
+    this._resumeTimeout = options.resumeTimeout || 5000;
     this._token = null;
     this._lastId = '';
     this._outbox = [];

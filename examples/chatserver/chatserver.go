@@ -135,7 +135,11 @@ func New(base troupe.Config, opts ...Option) (http.Handler, *troupe.Server, erro
 	mux := http.NewServeMux()
 	mux.Handle("GET /", pageHeaders(http.FileServerFS(page)))
 	mux.Handle("GET /troupe.js", pageHeaders(troupe.ClientJS()))
-	mux.Handle("GET /ws", srv)
+	// GET: the WebSocket upgrade and the fallback's event stream; POST and
+	// DELETE: the rest of the fallback (a Server answers all three).
+	for _, method := range []string{"GET", "POST", "DELETE"} {
+		mux.Handle(method+" /ws", srv)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux, srv, nil
 }

@@ -1,0 +1,140 @@
+package tests
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/troupehq/troupe"
+	"github.com/troupehq/troupe/examples/chatserver"
+	"github.com/troupehq/troupe/internal/session"
+)
+
+// TestBrowserChatOverFallback is TestBrowserChat behind a proxy that
+// refuses WebSocket upgrades: the pages fall back to Server-Sent Events and
+// POST by themselves and chat the same. Bob's event stream is cut in the
+// middle of the conversation and kept from coming back while alice
+// writes: his page reopens it and shows every message once, in order. Then
+// the server drops his session altogether: his page reconnects with a new
+// one and its room resumes, saying it missed nothing.
+func TestBrowserChatOverFallback(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("chromium is not installed (%v): run scripts/test.sh, which installs it (apt-get install -y chromium)", err)
+	}
+	handler, srv, err := chatserver.New(troupe.Config{})
+	if err != nil {
+		t.Fatalf("chatserver.New: %v", err)
+	}
+	ts := httptest.NewServer(handler)
+	t.Cleanup(ts.Close)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), browserWait)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	proxy := startRefusingProxy(t, ts.URL)
+	alice, bob, _ := twoBrowserPages(t, chromium)
+
+	const room = "e2e-sse"
+	alice.do("open the page", chromedp.Navigate(proxy.URL+"/"))
+	alice.join("alice", room)
+	alice.waitFor("alice is in the room", func(st chatPage) bool {
+		return st.CanSend && membersAre("alice")(st) && st.Status == "open"
+	})
+	alice.send("before you came")
+	early := []chatLine{{1, "alice", "before you came"}}
+	alice.waitFor("alice sees her first message", messagesAre(early))
+
+	bob.do("open the page", chromedp.Navigate(proxy.URL+"/"))
+	bob.join("bob", room)
+	bob.waitFor("bob is in the room and sees the history", func(st chatPage) bool {
+		return st.CanSend && membersAre("alice", "bob")(st) && messagesAre(early)(st)
+	})
+	alice.waitFor("alice sees bob in the member list", membersAre("alice", "bob"))
+
+	alice.send("hello bob")
+	live := append(slices.Clone(early), chatLine{2, "alice", "hello bob"})
+	bob.waitFor("bob sees alice's message", messagesAre(live))
+	alice.waitFor("alice sees her message", messagesAre(live))
+
+	bob.do("type", chromedp.WaitEnabled(chromedp.ID("text")), chromedp.SendKeys(chromedp.ID("text"), "hi al"))
+	alice.waitFor("alice sees bob typing", func(st chatPage) bool { return st.Typing == "bob is typing…" })
+	bob.do("finish and send", chromedp.SendKeys(chromedp.ID("text"), "ice"), chromedp.Click(chromedp.ID("send")))
+	live = append(live, chatLine{3, "bob", "hi alice"})
+	alice.waitFor("alice sees bob's message and no longer his typing", func(st chatPage) bool {
+		return messagesAre(live)(st) && st.Typing == ""
+	})
+	if n := proxy.upgrades.Load(); n != 0 {
+		t.Fatalf("%d WebSocket upgrades passed the refusing proxy", n)
+	}
+	if n := proxy.streams.Load(); n < 2 {
+		t.Fatalf("%d event streams through the proxy, want the pages on the fallback", n)
+	}
+
+	// Bob's stream is cut and held off while alice writes.
+	proxy.held.Store("bob")
+	isBob := func(r *http.Request) bool { return r.URL.Query().Get("name") == "bob" }
+	if n := proxy.cutWhere(isBob); n != 1 {
+		t.Fatalf("cut %d streams of bob's, want 1", n)
+	}
+	for i, text := range []string{"are you there?", "you are missing this", "and this"} {
+		alice.send(text)
+		live = append(live, chatLine{4 + i, "alice", text})
+		alice.waitFor("alice sees "+text, messagesAre(live))
+	}
+	proxy.held.Store("")
+	bob.waitFor("bob's page shows every message once, in order", messagesAre(live))
+	bob.send("back")
+	live = append(live, chatLine{7, "bob", "back"})
+	alice.waitFor("alice sees bob's message after his stream came back", messagesAre(live))
+
+	// The server drops bob's session, and his page cannot get back until
+	// alice has written more.
+	proxy.held.Store("bob")
+	var bobs []*troupe.Session
+	for _, s := range srv.Sessions() {
+		if strings.HasPrefix(s.Identity(), "bob#") {
+			bobs = append(bobs, s)
+		}
+	}
+	if len(bobs) != 1 {
+		t.Fatalf("found %d sessions of bob, want 1", len(bobs))
+	}
+	session.Drop(bobs[0], "shutdown")
+	bob.waitFor("bob's page says it is reconnecting", func(st chatPage) bool {
+		return st.Status == "reconnecting" && strings.Contains(st.StatusText, "reconnecting") && !st.CanSend
+	})
+	alice.waitFor("alice sees bob leave", membersAre("alice"))
+	for i, text := range []string{"gone again?", "you miss this too"} {
+		alice.send(text)
+		live = append(live, chatLine{8 + i, "alice", text})
+		alice.waitFor("alice sees "+text, messagesAre(live))
+	}
+	proxy.held.Store("")
+	st := bob.waitFor("bob's page recovers every message", func(st chatPage) bool {
+		return st.Status == "recovered" && messagesAre(live)(st)
+	})
+	if !strings.Contains(st.StatusText, "recovered: missed nothing") {
+		t.Errorf("bob's status says %q, want it to say it recovered and missed nothing", st.StatusText)
+	}
+	bob.waitFor("bob is back in the member list", func(st chatPage) bool {
+		return st.CanSend && membersAre("alice", "bob")(st)
+	})
+	alice.send("welcome back")
+	live = append(live, chatLine{10, "alice", "welcome back"})
+	bob.waitFor("bob sees a new message", messagesAre(live))
+	if n := proxy.upgrades.Load(); n != 0 {
+		t.Fatalf("%d WebSocket upgrades passed the refusing proxy", n)
+	}
+	alice.checkNoExceptions()
+	bob.checkNoExceptions()
+}
