@@ -63,11 +63,13 @@ func (t *SSE) Dial(ctx context.Context, rawURL string) (Conn, error) {
 		return nil, err
 	}
 	hc := t.HTTPClient
+	var own *http.Transport
 	if hc == nil {
-		hc = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment}}
+		own = &http.Transport{Proxy: http.ProxyFromEnvironment}
+		hc = &http.Client{Transport: own}
 	}
 	cctx, cancel := context.WithCancel(context.Background())
-	c := &sseConn{t: t, hc: hc, base: base, ctx: cctx, cancel: cancel, limit: t.ReadLimit}
+	c := &sseConn{t: t, hc: hc, own: own, base: base, ctx: cctx, cancel: cancel, limit: t.ReadLimit}
 	if c.limit == 0 {
 		c.limit = defaultReadLimit
 	}
@@ -86,8 +88,7 @@ func (t *SSE) Dial(ctx context.Context, rawURL string) (Conn, error) {
 		c.token = string(ev.data)
 	}
 	if err != nil {
-		cancel()
-		c.closeBody()
+		_ = c.Abort()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -133,6 +134,7 @@ type sseEvent struct {
 type sseConn struct {
 	t      *SSE
 	hc     *http.Client
+	own    *http.Transport // made for this connection: its idle connections go with it
 	base   *url.URL
 	token  string
 	ctx    context.Context // ends with the connection
@@ -377,6 +379,9 @@ func (c *sseConn) Close() error {
 func (c *sseConn) Abort() error {
 	c.cancel()
 	c.closeBody()
+	if c.own != nil {
+		c.own.CloseIdleConnections()
+	}
 	return nil
 }
 

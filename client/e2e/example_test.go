@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"time"
@@ -96,4 +97,39 @@ func Example_room() {
 	// Output:
 	// published 1 <nil>
 	// 1 hi
+}
+
+// The HTTP fallback: where a proxy refuses the WebSocket upgrade (here the
+// server answers nothing but the fallback), client.Fallback opens an SSE
+// session on the same URL instead, and the client works the same.
+func Example_fallback() {
+	srv, err := troupe.New(troupe.Config{})
+	if err != nil {
+		panic(err)
+	}
+	troupe.HandleRequest(srv, "sum", func(_ *troupe.Context, xs []int) (int, error) {
+		return xs[0] + xs[1], nil
+	})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			http.Error(w, "no WebSocket here", http.StatusForbidden)
+			return
+		}
+		srv.ServeHTTP(w, r)
+	}))
+	defer ts.Close()
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	c, err := client.Dial(ctx, []string{"ws" + strings.TrimPrefix(ts.URL, "http")}, &client.Options{
+		Transport: &client.Fallback{},
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	sum, err := client.Request[int](ctx, c, "sum", []int{40, 2})
+	fmt.Println(sum, err)
+	// Output: 42 <nil>
 }
