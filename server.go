@@ -20,8 +20,12 @@ import (
 	"github.com/troupehq/troupe/typed"
 )
 
-// Server accepts WebSocket connections and runs their sessions and rooms.
-// It is an http.Handler: mount it wherever the WebSocket endpoint should be.
+// Server accepts WebSocket connections, and the HTTP fallback's requests
+// (Server-Sent Events down, POST up) for clients whose WebSocket upgrade a
+// proxy refuses, and runs their sessions and rooms. It is an http.Handler:
+// mount it wherever the WebSocket endpoint should be, for GET, POST and
+// DELETE. An http.Server waits in its Shutdown for the fallback's event
+// streams: shut the Server down first, or from http.Server.RegisterOnShutdown.
 type Server struct {
 	cfg     Config
 	sys     *session.System
@@ -104,7 +108,8 @@ func limit(v, def int) int {
 }
 
 // ServeHTTP upgrades the request to a WebSocket and serves it until it
-// closes.
+// closes, or answers a request of the HTTP fallback (a query with "sse";
+// see the README's "HTTP fallback").
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { srv.http.ServeHTTP(w, r) }
 
 func (srv *Server) authorize() func(*http.Request) (string, int, error) {

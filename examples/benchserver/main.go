@@ -114,8 +114,10 @@ func main() {
 		<-sig
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = hs.Shutdown(ctx)
+		// Troupe first: the HTTP fallback's event streams are requests
+		// that http.Server.Shutdown would wait for.
 		_ = srv.Shutdown(ctx)
+		_ = hs.Shutdown(ctx)
 		if bp != nil {
 			_ = bp.Close()
 		}

@@ -106,9 +106,9 @@ func openBackplane(ctx context.Context, cluster nats.Flags) (*nats.Backplane, er
 	return nats.Open(ctx, opts)
 }
 
-// run serves the chat on ln until ctx ends, then stops gracefully: first the
-// HTTP server (no new connections), then Troupe, which closes every
-// WebSocket with 1001 once the messages queued for it are written.
+// run serves the chat on ln until ctx ends, then stops gracefully: the HTTP
+// server (no new connections) and Troupe, which closes every session with
+// 1001 once the messages queued for it are written.
 // http.Server.Shutdown alone would not do: it forgets connections once they
 // are upgraded.
 func run(ctx context.Context, ln net.Listener, cfg troupe.Config, opts ...chatserver.Option) error {
@@ -118,6 +118,14 @@ func run(ctx context.Context, ln net.Listener, cfg troupe.Config, opts ...chatse
 		return err
 	}
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// http.Server.Shutdown waits for the requests in progress, and the
+	// HTTP fallback's event streams last as long as their sessions: Troupe
+	// closes them as Shutdown begins.
+	hs.RegisterOnShutdown(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 
