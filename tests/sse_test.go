@@ -462,3 +462,41 @@ func TestSSESlowConsumer(t *testing.T) {
 	t.Logf("victim dropped (OnClose %d %q) after %d messages", ev.code, ev.reason, n)
 	checkFreshBenchClient(t, h, "sse-slow")
 }
+
+// The rate limit counts every envelope a POST carries, as it counts a
+// WebSocket's messages: those over it are answered "rate_limited" and not
+// handled, and the session goes on.
+func TestSSERateLimit(t *testing.T) {
+	// One message a second, a burst of 2 (benchConfig would turn the
+	// limit off).
+	h := startServer(t, troupe.Config{RoomProtocol: true, Settings: troupe.Settings{RateLimit: 1, RateBurst: 2}})
+	registerBench(h.srv)
+	c := h.openSSE(t, "sse-rate", nil)
+	var b strings.Builder
+	for i := range 4 {
+		fmt.Fprintf(&b, `{"type":"bench.echo","payload":%d}`+"\n", i)
+	}
+	if code := c.post(t, b.String(), nil); code != http.StatusNoContent {
+		t.Fatalf("POST: %d", code)
+	}
+	echoes, limited := 0, 0
+	for echoes+limited < 4 {
+		e := decodeEnvelope(t, []byte(c.next(t).data))
+		switch e.Type {
+		case "bench.echo":
+			echoes++
+		case "error":
+			if p := decodePayload[errorPayload](t, e); p.Code == "rate_limited" {
+				limited++
+			} else {
+				t.Fatalf("error %+v", p)
+			}
+		}
+	}
+	if echoes != 2 || limited != 2 {
+		t.Fatalf("%d echoes and %d rate_limited of 4 at once, want 2 and 2 (the burst)", echoes, limited)
+	}
+	if s := h.rec.session(t, "sse-rate"); !s.IsOpen() {
+		t.Fatal("session closed by two refusals")
+	}
+}
