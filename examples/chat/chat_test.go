@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -456,10 +457,33 @@ func TestRunShutsDownGracefully(t *testing.T) {
 
 	c := welcome(t, troupetest.Dial(t, "ws://"+ln.Addr().String()+"/ws?name=alice", nil))
 	c.join("lobby", nil)
+	// And a client on the HTTP fallback, whose event stream is a request
+	// in progress that the HTTP server's shutdown must not wait on.
+	resp, err := http.Get("http://" + ln.Addr().String() + "/ws?name=bob&sse=open")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("event stream: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	stream := bufio.NewReader(resp.Body)
+	if line, err := stream.ReadString('\n'); line != "event: session\n" {
+		t.Fatalf("stream began %q, %v", line, err)
+	}
 
 	cancel()
 	if code, reason := c.ExpectClose(); code != 1001 {
 		t.Fatalf("closed with %d %q after shutdown, want 1001", code, reason)
+	}
+	for {
+		line, err := stream.ReadString('\n')
+		if err != nil {
+			t.Fatalf("the event stream ended without a close event: %v", err)
+		}
+		if line == "event: close\n" {
+			if data, _ := stream.ReadString('\n'); !strings.Contains(data, `"code":1001`) {
+				t.Fatalf("close event %q, want 1001", data)
+			}
+			break
+		}
 	}
 
 	select {
