@@ -61,6 +61,14 @@ type Config struct {
 	// starts and on every restart after a panic. Nil: rooms have no logic.
 	NewRoomHandler func(room string) RoomHandler
 
+	// MaxRoomRestarts bounds how often a room whose logic panics is
+	// restarted: a failure beyond MaxRoomRestarts within RoomRestartWindow
+	// stops the room instead; its members get room.left with the reason
+	// and OnError an error matching ErrRoomStopped. Default 10 within 10
+	// seconds (protoactor's own default); negative: no limit.
+	MaxRoomRestarts   int
+	RoomRestartWindow time.Duration
+
 	// AuthorizeJoin is consulted on every join (Server.Join, Context.Join
 	// and the room protocol's room.join). An error refuses the join and
 	// changes nothing; the client gets an error envelope with code
@@ -130,6 +138,8 @@ type Config struct {
 const (
 	defaultMaxRoomsPerSession = 100
 	defaultMaxRoomMembers     = 10000
+	defaultMaxRoomRestarts    = 10
+	defaultRoomRestartWindow  = 10 * time.Second
 	// HistoryBudget and MaxDormantRooms go to the rooms' manager as they
 	// are: it has the same convention, and these defaults (256 MiB, 10000).
 )

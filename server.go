@@ -1,6 +1,7 @@
 package troupe
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -88,6 +89,8 @@ func New(cfg Config) (*Server, error) {
 		Backplane:          cfg.Backplane,
 		MaxMembers:         limit(cfg.MaxRoomMembers, defaultMaxRoomMembers),
 		MaxRoomsPerSession: limit(cfg.MaxRoomsPerSession, defaultMaxRoomsPerSession),
+		MaxRestarts:        limit(cfg.MaxRoomRestarts, defaultMaxRoomRestarts),
+		RestartWindow:      cmp.Or(cfg.RoomRestartWindow, defaultRoomRestartWindow),
 	})
 	if cfg.RoomProtocol {
 		srv.registerRoomProtocol()

@@ -20,14 +20,38 @@ import (
 type Session = session.Session
 
 // RoomHandler is application logic that runs inside a room actor, one call
-// at a time: OnJoin, OnLeave, and OnMessage for what Server.DeliverToRoom
-// sends. It may keep state in its own fields without locks. If a method
-// panics, the room is restarted with a fresh RoomHandler (from
-// Config.NewRoomHandler) and the same members; OnError gets a *PanicError.
+// at a time: OnJoin, OnLeave, OnMessage (what Server.DeliverToRoom sends,
+// and the messages of the room's timers, with from nil), and the HandleRoom
+// handlers of its members' requests. It may keep state in its own fields
+// without locks. If a method panics, the room is restarted with a fresh
+// RoomHandler (from Config.NewRoomHandler) and the same members; OnError
+// gets a *PanicError; past Config.MaxRoomRestarts the room is stopped.
+//
+// A RoomHandler may also have any of these methods, which are called when
+// present:
+//
+//	OnStart(r *Room)  // each incarnation's start: first join, wake, restart
+//	OnStop(r *Room)   // the room stops: last member gone, or shutdown
+//	OnPublish(r *Room, from *Session, body json.RawMessage) (json.RawMessage, error)
+//	Snapshot() any    // after every call that returned: the state to keep
+//	Restore(state any) // before OnStart, with the last Snapshot
+//
+// OnPublish sees every room.publish of a member before it is numbered: it
+// returns the body to publish (the same one to accept it as it is, another
+// to transform it) or an error, which refuses it and is the sender's
+// answer. Snapshot and Restore carry the logic's state across what the
+// room's sequence and history survive: a restart after a panic (the state
+// of the last call that returned, so the failed message's half-done changes
+// are not kept) and, under the room protocol, a dormant period within
+// HistoryRetention. Return a value Restore can own (a copy, or data never
+// changed in place): it is kept while the room runs and while it is dormant.
+// The README's "Room logic" says what survives what.
 type RoomHandler = hub.Handler
 
-// Room is what a RoomHandler's methods receive: Name, Members, Len,
-// Broadcast and BroadcastExcept, all in the room's order.
+// Room is what room logic receives: Name, Members, Len, Has, MemberID;
+// Broadcast and BroadcastExcept (typed envelopes, in the room's order);
+// Publish into the room's numbered stream; After and Every, timers of
+// this incarnation of the room. It is valid only during the call.
 type Room = hub.Room
 
 // NopRoomHandler implements RoomHandler with methods that do nothing; embed
@@ -79,6 +103,10 @@ var (
 	// ErrTooManyRooms: a join beyond MaxRoomsPerSession (client code
 	// "too_many_rooms").
 	ErrTooManyRooms = hub.ErrTooManyRooms
+	// ErrRoomStopped: what OnError is told (with the room's last
+	// *PanicError inside) when a room whose logic kept failing was stopped
+	// (see Config.MaxRoomRestarts).
+	ErrRoomStopped = hub.ErrRoomStopped
 	// ErrUnavailable: the backplane could not be reached (client code
 	// "unavailable").
 	ErrUnavailable = rooms.ErrUnavailable

@@ -449,6 +449,9 @@ func startFault(t *testing.T, seed uint64, shutdownRun bool) *faultRun {
 		},
 		RoomProtocol:   true,
 		NewRoomHandler: func(string) troupe.RoomHandler { return faultRoomLogic{} },
+		// The chaos panics room logic often; it checks what a restart
+		// keeps, so the rooms are restarted however often they fail.
+		MaxRoomRestarts: -1,
 		OnOpen: func(s *troupe.Session) {
 			f.mu.Lock()
 			defer f.mu.Unlock()

@@ -12,6 +12,12 @@ var (
 	// ErrTooManyRooms is returned by Join when the session is already in
 	// MaxRoomsPerSession rooms.
 	ErrTooManyRooms = errors.New("troupe: too many rooms")
+	// ErrNoProtocol is returned by Room.Publish without Config.Protocol:
+	// there is no numbered stream to publish into.
+	ErrNoProtocol = errors.New("troupe: room protocol is off")
+	// ErrRoomStopped is matched by the error OnError is told when a room
+	// whose logic kept failing was stopped (see Config.MaxRestarts).
+	ErrRoomStopped = errors.New("troupe: room stopped: its logic kept failing")
 	// ErrStopped is returned by every call after Shutdown.
 	ErrStopped = errors.New("troupe: server closed")
 )

@@ -26,6 +26,11 @@ type Config struct {
 	// OnError is told when a room's logic panicked and the room restarted,
 	// and when a room lost its Backplane's log (a gap it could not fill).
 	OnError func(room string, err error)
+	// MaxRestarts bounds the restarts of a room whose logic panics: one
+	// more failure within RestartWindow stops the room instead (its
+	// members get room.left with the reason). 0: no bound.
+	MaxRestarts   int
+	RestartWindow time.Duration
 	// Encode builds the envelopes of Room.Broadcast and Manager.Broadcast.
 	Encode func(typ string, payload any) ([]byte, error)
 

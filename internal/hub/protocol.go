@@ -33,7 +33,8 @@ type JoinOptions struct {
 }
 
 type publishReq struct {
-	s    *session.Session
+	s    *session.Session // nil for the room logic's own (Room.Publish)
+	typ  string           // of the room logic's own
 	body json.RawMessage
 	id   json.RawMessage
 }
@@ -232,9 +233,11 @@ func (st *roomState) appendMembers(p []byte, list []*session.Session) []byte {
 // publish stamps the next sequence number on a message, keeps it in the
 // history, and sends it to every member, the sender included.
 func (st *roomState) publish(m *Manager, r *publishReq) {
-	if _, ok := st.members[r.s.ID()]; !ok {
-		_ = r.s.SendText(wire.Error(r.id, "not_member", "not a member of room "+st.name))
-		return
+	if r.s != nil {
+		if _, ok := st.members[r.s.ID()]; !ok {
+			_ = r.s.SendText(wire.Error(r.id, "not_member", "not a member of room "+st.name))
+			return
+		}
 	}
 	if st.bp != nil {
 		st.enqueuePublish(m, r)
@@ -242,11 +245,11 @@ func (st *roomState) publish(m *Manager, r *publishReq) {
 	}
 	st.flushPresence()
 	st.seq++
-	p := st.messagePayload(st.seq, MemberID(r.s), r.body)
+	p := r.payload(st, st.seq)
 	st.hist.Append(st.seq, p)
 	st.account(m)
 	st.fanout(session.Frame{Data: messageFrame(p)}, nil)
-	if len(r.id) > 0 {
+	if r.s != nil && len(r.id) > 0 {
 		_ = r.s.SendText(publishedFrame(st.name, st.seq, r.id))
 	}
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/troupehq/troupe/internal/session"
-	"github.com/troupehq/troupe/internal/wire"
 )
 
 // A room under a Backplane: the room actor of each node with members in the
@@ -305,7 +304,7 @@ func (st *roomState) enqueuePublish(m *Manager, r *publishReq) {
 	p.mu.Lock()
 	if len(p.queue) >= maxPublishQueue {
 		p.mu.Unlock()
-		_ = r.s.SendText(wire.Error(r.id, "unavailable", "room "+st.name+" is not taking messages now; try again"))
+		r.refuse(m, st, "unavailable", "room "+st.name+" is not taking messages now; try again")
 		return
 	}
 	p.queue = append(p.queue, r)
@@ -338,7 +337,7 @@ func (st *roomState) drainPublish(m *Manager) {
 		clear(p.queue[:n])
 		p.queue = p.queue[n:]
 		p.mu.Unlock()
-		st.publishRemote(batch)
+		st.publishRemote(m, batch)
 	}
 }
 
@@ -350,25 +349,21 @@ const (
 
 // publishRemote appends a batch to the room's log. The messages reach the
 // members, their senders included, through the feed of each node.
-func (st *roomState) publishRemote(batch []*publishReq) {
-	from := make([]string, len(batch))
-	for i, r := range batch {
-		from[i] = MemberID(r.s)
-	}
+func (st *roomState) publishRemote(m *Manager, batch []*publishReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	first, err := st.bp.Publish(ctx, st.name, len(batch), func(first uint64) [][]byte {
 		out := make([][]byte, len(batch))
 		for i, r := range batch {
-			out[i] = st.messagePayload(first+uint64(i), from[i], r.body)
+			out[i] = r.payload(st, first+uint64(i))
 		}
 		return out
 	})
 	for i, r := range batch {
 		switch {
 		case err != nil:
-			_ = r.s.SendText(wire.Error(r.id, "unavailable", "room "+st.name+": message not taken: "+err.Error()))
-		default:
+			r.refuse(m, st, "unavailable", "room "+st.name+": message not taken: "+err.Error())
+		case r.s != nil:
 			st.noteAcked(r.s.ID(), first+uint64(i))
 			if len(r.id) > 0 {
 				_ = r.s.SendText(publishedFrame(st.name, first+uint64(i), r.id))

@@ -52,6 +52,11 @@ type roomState struct {
 	// syncFailed is when a presence sync for a join last fell short
 	// (see presenceSyncPause); zero after one that completed.
 	syncFailed time.Time
+
+	// Room logic (see logic.go).
+	calls  atomic.Int32           // Manager.Call requests in the mailbox
+	logic  any                    // the Handler's last Snapshot, for Restore
+	gaveUp atomic.Pointer[string] // why the supervisor stopped the room's failing logic
 }
 
 // Room is the view of a room that Handler methods receive. It is valid only
@@ -59,6 +64,7 @@ type roomState struct {
 type Room struct {
 	st *roomState
 	m  *Manager
+	a  *roomActor
 }
 
 // Name returns the room's name.
@@ -85,13 +91,6 @@ func (r *Room) BroadcastExcept(except *session.Session, typ string, payload any)
 	f := session.Frame{Data: b}
 	r.st.fanout(f, except)
 	return r.m.signal(r.st.name, f)
-}
-
-// BroadcastFrame queues f on every member (with a Backplane, on every
-// node).
-func (r *Room) BroadcastFrame(f session.Frame) {
-	r.st.fanout(f, nil)
-	_ = r.m.signal(r.st.name, f)
 }
 
 // fanout queues f on every member but except. It never waits on a member: a
@@ -129,18 +128,24 @@ func (st *roomState) remove(s *session.Session) bool {
 // roomActor is one incarnation of a room. A restart builds a new one around
 // the same roomState with a fresh Handler.
 type roomActor struct {
-	st *roomState
-	m  *Manager
-	h  Handler
+	st   *roomState
+	m    *Manager
+	h    Handler
+	self *actor.PID
+
+	timers map[*roomTimer]struct{} // Room.After and Room.Every of this incarnation
+	done   bool                    // stopping or restarting: no new timers
 }
 
 func (a *roomActor) Receive(ctx actor.Context) {
 	st := a.st
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
+		a.self = ctx.Self()
 		if st.bp != nil && st.feed == nil && st.failed == nil {
 			a.follow(ctx) // the room starts on this node
 		}
+		a.started()
 		// After a restart: the message that failed may have been the one
 		// that emptied the room.
 		if st.joins > 0 {
@@ -215,7 +220,16 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		msg.reply <- nil // in effect: acknowledge before user code runs
 		a.call(func(r *Room) { a.h.OnJoin(r, msg.s) })
 	case *publishReq:
-		st.publish(a.m, msg)
+		if a.filterPublish(msg) {
+			st.publish(a.m, msg)
+		}
+	case *callReq:
+		a.handleCall(msg)
+	case *timerFired:
+		a.fired(msg)
+	case *actor.Restarting:
+		a.stopTimers()
+		a.done = true
 	case *feedEntry:
 		a.fromFeed(ctx, msg)
 	case *remotePresence:
@@ -226,6 +240,7 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		st.presenceTimer = nil
 		st.flushPresence()
 	case *actor.Stopping:
+		a.stopping()
 		if st.presenceTimer != nil {
 			st.presenceTimer.Stop()
 			st.presenceTimer = nil
@@ -278,7 +293,8 @@ func (a *roomActor) call(fn func(r *Room)) {
 			panic(&typed.PanicError{Room: a.st.name, Value: v})
 		}
 	}()
-	fn(&Room{st: a.st, m: a.m})
+	fn(&Room{st: a.st, m: a.m, a: a})
+	a.snapshot()
 }
 
 // left notes, under the room protocol, that s left; the others hear of it

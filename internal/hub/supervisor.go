@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"sort"
 	"time"
 
@@ -20,6 +21,7 @@ type roomRef struct {
 	forwarded uint64 // joins sent to the room
 	stopping  bool   // empty and told to stop; waiting for its Terminated
 	pending   []*joinReq
+	failures  []time.Time // of its logic, within Config.RestartWindow
 }
 
 // dormant is the state of a stopped room kept for resume under the room
@@ -271,6 +273,8 @@ func (sv *supervisor) spawn(ctx actor.Context, name string) *roomRef {
 // start spawns an actor for st, a new room or a dormant one coming back.
 func (sv *supervisor) start(ctx actor.Context, st *roomState) *roomRef {
 	m, name := sv.m, st.name
+	st.gaveUp.Store(nil)
+	st.calls.Store(0) // requests left in a stopped room's mailbox were never taken
 	props := actor.PropsFromProducer(func() actor.Actor {
 		var h Handler
 		if m.cfg.NewHandler != nil {
@@ -286,21 +290,78 @@ func (sv *supervisor) start(ctx actor.Context, st *roomState) *roomRef {
 }
 
 // HandleFailure restarts the failed room, whatever the failure: its members
-// and queued messages are kept; only the message that failed is lost.
+// and queued messages are kept; only the message that failed is lost. A
+// room that fails more than Config.MaxRestarts times within
+// Config.RestartWindow is stopped instead (see giveUp).
 func (sv *supervisor) HandleFailure(_ *actor.ActorSystem, s actor.Supervisor, child *actor.PID, _ *actor.RestartStatistics, reason any, _ any) {
+	ref := sv.byPID[child.Id]
 	err, ok := reason.(*typed.PanicError)
 	if !ok {
 		name := "?"
-		if ref := sv.byPID[child.Id]; ref != nil {
+		if ref != nil {
 			name = ref.st.name
 		}
 		err = &typed.PanicError{Room: name, Value: reason}
 	}
-	s.RestartChildren(child)
+	var report error = err
+	if ref != nil && sv.tooMany(ref) {
+		report = sv.giveUp(ref, err)
+		s.StopChildren(child)
+	} else {
+		s.RestartChildren(child)
+	}
 	if sv.m.cfg.OnError != nil {
-		sv.m.sys.SafeCall(func() { sv.m.cfg.OnError(err.Room, err) })
+		sv.m.sys.SafeCall(func() { sv.m.cfg.OnError(err.Room, report) })
 	}
 }
+
+// tooMany records a failure of ref's logic and reports whether it is one
+// more than Config.MaxRestarts within Config.RestartWindow.
+func (sv *supervisor) tooMany(ref *roomRef) bool {
+	max, window := sv.m.cfg.MaxRestarts, sv.m.cfg.RestartWindow
+	if max <= 0 {
+		return false
+	}
+	now := time.Now()
+	kept := ref.failures[:0]
+	for _, t := range ref.failures {
+		if now.Sub(t) < window {
+			kept = append(kept, t)
+		}
+	}
+	ref.failures = append(kept, now)
+	return len(ref.failures) > max
+}
+
+// giveUp stops a room whose logic keeps failing: it is no longer live (a
+// join waits for it to be gone and starts it afresh), and as it stops its
+// members are removed, each told with room.left and the reason.
+func (sv *supervisor) giveUp(ref *roomRef, last *typed.PanicError) error {
+	err := &StoppedError{Room: ref.st.name, Failures: len(ref.failures), Within: sv.m.cfg.RestartWindow, Last: last}
+	reason := fmt.Sprintf("room logic failed %d times within %s", err.Failures, err.Within)
+	ref.st.gaveUp.Store(&reason)
+	ref.stopping = true
+	sv.m.live.Delete(ref.st.name)
+	return err
+}
+
+// StoppedError is what OnError is told when a room was stopped because
+// its logic failed more than Config.MaxRestarts times within
+// Config.RestartWindow. It matches ErrRoomStopped and, with errors.As, the
+// last *typed.PanicError.
+type StoppedError struct {
+	Room     string
+	Failures int
+	Within   time.Duration
+	Last     *typed.PanicError
+}
+
+func (e *StoppedError) Error() string {
+	return fmt.Sprintf("troupe: room %s stopped: its logic failed %d times within %s; last: %v", e.Room, e.Failures, e.Within, e.Last)
+}
+
+// Unwrap gives ErrRoomStopped and the last panic.
+func (e *StoppedError) Unwrap() []error { return []error{ErrRoomStopped, e.Last} }
 
 // newEpoch names a new incarnation of a room's numbering.
 func newEpoch() string {
