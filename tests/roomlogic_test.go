@@ -190,22 +190,26 @@ type tick struct{ gen int64 }
 
 func (c *crashy) OnStart(r *troupe.Room) {
 	if c.gen == 1 {
-		// The first incarnation's timers: the room restarts before they
-		// are due.
+		// The first incarnation's timers: the room restarts before the
+		// first is due, and while the second ticks (a tick may well be
+		// waiting in the mailbox when it does).
 		r.After(100*time.Millisecond, tick{c.gen})
-		r.Every(50*time.Millisecond, tick{c.gen})
+		r.Every(time.Millisecond, tick{c.gen})
 		return
 	}
 	r.After(400*time.Millisecond, tick{c.gen})
 }
 
 func (c *crashy) OnMessage(_ *troupe.Room, from *troupe.Session, msg any) {
-	if m, ok := msg.(tick); ok && from == nil {
+	if m, ok := msg.(tick); ok && from == nil && (m.gen != 1 || c.gen != 1) {
 		c.seen <- [2]int64{m.gen, c.gen}
 	}
 }
 
 func (c *crashy) boom(*troupe.Room, *troupe.Session, struct{}) (struct{}, error) {
+	// Long enough for the first incarnation's 1 ms ticker to have a tick
+	// waiting in the mailbox when the room restarts.
+	time.Sleep(5 * time.Millisecond)
 	panic("crashy: boom")
 }
 
