@@ -84,6 +84,31 @@ type nodeAskResult struct {
 	Message string          `json:"message,omitempty"`
 }
 
+// nodeRoomLogic is the rooms' own logic for the Node tests: test.roomadd
+// adds to a count the room keeps, and fails on request.
+type nodeRoomLogic struct {
+	troupe.NopRoomHandler
+	count int
+}
+
+type nodeRoomAdd struct {
+	N    int  `json:"n"`
+	Fail bool `json:"fail"`
+}
+
+type nodeRoomSum struct {
+	Count int    `json:"count"`
+	From  string `json:"from"`
+}
+
+func (l *nodeRoomLogic) add(r *troupe.Room, from *troupe.Session, m nodeRoomAdd) (nodeRoomSum, error) {
+	if m.Fail {
+		return nodeRoomSum{}, troupe.NewError("refused", "asked to refuse")
+	}
+	l.count += m.N
+	return nodeRoomSum{Count: l.count, From: r.MemberID(from)}, nil
+}
+
 // registerNodeHandlers installs the handlers the Node tests drive besides
 // the room protocol: they let a test make the server slow, fail, drop the
 // connection, send bursts, or ask the client a question.
@@ -97,6 +122,7 @@ func registerNodeHandlers(srv *troupe.Server, asks *sync.WaitGroup) {
 	}) (bool, error) {
 		return true, c.Server().Broadcast(m.Room, m.Event, map[string]any{"room": m.Room, "n": m.N})
 	})
+	troupe.HandleRoom(srv, "test.roomadd", (*nodeRoomLogic).add)
 	troupe.HandleRequest(srv, "test.echo", func(_ *troupe.Context, p json.RawMessage) (json.RawMessage, error) {
 		return p, nil
 	})
@@ -169,6 +195,7 @@ func registerNodeHandlers(srv *troupe.Server, asks *sync.WaitGroup) {
 func startNodeServer(t *testing.T, cfg troupe.Config) *testServer {
 	t.Helper()
 	cfg.RoomProtocol = true
+	cfg.NewRoomHandler = func(string) troupe.RoomHandler { return &nodeRoomLogic{} }
 	var asks sync.WaitGroup
 	// Cleanups run last in, first out: this one runs after startServer's
 	// has closed the server, and waits for questions still being asked.

@@ -321,7 +321,7 @@ export class Client {
   // after the whole frame): rooms use it to update their join state in
   // order with the messages that follow. With queue false a request is
   // refused ("disconnected") instead of waiting for a connection.
-  _request(type, payload, { timeout, onAnswer, queue = true } = {}) {
+  _request(type, payload, { timeout, onAnswer, queue = true, room } = {}) {
     if (this._state === 'closed') {
       return Promise.reject(new TroupeError('closed', 'client is closed'));
     }
@@ -335,7 +335,7 @@ export class Client {
         this._outbox = this._outbox.filter((f) => f.key !== key);
         this._settle(key, null, new TroupeError('timeout', `no answer to ${type} within ${ms} ms`));
       }, ms);
-      const data = encode(type, payload, id);
+      const data = encode(type, payload, id, room);
       if (!queue && this._state !== 'open') {
         this._settle(key, null, new TroupeError('disconnected', 'not connected'));
         return;
@@ -810,6 +810,17 @@ export class Room {
   }
 
   /**
+   * Sends a request to the room's own logic (a server's
+   * troupe.HandleRoom handler for type): the envelope names this room, the
+   * room answers in its order, and this resolves with the reply's payload
+   * or rejects with a TroupeError (not_member when not joined, the code
+   * the room's logic chose, internal if it failed).
+   */
+  request(type, payload, { timeout } = {}) {
+    return this.client._request(type, payload, { timeout, room: this.name }).then((env) => env.payload);
+  }
+
+  /**
    * Leaves the room: no more messages, no rejoin after a reconnect.
    * Resolves once the server confirms (at once when not connected: the
    * server forgot the membership with the connection).
@@ -921,6 +932,9 @@ export class Room {
         if (this._joined) this._onPresence(p);
         break;
       case 'room.left':
+        // With a reason, the server removed this member (its room's
+        // logic kept failing): not rejoined until join() is called.
+        if (p && p.reason !== undefined) this._want = false;
         this._joined = false;
         this._members = [];
         this._events.emit('left', p);
@@ -1003,9 +1017,10 @@ function sameJSON(a, b) {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
-function encode(type, payload, id) {
+function encode(type, payload, id, room) {
   const env = { type };
   if (id !== undefined) env.id = id;
+  if (room !== undefined) env.room = room;
   if (payload !== undefined) env.payload = payload;
   return JSON.stringify(env);
 }

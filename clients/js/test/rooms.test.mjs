@@ -366,3 +366,18 @@ test('room.on(type) gets the application\'s own events for that room, and only f
   assert.deepEqual(gotOther, [9]);
   assert.equal(fakeLeft, 0);
 });
+
+test('room.request asks the room\'s own logic and resolves with its answer', async (t) => {
+  const name = unique('logic');
+  const a = newClient(t).room(name);
+  const b = newClient(t).room(name);
+  await assert.rejects(a.request('test.roomadd', { n: 1 }), (err) => err.code === 'not_member');
+  await a.join();
+  await b.join();
+  assert.equal((await a.request('test.roomadd', { n: 2 })).count, 2);
+  const answer = await b.request('test.roomadd', { n: 3 });
+  assert.equal(answer.count, 5); // one count, kept by the room
+  assert.equal(typeof answer.from, 'string');
+  await assert.rejects(a.request('test.roomadd', { fail: true }), (err) => err.code === 'refused');
+  assert.equal((await a.request('test.roomadd', { n: 0 })).count, 5);
+});
