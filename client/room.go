@@ -18,9 +18,12 @@ type Member struct {
 
 // Message is a room.message: the Seq-th message of a room, from a member.
 type Message struct {
-	Room string          `json:"room"`
-	Seq  uint64          `json:"seq"`
-	From string          `json:"from"`
+	Room string `json:"room"`
+	Seq  uint64 `json:"seq"`
+	From string `json:"from"`
+	// Type is set on a message of the room's own logic (the server's
+	// Room.Publish), which has no From.
+	Type string          `json:"type,omitempty"`
 	Body json.RawMessage `json:"body"`
 }
 
@@ -375,6 +378,14 @@ func (r *Room) onEnvelopeLocked(env *envelope) {
 			r.onPresenceLocked(p.Joins, p.Leaves)
 		}
 	case "room.left":
+		var p struct {
+			Reason *string `json:"reason"`
+		}
+		if json.Unmarshal(env.Payload, &p) == nil && p.Reason != nil {
+			// The server removed this member (its room's logic kept
+			// failing): not rejoined until Join.
+			r.want = false
+		}
 		r.joined = false
 		r.members = nil
 	case "error", "reply":
