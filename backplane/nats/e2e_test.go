@@ -44,6 +44,13 @@ func startNodes(t testing.TB) []string {
 // mod; it returns the backplanes too.
 func startNodesWith(t testing.TB, mod func(*nats.Options)) ([]string, []*nats.Backplane) {
 	t.Helper()
+	return startNodesServing(t, mod, nil)
+}
+
+// startNodesServing is startNodesWith with each node's server adjusted by
+// serve: its Config before New, its handlers after.
+func startNodesServing(t testing.TB, mod func(*nats.Options), serve *serving) ([]string, []*nats.Backplane) {
+	t.Helper()
 	ports := []int{freePort(t), freePort(t), freePort(t)}
 	var routes []string
 	for _, p := range ports {
@@ -87,10 +94,17 @@ func startNodesWith(t testing.TB, mod func(*nats.Options)) ([]string, []*nats.Ba
 	}
 	urls := make([]string, 3)
 	for i, bp := range bps {
-		srv, err := troupe.New(troupe.Config{RoomProtocol: true, Backplane: bp,
-			Settings: troupe.Settings{MaxQueuedMessages: 10000, RateLimit: -1}})
+		cfg := troupe.Config{RoomProtocol: true, Backplane: bp,
+			Settings: troupe.Settings{MaxQueuedMessages: 10000, RateLimit: -1}}
+		if serve != nil {
+			serve.config(&cfg)
+		}
+		srv, err := troupe.New(cfg)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if serve != nil {
+			serve.handlers(srv)
 		}
 		ts := httptest.NewServer(srv)
 		urls[i] = "ws" + strings.TrimPrefix(ts.URL, "http")
@@ -109,6 +123,12 @@ func startNodesWith(t testing.TB, mod func(*nats.Options)) ([]string, []*nats.Ba
 	return urls, bps
 }
 
+// serving adjusts the servers of startNodesServing.
+type serving struct {
+	config   func(*troupe.Config)
+	handlers func(*troupe.Server)
+}
+
 type envelope struct {
 	Type    string          `json:"type"`
 	Payload json.RawMessage `json:"payload"`
@@ -117,6 +137,7 @@ type envelope struct {
 
 type roomMessage struct {
 	Seq  uint64          `json:"seq"`
+	Type string          `json:"type"`
 	From string          `json:"from"`
 	Body json.RawMessage `json:"body"`
 }
