@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -417,4 +418,100 @@ func TestRoomLogicPublishesAcrossNodes(t *testing.T) {
 	}
 	expectLogicMessage(t, a, 2, `"two"`)
 	expectLogicMessage(t, b, 2, `"two"`)
+}
+
+// lifecycle records its OnStart and OnStop calls, and holds its first
+// "hold" request until released.
+type lifecycle struct {
+	troupe.NopRoomHandler
+	events  chan<- string
+	release <-chan struct{}
+	held    bool
+}
+
+func (l *lifecycle) OnStart(r *troupe.Room) { l.events <- "start " + r.Name() }
+func (l *lifecycle) OnStop(r *troupe.Room)  { l.events <- "stop " + r.Name() }
+
+func (l *lifecycle) hold(_ *troupe.Room, _ *troupe.Session, m struct{ Panic bool }) (bool, error) {
+	if m.Panic {
+		panic("lifecycle: asked to fail")
+	}
+	if !l.held {
+		l.held = true
+		<-l.release
+	}
+	return true, nil
+}
+
+// lifecycleServer returns the server, the events its rooms' logic saw,
+// and the function that releases the held request (also at the test's
+// end, so that a failing test does not leave the room blocked).
+func lifecycleServer(t *testing.T, cfg troupe.Config) (*troupetest.Server, chan string, func()) {
+	t.Helper()
+	events, release := make(chan string, 100), make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	cfg.RoomProtocol = true
+	cfg.NewRoomHandler = func(string) troupe.RoomHandler { return &lifecycle{events: events, release: release} }
+	srv, err := troupe.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	troupe.HandleRoom(srv, "hold", (*lifecycle).hold)
+	ts := troupetest.NewServer(t, srv)
+	t.Cleanup(free) // before the server's shutdown
+	return ts, events, free
+}
+
+func expectEvent(t *testing.T, events chan string, want string) {
+	t.Helper()
+	select {
+	case got := <-events:
+		if got != want {
+			t.Fatalf("room logic saw %q, want %q", got, want)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("room logic never saw %q", want)
+	}
+}
+
+func TestRoomLifecycleHooks(t *testing.T) {
+	ts, events, release := lifecycleServer(t, troupe.Config{})
+	release()
+	a := ts.Dial(t)
+	join(t, a, "r")
+	expectEvent(t, events, "start r")
+	// A restart starts the new incarnation; the failed one is not stopped
+	// as if it had ended well.
+	if err := a.Request("hold", map[string]any{"room": "r", "Panic": true}, nil); replyCode(err) != "internal" {
+		t.Fatal(err)
+	}
+	expectEvent(t, events, "start r")
+	if err := a.Request("room.leave", map[string]any{"room": "r"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	expectEvent(t, events, "stop r")
+}
+
+// One client cannot make a room keep more than maxPendingCalls of its
+// requests: beyond them, requests are refused as unavailable.
+func TestRoomRequestsWaitingAreBounded(t *testing.T) {
+	ts, _, release := lifecycleServer(t, troupe.Config{Settings: troupe.Settings{RateLimit: -1, MaxQueuedMessages: 4000}})
+	a := ts.Dial(t)
+	join(t, a, "r")
+	const n = 1100
+	for range n {
+		a.Send("hold", map[string]any{"room": "r"})
+	}
+	// The room holds the first; of the rest, those beyond the bound are
+	// refused at once, while the room is still busy.
+	var e struct{ Code string }
+	a.Expect("error", &e)
+	if e.Code != "unavailable" {
+		t.Fatalf("got %q, want unavailable", e.Code)
+	}
+	release()
+	if err := a.Request("hold", map[string]any{"room": "r"}, nil); err != nil {
+		t.Fatalf("once the room caught up: %v", err)
+	}
 }
