@@ -57,7 +57,7 @@ func (t *tally) Restore(state any)    { t.count = state.(int) }
 func (t *tally) OnStart(*troupe.Room) {}
 
 // tallyServer serves rooms whose logic is a tally, with "add" routed to it.
-func tallyServer(t *testing.T, cfg troupe.Config) (*troupetest.Server, *atomic.Int64) {
+func tallyServer(t *testing.T, cfg troupe.Config) (*troupetest.Server, *atomic.Int64, *troupe.Server) {
 	t.Helper()
 	var gens atomic.Int64
 	cfg.NewRoomHandler = func(string) troupe.RoomHandler { return &tally{gen: gens.Add(1)} }
@@ -66,7 +66,20 @@ func tallyServer(t *testing.T, cfg troupe.Config) (*troupetest.Server, *atomic.I
 		t.Fatal(err)
 	}
 	troupe.HandleRoom(srv, "add", (*tally).add)
-	return troupetest.NewServer(t, srv), &gens
+	return troupetest.NewServer(t, srv), &gens, srv
+}
+
+// waitStopped waits until the server has no live room: the last member's
+// leave has stopped it (and, under the room protocol, made it dormant).
+func waitStopped(t *testing.T, srv *troupe.Server) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for len(srv.Rooms()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("rooms %v still live", srv.Rooms())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func join(t *testing.T, c *troupetest.Client, room string) joinedPayload {
@@ -87,7 +100,7 @@ func replyCode(err error) string {
 }
 
 func TestRoomHandlerRepliesToTheRequest(t *testing.T) {
-	ts, _ := tallyServer(t, troupe.Config{RoomProtocol: true})
+	ts, _, _ := tallyServer(t, troupe.Config{RoomProtocol: true})
 	a, outsider := ts.Dial(t), ts.Dial(t)
 	join(t, a, "r")
 
@@ -111,7 +124,7 @@ func TestRoomHandlerRepliesToTheRequest(t *testing.T) {
 
 func TestRoomHandlerPanicAnswersInternalAtOnce(t *testing.T) {
 	errs := make(chan error, 4)
-	ts, gens := tallyServer(t, troupe.Config{RoomProtocol: true, OnError: func(_ *troupe.Session, err error) { errs <- err }})
+	ts, gens, _ := tallyServer(t, troupe.Config{RoomProtocol: true, OnError: func(_ *troupe.Session, err error) { errs <- err }})
 	a := ts.Dial(t)
 	join(t, a, "r")
 	var res tallyResult
@@ -133,7 +146,7 @@ func TestRoomHandlerPanicAnswersInternalAtOnce(t *testing.T) {
 }
 
 func TestRoomStateSurvivesDormancyAndRestart(t *testing.T) {
-	ts, gens := tallyServer(t, troupe.Config{RoomProtocol: true})
+	ts, gens, srv := tallyServer(t, troupe.Config{RoomProtocol: true})
 	a := ts.Dial(t)
 	first := join(t, a, "r")
 	var res tallyResult
@@ -143,6 +156,7 @@ func TestRoomStateSurvivesDormancyAndRestart(t *testing.T) {
 	if err := a.Request("room.leave", map[string]any{"room": "r"}, nil); err != nil {
 		t.Fatal(err)
 	}
+	waitStopped(t, srv)
 	// The room stopped with its last member and is dormant: the next join
 	// starts a new handler with the same epoch, and the count is restored.
 	again := join(t, a, "r")
@@ -164,7 +178,7 @@ func TestRoomStateSurvivesDormancyAndRestart(t *testing.T) {
 }
 
 func TestRoomStateWithoutRetentionStartsAfresh(t *testing.T) {
-	ts, _ := tallyServer(t, troupe.Config{RoomProtocol: true, HistoryRetention: -1})
+	ts, _, srv := tallyServer(t, troupe.Config{RoomProtocol: true, HistoryRetention: -1})
 	a := ts.Dial(t)
 	join(t, a, "r")
 	var res tallyResult
@@ -174,6 +188,7 @@ func TestRoomStateWithoutRetentionStartsAfresh(t *testing.T) {
 	if err := a.Request("room.leave", map[string]any{"room": "r"}, nil); err != nil {
 		t.Fatal(err)
 	}
+	waitStopped(t, srv)
 	join(t, a, "r")
 	if err := a.Request("add", tallyMsg{Room: "r", N: 1}, &res); err != nil || res.Count != 1 {
 		t.Fatalf("a room forgotten with its sequence: %+v, %v; want its state forgotten too (count 1)", res, err)

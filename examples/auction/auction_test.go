@@ -18,13 +18,13 @@ type message struct {
 	Body accepted `json:"body"`
 }
 
-func startAuction(t *testing.T, length time.Duration) *troupetest.Server {
+func startAuction(t *testing.T, length time.Duration) (*troupetest.Server, *troupe.Server) {
 	t.Helper()
 	_, srv, err := newAuction(troupe.Config{}, length)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return troupetest.NewServer(t, srv)
+	return troupetest.NewServer(t, srv), srv
 }
 
 // bidder connects as name and joins the auction room, taking room.joined
@@ -59,7 +59,7 @@ func expectBid(t *testing.T, c *troupetest.Client, seq uint64, bidder string, am
 }
 
 func TestBidsAreAnsweredAndReachEveryoneInOneOrder(t *testing.T) {
-	ts := startAuction(t, time.Minute)
+	ts, _ := startAuction(t, time.Minute)
 	ann, st := bidder(t, ts, "ann", "lamp")
 	if st.High != 0 || st.Over || st.Room != "lamp" {
 		t.Fatalf("a new auction: %+v", st)
@@ -103,7 +103,7 @@ func TestBidsAreAnsweredAndReachEveryoneInOneOrder(t *testing.T) {
 }
 
 func TestTheAuctionEndsByItsTimer(t *testing.T) {
-	ts := startAuction(t, 300*time.Millisecond)
+	ts, _ := startAuction(t, 300*time.Millisecond)
 	ann, _ := bidder(t, ts, "ann", "vase")
 	if r := bid(t, ann, "vase", 3); !r.Accepted {
 		t.Fatalf("bid: %+v", r)
@@ -125,10 +125,16 @@ func TestTheAuctionEndsByItsTimer(t *testing.T) {
 
 // A room that empties keeps its auction for the members who come back.
 func TestTheAuctionSurvivesAnEmptyRoom(t *testing.T) {
-	ts := startAuction(t, time.Minute)
+	ts, srv := startAuction(t, time.Minute)
 	ann, first := bidder(t, ts, "ann", "clock")
 	bid(t, ann, "clock", 7)
 	ann.Close()
+	// The room stopped with its last member: it is dormant.
+	for deadline := time.Now().Add(5 * time.Second); len(srv.Rooms()) > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("room still live: %v", srv.Rooms())
+		}
+	}
 	_, st := bidder(t, ts, "bob", "clock")
 	if st.High != 7 || st.Leader != "ann" || !st.Ends.Equal(first.Ends) {
 		t.Fatalf("after the room was empty: %+v, want ann's 7 and the same end (%v)", st, first.Ends)
