@@ -287,3 +287,50 @@ func benchEcho(b *testing.B, window int) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "roundtrips/s")
 }
+
+// BenchmarkRoomRequestLoopback compares a request answered by a room's
+// logic (HandleRoom: decoded on the session, handled in the room actor,
+// answered from there) with the same request answered by a plain handler
+// (HandleRequest, on the session's own worker), sequential round trips of
+// one client: what routing through the room costs.
+func BenchmarkRoomRequestLoopback(b *testing.B) {
+	for _, via := range []string{"handler", "room"} {
+		b.Run(via, func(b *testing.B) {
+			h := startBenchServer(b, troupe.Config{
+				RoomProtocol:   true,
+				NewRoomHandler: func(string) troupe.RoomHandler { return &tally{} },
+			})
+			defer h.stop()
+			var n int
+			troupe.HandleRequest(h.srv, "add", func(_ *troupe.Context, m tallyMsg) (tallyResult, error) {
+				n += m.N
+				return tallyResult{Count: n}, nil
+			})
+			if via == "room" {
+				troupe.HandleRoom(h.srv, "add", (*tally).add)
+			}
+			ws := h.dial(b)
+			defer func() { _ = ws.CloseNow() }()
+			var buf bytes.Buffer
+			if err := benchWrite(ws, []byte(`{"type":"room.join","id":0,"payload":{"room":"r"}}`)); err != nil {
+				b.Fatal(err)
+			}
+			if err := benchRead(ws, &buf); err != nil || !bytes.Contains(buf.Bytes(), []byte("room.joined")) {
+				b.Fatalf("join: %s, %v", buf.Bytes(), err)
+			}
+			req := []byte(`{"type":"add","id":1,"room":"r","payload":{"room":"r","n":1}}`)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if err := benchWrite(ws, req); err != nil {
+					b.Fatal(err)
+				}
+				if err := benchRead(ws, &buf); err != nil || !bytes.HasPrefix(buf.Bytes(), []byte(`{"type":"reply"`)) {
+					b.Fatalf("answer %s, %v", buf.Bytes(), err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "roundtrips/s")
+		})
+	}
+}
