@@ -224,6 +224,9 @@ func (a *roomActor) startTimer(d, every time.Duration, msg any) func() {
 	if a.timers == nil {
 		a.timers = make(map[*roomTimer]struct{})
 	}
+	if len(a.timers) >= a.pruneAt {
+		a.pruneTimers()
+	}
 	a.timers[t] = struct{}{}
 	root, self := a.m.root, a.self
 	t.mu.Lock()
@@ -255,6 +258,25 @@ func (t *roomTimer) stop() {
 	t.t.Stop()
 	t.mu.Unlock()
 }
+
+// pruneTimers forgets the timers that were cancelled: logic that sets a
+// timer per message and cancels the last one (a deadline pushed back by
+// every bid) keeps only the live ones. It runs when the set has doubled
+// since the last prune, so its cost per timer is constant.
+func (a *roomActor) pruneTimers() {
+	for t := range a.timers {
+		t.mu.Lock()
+		stopped := t.stopped
+		t.mu.Unlock()
+		if stopped {
+			delete(a.timers, t)
+		}
+	}
+	a.pruneAt = max(minPruneAt, 2*len(a.timers))
+}
+
+// minPruneAt is the size of the timer set below which it is not pruned.
+const minPruneAt = 64
 
 func (a *roomActor) stopTimers() {
 	for t := range a.timers {

@@ -133,8 +133,9 @@ type roomActor struct {
 	h    Handler
 	self *actor.PID
 
-	timers map[*roomTimer]struct{} // Room.After and Room.Every of this incarnation
-	done   bool                    // stopping or restarting: no new timers
+	timers  map[*roomTimer]struct{} // Room.After and Room.Every of this incarnation
+	pruneAt int                     // the size of timers at which cancelled ones are dropped
+	done    bool                    // stopping or restarting: no new timers
 }
 
 func (a *roomActor) Receive(ctx actor.Context) {
