@@ -23,6 +23,7 @@ type envelope struct {
 type outEnvelope struct {
 	Type    string `json:"type"`
 	ID      any    `json:"id,omitempty"`
+	Room    string `json:"room,omitempty"`
 	Payload any    `json:"payload,omitempty"`
 }
 
@@ -625,6 +626,7 @@ func (c *Client) Send(ctx context.Context, typ string, payload any) error {
 type requestOptions struct {
 	noQueue  bool
 	onAnswer func(*envelope, error)
+	room     string // the envelope's "room": a request for a room's own logic
 }
 
 // roundTrip sends a request and waits for the envelope that answers it.
@@ -633,7 +635,7 @@ func (c *Client) roundTrip(ctx context.Context, typ string, payload any, o reque
 		return nil, err
 	}
 	id := c.nextID.Add(1)
-	data, err := encode(typ, payload, id)
+	data, err := json.Marshal(outEnvelope{Type: typ, ID: id, Room: o.room, Payload: payload})
 	if err != nil {
 		return nil, err
 	}
@@ -668,8 +670,20 @@ func (c *Client) roundTrip(ctx context.Context, typ string, payload any, o reque
 // an *Error (errors.As). A request made while there is no connection waits
 // for the next one.
 func Request[R any](ctx context.Context, c *Client, typ string, payload any) (R, error) {
+	return request[R](ctx, c, typ, payload, requestOptions{})
+}
+
+// RoomRequest is Request for a room's own logic (a server's
+// troupe.HandleRoom handler for typ): the envelope names the room, and the
+// room answers in its order. Not joined, it fails with an *Error of code
+// not_member.
+func RoomRequest[R any](ctx context.Context, r *Room, typ string, payload any) (R, error) {
+	return request[R](ctx, r.c, typ, payload, requestOptions{room: r.name})
+}
+
+func request[R any](ctx context.Context, c *Client, typ string, payload any, o requestOptions) (R, error) {
 	var r R
-	env, err := c.roundTrip(ctx, typ, payload, requestOptions{})
+	env, err := c.roundTrip(ctx, typ, payload, o)
 	if err != nil {
 		return r, err
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -57,5 +58,46 @@ func TestHandleRoomGetsTheRoomsOwnEvents(t *testing.T) {
 			t.Fatalf("room a got %v, room b %v; want [1 2 3] and [9]", g, o)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type tallyLogic struct {
+	troupe.NopRoomHandler
+	n int
+}
+
+func (l *tallyLogic) add(r *troupe.Room, from *troupe.Session, n int) (int, error) {
+	if n <= 0 {
+		return 0, troupe.NewError("invalid", "n must be positive")
+	}
+	l.n += n
+	return l.n, nil
+}
+
+// TestRoomRequestIsAnsweredByTheRoom checks that RoomRequest reaches the
+// room's own logic, which answers it, and that its errors come back as
+// *client.Error.
+func TestRoomRequestIsAnsweredByTheRoom(t *testing.T) {
+	srv, url := serve(t, troupe.Config{NewRoomHandler: func(string) troupe.RoomHandler { return &tallyLogic{} }})
+	troupe.HandleRoom(srv, "add", (*tallyLogic).add)
+	ctx := ctxT(t)
+	a, b := dial(t, []string{url}, nil).Room("t"), dial(t, []string{url}, nil).Room("t")
+	var ce *client.Error
+	if _, err := client.RoomRequest[int](ctx, a, "add", 1); !errors.As(err, &ce) || ce.Code != "not_member" {
+		t.Fatalf("before joining: %v, want not_member", err)
+	}
+	for _, r := range []*client.Room{a, b} {
+		if _, err := r.Join(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := client.RoomRequest[int](ctx, a, "add", 2); err != nil || n != 2 {
+		t.Fatalf("add 2: %d, %v", n, err)
+	}
+	if n, err := client.RoomRequest[int](ctx, b, "add", 3); err != nil || n != 5 {
+		t.Fatalf("add 3 from the other member: %d, %v; want 5, the room's one count", n, err)
+	}
+	if _, err := client.RoomRequest[int](ctx, b, "add", 0); !errors.As(err, &ce) || ce.Code != "invalid" {
+		t.Fatalf("a refused request: %v, want invalid", err)
 	}
 }
