@@ -215,6 +215,7 @@ func (c *conn) read() {
 			return
 		}
 		if err != nil {
+			c.awaitOwnClose()
 			code, reason := closeStatus(err)
 			c.end(code, reason)
 			return
@@ -355,6 +356,25 @@ func (c *conn) open() bool {
 		c.wake.Wait()
 	}
 	return c.openOK
+}
+
+// awaitOwnClose waits, when this side is closing the connection, until its
+// close frame is written (bounded as settle is). The read loop can fail
+// while the writer is still writing it: after settle, coder/websocket reads
+// the frame that ends the connection (an unmasked frame, say) and reports
+// it without waiting for our close; ending the session then (end, Finish)
+// drops the socket, and the close frame, half written, never reaches the
+// client.
+func (c *conn) awaitOwnClose() {
+	if !c.ws.isClosing() {
+		return
+	}
+	t := time.NewTimer(c.settleTimeout())
+	defer t.Stop()
+	select {
+	case <-c.ws.closeReturned():
+	case <-t.C:
+	}
 }
 
 // end queues the session's end behind the messages still waiting.

@@ -38,6 +38,10 @@ type wsConn struct {
 	closeMu   sync.Mutex
 	closed    bool
 	closeWait chan struct{} // made by closing, closed with closed
+	// Closed when Close or CloseNow has returned: the close frame, if
+	// any, is written (see conn.awaitOwnClose).
+	closeDone chan struct{}
+	closeOnce sync.Once
 	// broken: a write failed, and not because this side closed the
 	// connection (conn.run).
 	broken atomic.Bool
@@ -135,6 +139,7 @@ const closeTimeout = 5 * time.Second
 
 func (c *wsConn) Close(code int, reason string) error {
 	c.markClosing()
+	defer c.markClosed()
 	if c.raw != nil {
 		// The last batch's deadline may have passed long ago.
 		_ = c.raw.SetWriteDeadline(time.Now().Add(closeTimeout))
@@ -154,6 +159,7 @@ func (c *wsConn) Close(code int, reason string) error {
 // at once, as a drop must.
 func (c *wsConn) CloseNow() error {
 	c.markClosing()
+	defer c.markClosed()
 	if c.cc != nil {
 		c.cc.drop()
 	} else if c.raw != nil {
@@ -172,6 +178,19 @@ func (c *wsConn) markClosing() {
 		}
 	}
 	c.closeMu.Unlock()
+}
+
+// markClosed records that Close or CloseNow has returned.
+func (c *wsConn) markClosed() { c.closeOnce.Do(func() { close(c.closeReturned()) }) }
+
+// closeReturned returns the channel markClosed closes.
+func (c *wsConn) closeReturned() chan struct{} {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	if c.closeDone == nil {
+		c.closeDone = make(chan struct{})
+	}
+	return c.closeDone
 }
 
 func (c *wsConn) isClosing() bool {
