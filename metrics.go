@@ -32,7 +32,8 @@ type metrics struct {
 	connsActive, connsTotal, refused            *prometheus.Desc
 	msgsIn, bytesIn, msgsOut, bytesOut, rateLtd *prometheus.Desc
 	unsent                                      *prometheus.Desc
-	closes, slow, roomsActive, roomMembers      *prometheus.Desc
+	closes, slow, resyncs, roomsActive          *prometheus.Desc
+	roomMembers                                 *prometheus.Desc
 	queued, queueMax                            *prometheus.Desc
 	histBytes, histBudget, dormant, dormantMax  *prometheus.Desc
 	evicted, trims, trimmed                     *prometheus.Desc
@@ -62,7 +63,8 @@ func newMetrics(srv *Server) *metrics {
 		rateLtd:     d("rate_limited_total", "Messages refused by the per-session rate limit."),
 		unsent:      d("unsent_at_close_total", "Messages accepted for a client and never written: dropped by a discarding close, lost in a failed write, or still queued when the connection ended."),
 		closes:      d("closes_total", "Sessions closed, by close code.", "code"),
-		slow:        d("slow_consumers_total", "Sessions closed because their outbound queue overflowed."),
+		slow:        d("slow_consumers_total", "Sessions closed with 1013 because their outbound queue overflowed, or stayed behind longer than MaxLag."),
+		resyncs:     d("resyncs_total", "room.resync frames sent: a member's room traffic overflowed its queue and was dropped, to be read again from the history."),
 		roomsActive: d("rooms_active", "Rooms with members."),
 		roomMembers: d("room_members", "Members per room, over the rooms that exist at scrape time."),
 		queued:      d("outbound_queued_messages", "Messages accepted for clients and not yet written, all sessions."),
@@ -82,7 +84,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.errors.Describe(ch)
 	m.latency.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.connsActive, m.connsTotal, m.refused, m.msgsIn, m.bytesIn,
-		m.msgsOut, m.bytesOut, m.rateLtd, m.unsent, m.closes, m.slow, m.roomsActive, m.roomMembers, m.queued, m.queueMax,
+		m.msgsOut, m.bytesOut, m.rateLtd, m.unsent, m.closes, m.slow, m.resyncs, m.roomsActive, m.roomMembers, m.queued, m.queueMax,
 		m.histBytes, m.histBudget, m.dormant, m.dormantMax, m.evicted, m.trims, m.trimmed} {
 		ch <- d
 	}
@@ -130,6 +132,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(m.closes, n, strconv.Itoa(code))
 	}
 	counter(m.slow, m.srv.sys.Overflows())
+	counter(m.resyncs, m.srv.sys.Resyncs())
 
 	sizes := m.srv.rooms.Sizes()
 	gauge(m.roomsActive, float64(len(sizes)))

@@ -87,7 +87,27 @@ type Settings struct {
 	// only WebSocket upgrades, and the fallback's requests get 404.
 	// Default false (on); no variable.
 	DisableStreams bool
+	// OverflowPolicy is what happens to a member whose outbound queue
+	// overflows with room-protocol traffic (room.message, presence.diff):
+	// "resync" (the default) drops its queued room traffic and sends it
+	// one room.resync per room, from which the clients catch up on the
+	// room's history without disconnecting; "close" closes it with 1013
+	// as any other overflow. Under "resync" room traffic may fill three
+	// quarters of MaxQueuedMessages and MaxQueuedBytes, the rest being
+	// kept for other frames. Env WEBSOCKET_OVERFLOW_POLICY.
+	OverflowPolicy string
+	// MaxLag bounds, under the "resync" OverflowPolicy, how long a member
+	// may stay behind: one whose queue keeps overflowing, without ever
+	// draining, for longer than this is closed with 1013. Default 1m; it
+	// cannot be off. Env WEBSOCKET_MAX_LAG.
+	MaxLag time.Duration
 }
+
+// The values of Settings.OverflowPolicy.
+const (
+	overflowResync = "resync"
+	overflowClose  = "close"
+)
 
 // The environment variables SettingsFromEnv reads.
 const (
@@ -104,6 +124,8 @@ const (
 	envHandshake      = "WEBSOCKET_HANDSHAKE_TIMEOUT"
 	envRateLimit      = "WEBSOCKET_RATE_LIMIT"
 	envRateBurst      = "WEBSOCKET_RATE_BURST"
+	envOverflowPolicy = "WEBSOCKET_OVERFLOW_POLICY"
+	envMaxLag         = "WEBSOCKET_MAX_LAG"
 )
 
 // SettingsFromEnv returns the settings the WEBSOCKET_* variables of the
@@ -152,6 +174,7 @@ func settingsFromLookup(lookup func(string) (string, bool)) (Settings, error) {
 	dur(envIdleTimeout, &s.IdleTimeout, true)
 	dur(envWriteTimeout, &s.WriteTimeout, false)
 	dur(envHandshake, &s.HandshakeTimeout, false)
+	dur(envMaxLag, &s.MaxLag, false)
 	var maxSize int
 	integer(envMaxMessageSize, &maxSize)
 	s.MaxMessageSize = int64(maxSize)
@@ -179,6 +202,12 @@ func settingsFromLookup(lookup func(string) (string, bool)) (Settings, error) {
 			err = fmt.Errorf("troupe: %s=%q: want true or false", envAutoPingPong, v)
 		case !on:
 			s.PingInterval = -1
+		}
+	}
+	if v, ok := lookup(envOverflowPolicy); ok && err == nil {
+		s.OverflowPolicy = strings.TrimSpace(v)
+		if e := checkOverflowPolicy(s.OverflowPolicy); e != nil {
+			err = fmt.Errorf("troupe: %s=%q: want %q or %q", envOverflowPolicy, v, overflowResync, overflowClose)
 		}
 	}
 	if v, ok := lookup(envAllowedOrigins); ok && err == nil {
@@ -316,6 +345,7 @@ func (s Settings) validate() error {
 		{"HandshakeTimeout", s.HandshakeTimeout < 0},
 		{"RateBurst", s.RateBurst < 0},
 		{"StreamResumeWindow", s.StreamResumeWindow < 0},
+		{"MaxLag", s.MaxLag < 0},
 	} {
 		if f.negative {
 			return fmt.Errorf("troupe: Settings.%s is negative; it cannot be off", f.name)
@@ -324,7 +354,16 @@ func (s Settings) validate() error {
 	if math.IsNaN(s.RateLimit) {
 		return errors.New("troupe: Settings.RateLimit is NaN")
 	}
-	return nil
+	return checkOverflowPolicy(s.OverflowPolicy)
+}
+
+// checkOverflowPolicy refuses an OverflowPolicy the server does not know.
+func checkOverflowPolicy(p string) error {
+	switch p {
+	case "", overflowResync, overflowClose:
+		return nil
+	}
+	return fmt.Errorf("troupe: Settings.OverflowPolicy %q: want %q or %q", p, overflowResync, overflowClose)
 }
 
 // transportConfig is s as the WebSocket transport takes it; the transport

@@ -87,7 +87,7 @@ func (st *roomState) joined(s *session.Session, o *JoinOptions, partial bool) {
 	}
 	_ = s.SendText(wire.Envelope(nil, "room.joined", o.ID, p))
 	for _, e := range missed {
-		_ = s.SendText(messageFrame(e.Payload))
+		st.sendMessage(s, messageFrame(e.Payload), e.Seq)
 	}
 }
 
@@ -181,7 +181,7 @@ func (st *roomState) diff(events []presenceEvent) *session.Shared {
 	p = append(p, `,"leaves":`...)
 	p = appendList(p, leaves)
 	p = append(p, '}')
-	return session.Share(session.Frame{Data: wire.Envelope(nil, "presence.diff", nil, p)})
+	return st.sharePresence(wire.Envelope(nil, "presence.diff", nil, p))
 }
 
 // notePresence records a join or leave for the next presence.diff.
@@ -248,7 +248,7 @@ func (st *roomState) publish(m *Manager, r *publishReq) {
 	p := r.payload(st, st.seq)
 	st.hist.Append(st.seq, p)
 	st.account(m)
-	st.fanout(session.Frame{Data: messageFrame(p)}, nil)
+	st.fanoutMessage(messageFrame(p), st.seq)
 	if r.s != nil && len(r.id) > 0 {
 		_ = r.s.SendText(publishedFrame(st.name, st.seq, r.id))
 	}

@@ -146,7 +146,7 @@ func (st *roomState) append(m *Manager, e rooms.Entry) {
 	st.hist.Append(e.Seq, e.Payload)
 	st.account(m)
 	if len(st.order) > 0 {
-		st.fanout(session.Frame{Data: messageFrame(e.Payload)}, nil)
+		st.fanoutMessage(messageFrame(e.Payload), e.Seq)
 	}
 	st.answerParked()
 }

@@ -37,6 +37,8 @@ type Limits struct {
 	DisableNDJSON           bool
 	StreamResumeWindow      time.Duration
 	DisableStreams          bool
+	OverflowPolicy          string
+	MaxLag                  time.Duration
 }
 
 // Defaults of the zero fields.
@@ -118,8 +120,16 @@ func (c Config) validate() error {
 		return fmt.Errorf("transport: StreamResumeWindow %v is negative", c.StreamResumeWindow)
 	case c.RateBurst < 0:
 		return fmt.Errorf("transport: RateBurst %d is negative", c.RateBurst)
+	case c.MaxLag < 0:
+		return fmt.Errorf("transport: MaxLag %v is negative", c.MaxLag)
+	case c.OverflowPolicy != "" && c.OverflowPolicy != "resync" && c.OverflowPolicy != "close":
+		return fmt.Errorf("transport: OverflowPolicy %q is neither resync nor close", c.OverflowPolicy)
 	}
 	return nil
 }
 
 func (c Config) pinging() bool { return c.PingInterval > 0 }
+
+// resyncs reports whether room traffic that overflows a queue is dropped
+// for a room.resync (the default) rather than closing the session.
+func (c Config) resyncs() bool { return c.OverflowPolicy != "close" }

@@ -214,6 +214,8 @@ func (h *Handler) sessionOptions() session.Options {
 		OnError:           h.hooks.OnError,
 		OnClose:           h.onClose,
 		Unsent:            &h.stats.UnsentAtClose,
+		Resync:            h.cfg.resyncs(),
+		MaxLag:            h.cfg.MaxLag,
 	}
 }
 

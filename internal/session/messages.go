@@ -5,7 +5,15 @@ package session
 // Shared is a frame made ready to be queued on many sessions: a broadcast
 // makes one and hands the same pointer to every member's mailbox, so a
 // message to N members costs one allocation, not N.
-type Shared struct{ frame Frame }
+type Shared struct {
+	frame Frame
+	// room is set on room-protocol traffic (room.message, presence.diff)
+	// of that room, which an overflow may drop for a room.resync instead
+	// of closing the session (see resync.go); after is the seq of the
+	// room's last message before this frame.
+	room  string
+	after uint64
+}
 
 // Share prepares f for SendShared. f.Data must not be modified afterwards.
 func Share(f Frame) *Shared { return &Shared{frame: f} }

@@ -32,6 +32,23 @@ type Options struct {
 	// lost with a write that failed, or still queued when the session
 	// finished.
 	Unsent *atomic.Uint64
+	// Resync makes an overflow by room-protocol traffic (frames made by
+	// ShareRoom) drop the queued room traffic and queue a room.resync per
+	// room instead of closing the session; other frames still close it.
+	// Room traffic is then admitted into three quarters of the queue's
+	// limits, so that the rest is kept for replies and the application's
+	// frames (the history pages a resynced client asks for).
+	Resync bool
+	// MaxLag bounds, under Resync, how long a session may keep
+	// overflowing: one whose queue has not drained since its first resync
+	// for longer than this is closed with CloseTryAgainLater (default 1
+	// minute).
+	MaxLag time.Duration
+
+	// roomMessages and roomBytes are the limits room traffic is admitted
+	// under (withDefaults).
+	roomMessages uint64
+	roomBytes    int64
 }
 
 // Default limits.
@@ -39,6 +56,7 @@ const (
 	DefaultMaxQueuedMessages = 1024
 	DefaultMaxQueuedBytes    = 4 << 20
 	DefaultWriteTimeout      = 10 * time.Second
+	DefaultMaxLag            = time.Minute
 )
 
 func (o Options) withDefaults() *Options {
@@ -50,6 +68,14 @@ func (o Options) withDefaults() *Options {
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.MaxLag <= 0 {
+		o.MaxLag = DefaultMaxLag
+	}
+	o.roomMessages, o.roomBytes = uint64(o.MaxQueuedMessages), int64(o.MaxQueuedBytes)
+	if o.Resync {
+		o.roomMessages -= o.roomMessages / 4
+		o.roomBytes -= o.roomBytes / 4
 	}
 	return &o
 }

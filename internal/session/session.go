@@ -78,6 +78,11 @@ type Session struct {
 
 	identity atomic.Pointer[string]
 
+	// lagSince is when, under Options.Resync, the session's room traffic
+	// first overflowed since its queue last drained (UnixNano; 0: not
+	// behind). See resync.go.
+	lagSince atomic.Int64
+
 	valuesMu sync.Mutex
 	values   map[any]any
 
@@ -176,8 +181,10 @@ func (s *Session) Send(typ string, payload any) error {
 // queue limits and posts it to the session actor's mailbox.
 func SendFrame(s *Session, f Frame) error { return SendShared(s, &Shared{frame: f}) }
 
-// SendShared is SendFrame for a frame prepared once with Share and queued
-// on many sessions.
+// SendShared is SendFrame for a frame prepared once with Share (or
+// ShareRoom) and queued on many sessions. Under Options.Resync, room
+// traffic that finds the queue full is not queued and returns ErrResynced:
+// the session stays open and its client is sent a room.resync.
 func SendShared(s *Session, sh *Shared) error {
 	n := int64(len(sh.frame.Data))
 	// The bytes are added first and taken back if the frame is refused, so
@@ -193,9 +200,17 @@ func SendShared(s *Session, sh *Shared) error {
 		// when nothing else is queued, so that the limit cannot wedge a
 		// session.
 		queued := w & countMask
-		if queued >= uint64(s.opts.MaxQueuedMessages) || (queued > 0 && total > int64(s.opts.MaxQueuedBytes)) {
+		maxN, maxBytes := uint64(s.opts.MaxQueuedMessages), int64(s.opts.MaxQueuedBytes)
+		if sh.room != "" {
+			maxN, maxBytes = s.opts.roomMessages, s.opts.roomBytes
+		}
+		if queued >= maxN || (queued > 0 && total > maxBytes) {
 			s.queuedBytes.Add(-n)
-			s.overflow()
+			if sh.room != "" && s.opts.Resync {
+				s.gap(sh)
+				return ErrResynced
+			}
+			s.overflow(overflowReason)
 			return ErrSlowConsumer
 		}
 		if s.state.CompareAndSwap(w, w+1) {
@@ -249,10 +264,11 @@ func (s *Session) CloseCode() int {
 // QueueLen returns how many frames are accepted and not yet written.
 func QueueLen(s *Session) int { return int(s.state.Load() & countMask) }
 
-// overflow closes a session whose queue is full and tells OnError, through
-// the actor so that the sender (often a room) never runs user callbacks.
-func (s *Session) overflow() {
-	if s.beginClose(CloseTryAgainLater, "slow consumer: outbound queue full", true, ErrSlowConsumer) {
+// overflow closes a session whose queue is full (or, under Resync, that
+// stayed behind too long) and tells OnError, through the actor so that the
+// sender (often a room) never runs user callbacks.
+func (s *Session) overflow(reason string) {
+	if s.beginClose(CloseTryAgainLater, reason, true, ErrSlowConsumer) {
 		s.sys.overflows.Add(1)
 	}
 }

@@ -17,8 +17,13 @@ type sessionActor struct {
 
 	queue      []Frame // accepted frames not yet handed to a writer
 	queueBytes int
-	closeSent  bool // the close frame's writer has been started
-	flushing   bool // a flush is in the mailbox
+	// Under Options.Resync: what each frame of queue is (tags[i] for
+	// queue[i]), and the rooms told to resync since their last frame was
+	// queued (see resync.go).
+	tags      []*Shared
+	resynced  map[string]struct{}
+	closeSent bool // the close frame's writer has been started
+	flushing  bool // a flush is in the mailbox
 }
 
 func (a *sessionActor) Receive(ctx actor.Context) {
@@ -42,6 +47,9 @@ func (a *sessionActor) Receive(ctx actor.Context) {
 	case *Shared:
 		a.queue = append(a.queue, m.frame)
 		a.queueBytes += len(m.frame.Data)
+		if s.opts.Resync {
+			a.tag(m)
+		}
 		if !a.flushing {
 			a.flushing = true
 			ctx.Send(ctx.Self(), flush{})
@@ -52,6 +60,8 @@ func (a *sessionActor) Receive(ctx actor.Context) {
 	case writerIdle:
 	case *writeFailed:
 		s.sys.SafeCall(func() { s.EmitError(m.err) })
+	case *gapNote:
+		a.resync(m)
 	case *closeReq:
 		if m.report != nil {
 			s.sys.SafeCall(func() { s.EmitError(m.report) })
@@ -80,6 +90,7 @@ func (a *sessionActor) pump() {
 		s.release(len(a.queue), a.queueBytes)
 		clear(a.queue)
 		a.queue, a.queueBytes = a.queue[:0], 0
+		a.untagAll()
 	}
 	if a.closeSent {
 		return
@@ -90,6 +101,7 @@ func (a *sessionActor) pump() {
 		}
 		batch, nbytes := a.queue, a.queueBytes
 		a.queue, a.queueBytes = nil, 0
+		a.untagAll()
 		s.sys.pool.Go(func() { s.write(batch, nbytes) })
 		return
 	}

@@ -34,6 +34,7 @@ type System struct {
 	framesOut atomic.Uint64
 	bytesOut  atomic.Uint64
 	overflows atomic.Uint64
+	resyncs   atomic.Uint64
 }
 
 // Sent returns how many frames and bytes sessions have written (a
@@ -42,6 +43,9 @@ func (sys *System) Sent() (frames, bytes uint64) { return sys.framesOut.Load(), 
 
 // Overflows returns how many sessions were closed as slow consumers.
 func (sys *System) Overflows() uint64 { return sys.overflows.Load() }
+
+// Resyncs returns how many room.resync frames sessions were sent.
+func (sys *System) Resyncs() uint64 { return sys.resyncs.Load() }
 
 // NewSystem creates an actor system whose own logging goes to logger, with
 // its informational chatter (start-up, dead letters) held back at Warn

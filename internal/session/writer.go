@@ -72,6 +72,7 @@ func (s *Session) write(batch []Frame, nbytes int) {
 		s.sys.bytesOut.Add(uint64(nbytes))
 	}
 	s.release(len(batch), nbytes)
+	s.caughtUp()
 	old := s.writerDone()
 	switch {
 	case report != nil:
