@@ -490,7 +490,7 @@ func (c *Client) dispatch(data []byte) {
 		return
 	}
 	switch env.Type {
-	case "room.joined", "room.message", "presence.diff", "room.left":
+	case "room.joined", "room.message", "presence.diff", "room.left", "room.resync":
 		if r := c.roomOfLocked(env.Payload); r != nil {
 			r.onEnvelopeLocked(&env)
 		}

@@ -82,6 +82,7 @@ type Room struct {
 	epoch     string
 	joining   *joinAttempt // a join in flight
 	recoverAt *Recover     // missed messages up to Seq are arriving
+	catch     *catchUp     // a resync in progress (resync.go)
 	leaving   int          // room.leave requests in flight
 	members   []Member
 	waiters   []chan joinResult
@@ -94,8 +95,9 @@ type Room struct {
 }
 
 type joinAttempt struct {
-	since  uint64
-	rejoin bool
+	since   uint64
+	rejoin  bool
+	refresh bool // for the member list alone, after a resync
 }
 
 type joinResult struct {
@@ -129,7 +131,9 @@ func (r *Room) OnMessage(fn func(Message)) { r.set(func() { r.onMessage = fn }) 
 func (r *Room) OnPresence(fn func(Presence)) { r.set(func() { r.onPresence = fn }) }
 
 // OnRecover sets the function told, after each rejoin that follows a
-// reconnect, whether every missed message was recovered.
+// reconnect and after each catch-up that follows a room.resync (the
+// server dropped messages this client did not read in time), whether
+// every missed message was recovered.
 func (r *Room) OnRecover(fn func(Recover)) { r.set(func() { r.onRecover = fn }) }
 
 // OnError sets the function told when a rejoin after a reconnect was
@@ -248,6 +252,7 @@ func (r *Room) Leave(ctx context.Context) error {
 	c.mu.Lock()
 	r.want = false
 	r.recoverAt = nil
+	r.endCatchUpLocked()
 	r.failWaitersLocked(ErrLeft)
 	if !r.joined && r.joining == nil {
 		r.members = nil
@@ -314,6 +319,13 @@ func (r *Room) joinFrameLocked(rejoin bool) outFrame {
 		if r.joining == att {
 			r.joining = nil
 		}
+		if att.refresh {
+			// A refresh refused leaves the membership as it is.
+			if err != nil {
+				r.onRefreshLocked(Joined{}, err)
+			}
+			return
+		}
 		if err == nil || errors.Is(err, ErrDisconnected) || errors.Is(err, ErrClosed) {
 			return
 		}
@@ -347,6 +359,7 @@ func (r *Room) onDisconnectLocked() {
 	r.joined = false
 	r.joining = nil
 	r.recoverAt = nil
+	r.endCatchUpLocked()
 }
 
 func (r *Room) onCloseLocked() {
@@ -377,6 +390,8 @@ func (r *Room) onEnvelopeLocked(env *envelope) {
 		if r.joined && json.Unmarshal(env.Payload, &p) == nil {
 			r.onPresenceLocked(p.Joins, p.Leaves)
 		}
+	case "room.resync":
+		r.onResyncLocked(env.Payload)
 	case "room.left":
 		var p struct {
 			Reason *string `json:"reason"`
@@ -388,6 +403,7 @@ func (r *Room) onEnvelopeLocked(env *envelope) {
 		}
 		r.joined = false
 		r.members = nil
+		r.endCatchUpLocked()
 	case "error", "reply":
 	default:
 		for _, h := range r.custom[env.Type] {
@@ -435,6 +451,10 @@ func (r *Room) onJoinedLocked(p Joined) {
 		return
 	}
 	att := r.joining
+	if att != nil && att.refresh {
+		r.onRefreshLocked(p, nil)
+		return
+	}
 	rejoin := att != nil && att.rejoin
 	r.joined = true
 	r.members = slices.Clone(p.Members)
@@ -483,6 +503,20 @@ func (r *Room) onMessageLocked(m Message) {
 	if r.hasSeq && m.Seq <= r.lastSeq {
 		return // seen already
 	}
+	if r.catch != nil {
+		if r.hasSeq && m.Seq > r.lastSeq+1 {
+			r.catch.hold(m)
+			return
+		}
+		r.deliverLocked(m)
+		r.drainLocked()
+		return
+	}
+	r.deliverLocked(m)
+}
+
+// deliverLocked hands m, the next message in order, to OnMessage.
+func (r *Room) deliverLocked(m Message) {
 	r.lastSeq, r.hasSeq = m.Seq, true
 	if fn := r.onMessage; fn != nil {
 		r.c.post(func() { fn(m) })

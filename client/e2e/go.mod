@@ -3,6 +3,7 @@ module github.com/troupehq/troupe/client/e2e
 go 1.26.8
 
 require (
+	github.com/prometheus/client_golang v1.25.0
 	github.com/troupehq/troupe v0.0.0-00010101000000-000000000000
 	github.com/troupehq/troupe/client v0.0.0-00010101000000-000000000000
 	go.uber.org/goleak v1.3.0
@@ -22,7 +23,6 @@ require (
 	github.com/lmittmann/tint v1.0.3 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/orcaman/concurrent-map v1.0.0 // indirect
-	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
