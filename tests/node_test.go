@@ -32,6 +32,10 @@ const nodeRunTimeout = 60 * time.Second
 // the history window are tested.
 const smallHistory = 5
 
+// resyncHistory is the history size of the server on which resyncs are
+// tested: it holds every message those tests publish.
+const resyncHistory = 10000
+
 // maxTestDelay caps test.delay, so that no handler outlives its test.
 const maxTestDelay = 5 * time.Second
 
@@ -192,7 +196,7 @@ func registerNodeHandlers(srv *troupe.Server, asks *sync.WaitGroup) {
 
 // startNodeServer starts a server with the room protocol on and the Node
 // tests' handlers.
-func startNodeServer(t *testing.T, cfg troupe.Config) *testServer {
+func startNodeServer(t *testing.T, cfg troupe.Config, opts ...serverOption) *testServer {
 	t.Helper()
 	cfg.RoomProtocol = true
 	cfg.NewRoomHandler = func(string) troupe.RoomHandler { return &nodeRoomLogic{} }
@@ -200,7 +204,7 @@ func startNodeServer(t *testing.T, cfg troupe.Config) *testServer {
 	// Cleanups run last in, first out: this one runs after startServer's
 	// has closed the server, and waits for questions still being asked.
 	t.Cleanup(asks.Wait)
-	h := startServer(t, cfg)
+	h := startServer(t, cfg, opts...)
 	registerNodeHandlers(h.srv, &asks)
 	return h
 }
@@ -227,12 +231,19 @@ func TestNode(t *testing.T) {
 		troupe.HandleRequest(h.srv, "test.node", func(*troupe.Context, json.RawMessage) (string, error) { return name, nil })
 		nodeURLs = append(nodeURLs, h.url)
 	}
+	// A server whose queues overflow soon, with small socket buffers and a
+	// long history: its slow members are resynced.
+	resync := startNodeServer(t, troupe.Config{
+		HistoryMessages: resyncHistory,
+		Settings:        troupe.Settings{MaxQueuedMessages: 128},
+	}, smallSendBuffers())
 	// The primary server behind a proxy that refuses WebSocket upgrades:
 	// clients there fall back to SSE and POST.
 	refusing := startRefusingProxy(t, primary.ts.URL)
 	env := append(os.Environ(),
 		"TROUPE_URL="+primary.url,
 		"TROUPE_REFUSING_URL="+"ws"+strings.TrimPrefix(refusing.URL, "http"),
+		"TROUPE_RESYNC_URL="+resync.url,
 		"TROUPE_SMALL_HISTORY_URL="+small.url,
 		"TROUPE_SMALL_HISTORY="+strconv.Itoa(smallHistory),
 		"TROUPE_CLUSTER_URLS="+strings.Join(nodeURLs, ","),

@@ -4,13 +4,14 @@
 //
 // It speaks Troupe's envelope protocol ({"type","payload","id"}) and its
 // built-in room protocol (room.join, room.publish, room.leave, room.history,
-// room.message, presence.diff), and it keeps a connection alive: heartbeats
-// with a deadline, reconnection with exponential backoff and jitter, and
-// rooms that rejoin with the last sequence number they saw, so that a
-// reconnect loses and repeats no message. Where a proxy refuses WebSocket
-// upgrades it falls back by itself to the server's HTTP fallback
-// (Server-Sent Events down, POST up), and moves back to a WebSocket once
-// one opens again.
+// room.message, presence.diff, room.resync), and it keeps a connection
+// alive: heartbeats with a deadline, reconnection with exponential backoff
+// and jitter, and rooms that rejoin with the last sequence number they saw,
+// so that a reconnect loses and repeats no message; a room the server
+// resyncs (it dropped messages this client did not read in time) catches
+// up from the history by itself. Where a proxy refuses WebSocket upgrades
+// it falls back by itself to the server's HTTP fallback (Server-Sent Events
+// down, POST up), and moves back to a WebSocket once one opens again.
 
 /** The subprotocol under which the server may pack several envelopes,
  * separated by newlines, into one frame. */
@@ -725,6 +726,7 @@ export class Room {
     this._joined = false; // room.joined arrived on this connection
     this._joining = null; // {since} while a join is in flight
     this._recoverAt = null; // {since, seq} while missed messages arrive
+    this._catch = null; // a resync's catch-up in progress (see _onResync)
     this._joinWaiters = [];
     this._configure(options);
   }
@@ -828,6 +830,7 @@ export class Room {
   async leave({ timeout } = {}) {
     this._want = false;
     this._recoverAt = null;
+    this._endCatchUp();
     const err = new TroupeError('left', `left room ${this.name}`);
     for (const w of this._joinWaiters.splice(0)) {
       clearTimeout(w.timer);
@@ -867,7 +870,7 @@ export class Room {
     return { room: this.name, seq: this._lastSeq, members: this.members, recovered: true };
   }
 
-  _sendJoin(rejoin) {
+  _sendJoin(rejoin, refresh = false) {
     const payload = { room: this.name };
     if (this.meta !== undefined) payload.meta = this.meta;
     const since = rejoin && this._lastSeq !== null ? this._lastSeq : null;
@@ -876,13 +879,18 @@ export class Room {
       // The room's incarnation: numbers from an earlier one mean nothing.
       if (this._epoch) payload.epoch = this._epoch;
     }
-    const joining = { since };
+    const joining = { since, refresh };
     this._joining = joining;
     this.client
       ._request('room.join', payload, {
         queue: false,
         onAnswer: (env, err) => {
           if (this._joining === joining) this._joining = null;
+          if (refresh) {
+            // A refresh refused leaves the membership as it is.
+            if (err) this._onRefresh(null, err);
+            return;
+          }
           if (!err || err.code === 'disconnected' || err.code === 'closed') return;
           // Refused (or timed out): the application is told and the room
           // is not rejoined again until join() is called.
@@ -906,6 +914,7 @@ export class Room {
     this._joined = false;
     this._joining = null;
     this._recoverAt = null;
+    this._endCatchUp();
   }
 
   _onClose(err) {
@@ -931,12 +940,16 @@ export class Room {
       case 'presence.diff':
         if (this._joined) this._onPresence(p);
         break;
+      case 'room.resync':
+        this._onResync(p);
+        break;
       case 'room.left':
         // With a reason, the server removed this member (its room's
         // logic kept failing): not rejoined until join() is called.
         if (p && p.reason !== undefined) this._want = false;
         this._joined = false;
         this._members = [];
+        this._endCatchUp();
         this._events.emit('left', p);
         break;
       default:
@@ -957,6 +970,10 @@ export class Room {
       if (this._leaving === 0) {
         this.client._request('room.leave', { room: this.name }, { queue: false }).catch(() => {});
       }
+      return;
+    }
+    if (this._joining && this._joining.refresh) {
+      this._onRefresh(p, null);
       return;
     }
     const since = this._joining ? this._joining.since : null;
@@ -988,6 +1005,21 @@ export class Room {
   _onMessage(p) {
     if (!this._joined || typeof p.seq !== 'number') return;
     if (this._lastSeq !== null && p.seq <= this._lastSeq) return; // seen already
+    const cu = this._catch;
+    if (cu) {
+      if (this._lastSeq !== null && p.seq > this._lastSeq + 1) {
+        cu.hold(p);
+        return;
+      }
+      this._deliver(p);
+      this._drain();
+      return;
+    }
+    this._deliver(p);
+  }
+
+  // _deliver hands p, the next message in order, to the application.
+  _deliver(p) {
     this._lastSeq = p.seq;
     this._events.emit('message', p);
     const r = this._recoverAt;
@@ -995,6 +1027,153 @@ export class Room {
       this._recoverAt = null;
       this._events.emit('recover', { recovered: true, since: r.since, seq: r.seq });
     }
+  }
+
+  // Resync: a server whose queue for this client overflowed with the
+  // room's traffic drops it and sends room.resync {room, seq}, seq being
+  // the last message it wrote before the gap. The room then catches up
+  // from the history, a page at a time, while new messages keep coming:
+  // those that cannot be delivered yet are held (at most MAX_HELD; beyond
+  // that they are read from the history too), so that "message" still
+  // sees every message once, in order, without a disconnect. Once caught
+  // up, "recover" tells whether everything was recovered (false: part of
+  // the gap had left the history; what follows it still comes), and the
+  // member list is fetched again with a join, since presence.diffs may
+  // have been dropped too.
+  _onResync(p) {
+    if (!this._joined || this._lastSeq === null || typeof p.seq !== 'number') return;
+    let cu = this._catch;
+    if (!cu) {
+      cu = new CatchUp(this._lastSeq);
+      this._catch = cu;
+    }
+    if (cu.fetching) {
+      cu.again = true;
+      return;
+    }
+    this._fetch();
+  }
+
+  // _drain delivers the held messages that are next in order.
+  _drain() {
+    const cu = this._catch;
+    let i = 0;
+    for (; i < cu.held.length; i++) {
+      const m = cu.held[i];
+      if (m.seq <= this._lastSeq) continue;
+      if (m.seq !== this._lastSeq + 1) break;
+      this._deliver(m);
+    }
+    cu.held.splice(0, i);
+  }
+
+  // _fetch asks for the next page of the gap: the messages after lastSeq,
+  // up to the first one held.
+  _fetch() {
+    const cu = this._catch;
+    const from = this._lastSeq + 1;
+    let before = from + PAGE_SIZE;
+    if (cu.held.length > 0) before = Math.min(before, cu.held[0].seq);
+    cu.fetching = true;
+    cu.again = false;
+    this.client
+      ._request(
+        'room.history',
+        { room: this.name, before, limit: before - from },
+        { timeout: PAGE_TIMEOUT, queue: false, onAnswer: (env, err) => this._onPage(cu, from, before, env, err) },
+      )
+      .catch(() => {});
+  }
+
+  _onPage(cu, from, before, env, err) {
+    if (this._catch !== cu) return;
+    cu.fetching = false;
+    if (err) {
+      if (err.code === 'disconnected' || err.code === 'closed') return; // the rejoin resumes
+      if (err.code === 'not_member') {
+        this._catch = null;
+        return;
+      }
+      // rate_limited, unavailable, a lost answer: ask again shortly.
+      cu.timer = setTimeout(() => {
+        cu.timer = null;
+        if (this._catch === cu && !cu.fetching && this.client._state === 'open') this._fetch();
+      }, PAGE_RETRY);
+      return;
+    }
+    const messages = (env.payload && Array.isArray(env.payload.messages) && env.payload.messages) || [];
+    let got = false;
+    for (const m of messages) {
+      if (!m || typeof m.seq !== 'number' || m.seq <= this._lastSeq || m.seq >= before) continue;
+      if (m.seq !== this._lastSeq + 1) cu.lost = true; // the gap's start left the history
+      this._deliver(m);
+      got = true;
+    }
+    if (!got) {
+      // Nothing of the page is left: skip it if more is known to follow.
+      if (cu.held.length > 0) {
+        cu.lost = true;
+        this._lastSeq = cu.held[0].seq - 1;
+      } else if (cu.high >= from) {
+        cu.lost = true;
+        this._lastSeq = Math.min(cu.high, before - 1);
+      }
+    }
+    this._drain();
+    const full = this._lastSeq === before - 1 && before === from + PAGE_SIZE;
+    if (cu.again || full || cu.held.length > 0 || this._lastSeq < cu.high) {
+      this._fetch();
+      return;
+    }
+    // The history has nothing more: that is the room's end, unless the
+    // gap's end left the history too. The room.joined of a refresh says
+    // where the room is, and every message up to there reaches this client
+    // before it (or a room.resync does).
+    if (!cu.confirming) this._refresh(cu);
+  }
+
+  // _refresh asks for the member list and the room's seq again: a join of
+  // a member answers room.joined with them and changes nothing else.
+  _refresh(cu) {
+    if (this._joining) {
+      this._finishCatchUp(cu); // a join is on its way: it says all of that
+      return;
+    }
+    cu.confirming = true;
+    this._sendJoin(false, true);
+  }
+
+  _onRefresh(p, err) {
+    if (!err) {
+      this._members = Array.isArray(p.members) ? p.members.map((m) => ({ ...m })) : [];
+      this._events.emit('presence', this.members, { joins: this.members, leaves: [], reset: true });
+    }
+    const cu = this._catch;
+    if (!cu || !cu.confirming) return;
+    cu.confirming = false;
+    if (!err && typeof p.seq === 'number') cu.high = Math.max(cu.high, p.seq);
+    if (cu.fetching) return; // the page's answer goes on from here
+    this._drain();
+    if (cu.again || cu.held.length > 0 || this._lastSeq < cu.high) {
+      this._fetch();
+      return;
+    }
+    this._finishCatchUp(cu);
+  }
+
+  _finishCatchUp(cu) {
+    this._catch = null;
+    this._events.emit('recover', { recovered: !cu.lost, since: cu.since, seq: this._lastSeq });
+  }
+
+  // _endCatchUp abandons a catch-up (the connection ended, or the room was
+  // left); a gap found lost is still reported.
+  _endCatchUp() {
+    const cu = this._catch;
+    if (!cu) return;
+    this._catch = null;
+    clearTimeout(cu.timer);
+    if (cu.lost) this._events.emit('recover', { recovered: false, since: cu.since, seq: this._lastSeq });
   }
 
   // Presence is a multiset: several sessions can share one identity. Joins
@@ -1010,6 +1189,38 @@ export class Room {
       if (i >= 0) this._members.splice(i, 1);
     }
     this._events.emit('presence', this.members, { joins, leaves });
+  }
+}
+
+// Bounds of a resync's catch-up: the live messages held while the history
+// is read, the messages one room.history page asks for (small enough that
+// a slow link takes a page well within the server's write timeout), how
+// long a page may take (an answer can be lost to the server's rate limit,
+// which answers without the request's id) and the wait before asking again
+// for a page that was refused.
+const MAX_HELD = 1000;
+const PAGE_SIZE = 200;
+const PAGE_TIMEOUT = 30000;
+const PAGE_RETRY = 250;
+
+// CatchUp is a resync in progress.
+class CatchUp {
+  constructor(since) {
+    this.since = since; // lastSeq when it began
+    this.held = []; // live messages beyond lastSeq + 1, ascending
+    this.high = 0; // the newest seq seen live
+    this.again = false; // a room.resync came while a page was asked for
+    this.fetching = false;
+    this.lost = false; // part of the gap was no longer in the history
+    this.confirming = false; // a refresh asks the room where it is
+    this.timer = null;
+  }
+
+  hold(m) {
+    this.high = Math.max(this.high, m.seq);
+    const n = this.held.length;
+    if (n >= MAX_HELD || (n > 0 && m.seq <= this.held[n - 1].seq)) return; // read from the history instead
+    this.held.push(m);
   }
 }
 

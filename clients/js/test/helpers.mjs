@@ -200,3 +200,62 @@ export async function startProxy(t, target = serverURL()) {
   t.after(() => proxy.close());
   return proxy;
 }
+
+/**
+ * A TCP proxy on 127.0.0.1 that forwards what the server sends at most
+ * `rate` bytes a second, in 1 KiB slices, reading from the server only as
+ * fast as it forwards: a client on a slow link. unthrottle() lifts the
+ * limit (the link recovers).
+ */
+export async function startThrottledProxy(t, target, rate) {
+  const u = new URL(target);
+  const sockets = new Set();
+  let limit = rate;
+  const server = net.createServer((down) => {
+    const up = net.connect(Number(u.port), u.hostname);
+    sockets.add(down).add(up);
+    const end = () => {
+      down.destroy();
+      up.destroy();
+    };
+    for (const s of [down, up]) {
+      s.on('error', end);
+      s.on('close', end);
+    }
+    down.pipe(up);
+    // Server to client: pause the server's side while a chunk drips out.
+    up.on('data', (chunk) => {
+      if (!limit) {
+        down.write(chunk);
+        return;
+      }
+      up.pause();
+      let off = 0;
+      const drip = () => {
+        if (down.destroyed) return;
+        const n = limit ? Math.min(1024, chunk.length - off) : chunk.length - off;
+        down.write(chunk.subarray(off, off + n));
+        off += n;
+        if (off >= chunk.length) {
+          up.resume();
+          return;
+        }
+        setTimeout(drip, limit ? (n / limit) * 1000 : 0);
+      };
+      drip();
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const proxy = {
+    url: `ws://127.0.0.1:${server.address().port}${u.pathname}${u.search}`,
+    unthrottle() {
+      limit = 0;
+    },
+    close() {
+      for (const s of sockets) s.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+  t.after(() => proxy.close());
+  return proxy;
+}

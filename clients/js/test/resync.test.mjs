@@ -1,0 +1,137 @@
+// Resync instead of cut-off: a member too slow for its room is sent
+// room.resync instead of being closed, and its room catches up from the
+// history by itself (see helpers.mjs for the servers).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Client } from '../troupe.js';
+import { collect, newClient, range, serverURL, startThrottledProxy, unique, WAIT } from './helpers.mjs';
+
+test('a member reading 10 KB/s in a room of 2,000 messages a second is resynced, not cut off, and gets every message once, in order', async (t) => {
+  const url = serverURL('TROUPE_RESYNC_URL');
+  const proxy = await startThrottledProxy(t, url, 10 * 1024);
+  const name = unique('resync');
+  const slow = newClient(t, { pingInterval: 0 }, proxy.url);
+  const pub = newClient(t, {}, url);
+  let disconnects = 0;
+  slow.onStatus('disconnected', () => disconnects++);
+  let resyncs = 0;
+  slow.on('room.resync', () => resyncs++);
+  const slowRoom = slow.room(name);
+  const recovers = [];
+  slowRoom.on('recover', (r) => recovers.push(r));
+  const slowGot = collect(slowRoom);
+  const pubRoom = pub.room(name);
+  const pubGot = collect(pubRoom);
+  await slowRoom.join();
+  await pubRoom.join();
+
+  // 2,000 a second for two seconds, not acknowledged: the publisher waits
+  // on nothing.
+  const total = 4000;
+  for (let sent = 0; sent < total; ) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    for (let i = 0; i < 20; i++) pub.send('room.publish', { room: name, body: sent++ });
+  }
+  await pubGot.wait(total);
+  assert.deepEqual(
+    pubGot.messages.map((m) => m.seq),
+    range(1, total),
+  );
+  const whileSlow = slowGot.messages.length;
+  proxy.unthrottle();
+  await slowGot.wait(total);
+  // The last recover comes right after the last message (the refresh that
+  // confirms the room's end answers at once).
+  const deadline = Date.now() + WAIT;
+  while (!recovers.some((r) => r.seq === total) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+
+  assert.deepEqual(
+    slowGot.messages.map((m) => m.seq),
+    range(1, total),
+  );
+  assert.deepEqual(
+    slowGot.messages.map((m) => m.body),
+    range(0, total - 1),
+  );
+  assert.equal(disconnects, 0, 'the slow member was disconnected');
+  assert.ok(resyncs >= 1, `no room.resync reached the slow member (it got ${whileSlow} messages while slow)`);
+  assert.ok(recovers.length >= 1 && recovers.every((r) => r.recovered), `recover events ${JSON.stringify(recovers)}`);
+  assert.equal(recovers.at(-1).seq, total);
+  assert.equal(slowRoom.members.length, 2, 'the member list after the refresh');
+});
+
+test('a gap that left the history is reported as not recovered, and what follows it comes once, in order', async (t) => {
+  // A scripted server: this checks the catch-up's bookkeeping alone.
+  const sockets = [];
+  class FakeSocket {
+    constructor() {
+      this.readyState = 0;
+      this.protocol = 'ndjson';
+      this.sent = [];
+      sockets.push(this);
+      queueMicrotask(() => {
+        this.readyState = 1;
+        this.onopen();
+      });
+    }
+    send(data) {
+      this.sent.push(JSON.parse(data));
+    }
+    close(code, reason) {
+      this.readyState = 3;
+      queueMicrotask(() => this.onclose({ code, reason }));
+    }
+    push(...envs) {
+      this.onmessage({ data: envs.map((e) => JSON.stringify(e)).join('\n') });
+    }
+    last(type) {
+      return this.sent.filter((f) => f.type === type).at(-1);
+    }
+  }
+  const client = new Client('ws://scripted.invalid/ws', { WebSocket: FakeSocket, pingInterval: 0 });
+  t.after(() => client.close());
+  const room = client.room('r');
+  const joined = room.join();
+  await client.connect();
+  const ws = sockets[0];
+  const seen = [];
+  const recovers = [];
+  const lists = [];
+  room.on('message', (m) => seen.push(m.seq));
+  room.on('recover', (r) => recovers.push(r));
+  room.on('presence', (members) => lists.push(members.map((m) => m.id)));
+  const msg = (seq) => ({ type: 'room.message', payload: { room: 'r', seq, from: 'x', body: seq } });
+  ws.push({ type: 'room.joined', id: ws.last('room.join').id, payload: { room: 'r', seq: 3, members: [{ id: 'a' }], recovered: false } });
+  await joined;
+  ws.push(msg(4), { type: 'room.resync', payload: { room: 'r', seq: 4 } }, msg(9), msg(10));
+  // The gap is asked for from the history at once; what comes meanwhile
+  // is held.
+  const page = ws.last('room.history');
+  assert.deepEqual(page.payload, { room: 'r', before: 205, limit: 200 });
+  assert.deepEqual(seen, [4]);
+  // 5 and 6 have left the history.
+  ws.push({ type: 'room.history', id: page.id, payload: { room: 'r', messages: [msg(7).payload, msg(8).payload] } });
+  assert.deepEqual(seen, [4, 7, 8, 9, 10]);
+  // Then the room's end is confirmed by a join that refreshes the members;
+  // it says 12, so 11 and 12 are asked for.
+  const refresh = ws.last('room.join');
+  assert.equal(refresh.payload.since, undefined);
+  ws.push({ type: 'room.joined', id: refresh.id, payload: { room: 'r', seq: 12, members: [{ id: 'a' }, { id: 'b' }], recovered: false } });
+  assert.deepEqual(lists.at(-1), ['a', 'b']);
+  assert.equal(recovers.length, 0, 'recover before the catch-up ended');
+  const next = ws.last('room.history');
+  assert.deepEqual(next.payload, { room: 'r', before: 211, limit: 200 });
+  ws.push(msg(11), { type: 'room.history', id: next.id, payload: { room: 'r', messages: [msg(11).payload, msg(12).payload] } });
+  assert.deepEqual(seen, [4, 7, 8, 9, 10, 11, 12]);
+  const confirm = ws.last('room.join');
+  assert.notEqual(confirm.id, refresh.id);
+  ws.push({ type: 'room.joined', id: confirm.id, payload: { room: 'r', seq: 12, members: [{ id: 'a' }, { id: 'b' }], recovered: false } });
+  assert.deepEqual(recovers, [{ recovered: false, since: 4, seq: 12 }]);
+  ws.push(msg(13));
+  assert.deepEqual(seen, [4, 7, 8, 9, 10, 11, 12, 13]);
+  assert.equal(room.lastSeq, 13);
+  await client.close();
+});
