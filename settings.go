@@ -206,7 +206,7 @@ func settingsFromLookup(lookup func(string) (string, bool)) (Settings, error) {
 	}
 	if v, ok := lookup(envOverflowPolicy); ok && err == nil {
 		s.OverflowPolicy = strings.TrimSpace(v)
-		if e := checkOverflowPolicy(s.OverflowPolicy); e != nil {
+		if s.OverflowPolicy != overflowResync && s.OverflowPolicy != overflowClose {
 			err = fmt.Errorf("troupe: %s=%q: want %q or %q", envOverflowPolicy, v, overflowResync, overflowClose)
 		}
 	}

@@ -85,6 +85,9 @@ func TestSettingsDefaults(t *testing.T) {
 	if c.RateLimit != 100 || c.RateBurst != 200 {
 		t.Errorf("RateLimit, RateBurst = %v, %d; want 100, 200", c.RateLimit, c.RateBurst)
 	}
+	if c.OverflowPolicy != "resync" || c.MaxLag != time.Minute {
+		t.Errorf("OverflowPolicy, MaxLag = %q, %v; want resync, 1m", c.OverflowPolicy, c.MaxLag)
+	}
 	if c.Logger == nil {
 		t.Error("Logger is nil; the defaults should provide one")
 	}
@@ -213,6 +216,30 @@ func TestSettingsFromLookupLimits(t *testing.T) {
 	}
 }
 
+// TestSettingsFromLookupOverflow checks the overflow policy's variables,
+// and that a policy the server does not know is refused, from the
+// environment and in Settings.
+func TestSettingsFromLookupOverflow(t *testing.T) {
+	s := mustLoad(t, map[string]string{"WEBSOCKET_OVERFLOW_POLICY": " close ", "WEBSOCKET_MAX_LAG": "90s"})
+	if s.OverflowPolicy != "close" || s.MaxLag != 90*time.Second {
+		t.Errorf("OverflowPolicy, MaxLag = %q, %v; want close, 90s", s.OverflowPolicy, s.MaxLag)
+	}
+	if c := inEffect(t, Config{Settings: s}); c.OverflowPolicy != "close" || c.MaxLag != 90*time.Second {
+		t.Errorf("a server built from them runs with %q, %v", c.OverflowPolicy, c.MaxLag)
+	}
+	for _, v := range []string{"drop", "", "Resync"} {
+		if _, err := settingsFromLookup(lookup(map[string]string{"WEBSOCKET_OVERFLOW_POLICY": v})); err == nil || !strings.Contains(err.Error(), "WEBSOCKET_OVERFLOW_POLICY") {
+			t.Errorf("WEBSOCKET_OVERFLOW_POLICY=%q: error %v, want one naming the variable", v, err)
+		}
+	}
+	if _, err := New(Config{Settings: Settings{OverflowPolicy: "drop"}}); err == nil || !strings.Contains(err.Error(), "OverflowPolicy") {
+		t.Errorf("New with OverflowPolicy drop: error %v, want one naming the field", err)
+	}
+	if _, err := New(Config{Settings: Settings{MaxLag: -time.Second}}); err == nil || !strings.Contains(err.Error(), "MaxLag") {
+		t.Errorf("New with a negative MaxLag: error %v, want one naming the field", err)
+	}
+}
+
 // TestSettingsFromLookupRateLimitZeroIsNoLimit checks that
 // WEBSOCKET_RATE_LIMIT=0 turns the limit off: Settings spell that as a
 // negative RateLimit (zero would mean "use the default" and turn it back
@@ -233,7 +260,7 @@ func TestSettingsFromLookupRateLimitZeroIsNoLimit(t *testing.T) {
 func TestSettingsFromLookupRejectsMalformedValues(t *testing.T) {
 	durations := []string{
 		"WEBSOCKET_PING_INTERVAL", "WEBSOCKET_PONG_TIMEOUT",
-		"WEBSOCKET_IDLE_TIMEOUT", "WEBSOCKET_WRITE_TIMEOUT",
+		"WEBSOCKET_IDLE_TIMEOUT", "WEBSOCKET_WRITE_TIMEOUT", "WEBSOCKET_MAX_LAG",
 	}
 	integers := []string{
 		"WEBSOCKET_MAX_MESSAGE_SIZE", "WEBSOCKET_SEND_QUEUE_MESSAGES", "WEBSOCKET_SEND_QUEUE_BYTES",

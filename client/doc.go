@@ -14,6 +14,11 @@
 //   - Rooms that resume: after a reconnect, to any node, every joined room
 //     rejoins with since and epoch, receives what it missed, drops what it
 //     has seen, and reports whether it recovered everything.
+//   - Rooms that are not cut off when the client is too slow for them: a
+//     room.resync from the server (it dropped messages this client did not
+//     read in time) starts a catch-up from the room's history, while new
+//     messages are held (bounded), so OnMessage still sees every message
+//     once, in order, without a reconnect.
 //
 // A minimal program:
 //

@@ -94,6 +94,12 @@ func (c Config) withDefaults() Config {
 	if c.StreamResumeWindow == 0 {
 		c.StreamResumeWindow = defaultResumeWindow
 	}
+	if c.OverflowPolicy == "" {
+		c.OverflowPolicy = "resync"
+	}
+	if c.MaxLag == 0 {
+		c.MaxLag = session.DefaultMaxLag
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
