@@ -319,11 +319,12 @@ func (c *Client) serve(conn Conn, url string) (error, bool) {
 	c.firstOnce.Do(func() { close(c.first) })
 
 	var delivered atomic.Bool
+	var lastRead atomic.Int64 // UnixNano of the last message read
 	var wg sync.WaitGroup
-	wg.Go(func() { c.read(conn, stop, &delivered) })
+	wg.Go(func() { c.read(conn, stop, &delivered, &lastRead) })
 	wg.Go(func() { c.write(connCtx, conn, stop) })
 	if c.opts.PingInterval > 0 {
-		wg.Go(func() { c.heartbeat(connCtx, conn, stop) })
+		wg.Go(func() { c.heartbeat(connCtx, conn, stop, &lastRead) })
 	}
 	<-connCtx.Done()
 	cause := context.Cause(connCtx)
@@ -352,7 +353,7 @@ func (c *Client) serve(conn Conn, url string) (error, bool) {
 }
 
 // read hands every envelope to dispatch until the connection ends.
-func (c *Client) read(conn Conn, stop context.CancelCauseFunc, delivered *atomic.Bool) {
+func (c *Client) read(conn Conn, stop context.CancelCauseFunc, delivered *atomic.Bool, lastRead *atomic.Int64) {
 	for {
 		// Not connCtx: cancelling a read would cut the connection, and Close
 		// wants a close handshake; closing the connection ends the read.
@@ -365,6 +366,7 @@ func (c *Client) read(conn Conn, stop context.CancelCauseFunc, delivered *atomic
 		// time (counting an open alone would hammer a server that accepts
 		// and at once closes).
 		delivered.Store(true)
+		lastRead.Store(time.Now().UnixNano())
 		if !conn.Batched() {
 			c.dispatch(msg)
 			continue
@@ -420,8 +422,10 @@ func (c *Client) write(ctx context.Context, conn Conn, stop context.CancelCauseF
 }
 
 // heartbeat sends a "ping" every PingInterval and drops the connection
-// when its "pong" does not come within PongTimeout.
-func (c *Client) heartbeat(ctx context.Context, conn Conn, stop context.CancelCauseFunc) {
+// when its "pong" does not come within PongTimeout and nothing else came
+// either: on a slow link the pong waits behind what the server queued
+// before it, and what keeps arriving shows that the connection lives.
+func (c *Client) heartbeat(ctx context.Context, conn Conn, stop context.CancelCauseFunc, lastRead *atomic.Int64) {
 	t := time.NewTicker(c.opts.PingInterval)
 	defer t.Stop()
 	for {
@@ -442,14 +446,7 @@ func (c *Client) heartbeat(ctx context.Context, conn Conn, stop context.CancelCa
 		c.out = append(c.out, outFrame{data: data, id: id})
 		c.wakeWriterLocked()
 		c.mu.Unlock()
-		timer := time.NewTimer(c.opts.PongTimeout)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return
-		case <-p.done:
-			timer.Stop()
-		case <-timer.C:
+		if !c.awaitPong(ctx, p, lastRead) {
 			c.mu.Lock()
 			if c.pending[id] == p {
 				delete(c.pending, id)
@@ -457,6 +454,27 @@ func (c *Client) heartbeat(ctx context.Context, conn Conn, stop context.CancelCa
 			c.mu.Unlock()
 			stop(ErrPongTimeout)
 			return
+		}
+	}
+}
+
+// awaitPong waits for the pong p, and reports false if PongTimeout passed
+// without it and without any other message.
+func (c *Client) awaitPong(ctx context.Context, p *pending, lastRead *atomic.Int64) bool {
+	timer := time.NewTimer(c.opts.PongTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return true // the connection is ending anyway
+		case <-p.done:
+			return true
+		case <-timer.C:
+			quiet := time.Since(time.Unix(0, lastRead.Load()))
+			if quiet >= c.opts.PongTimeout {
+				return false
+			}
+			timer.Reset(c.opts.PongTimeout - quiet)
 		}
 	}
 }

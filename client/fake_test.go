@@ -265,6 +265,40 @@ func TestHeartbeatDropsADeadConnection(t *testing.T) {
 	}
 }
 
+// TestHeartbeatWaitsWhileMessagesArrive checks that a pong late behind
+// other messages (a slow link, where the pong queues behind them) does not
+// drop a connection over which messages keep arriving, and that the same
+// connection is dropped once they stop and no pong comes.
+func TestHeartbeatWaitsWhileMessagesArrive(t *testing.T) {
+	const pongTimeout = 100 * time.Millisecond
+	fs := newFakeServer(t, false)
+	statuses := make(chan Status, 16)
+	dialFake(t, fs, &Options{
+		PingInterval: 20 * time.Millisecond, PongTimeout: pongTimeout,
+		MinDelay: time.Millisecond, MaxDelay: 10 * time.Millisecond,
+		OnStatus: func(s Status) { statuses <- s },
+	})
+	fc := fs.accept(t)
+	fc.expect("ping")
+	// Messages for five pong timeouts, and no pong.
+	deadline := time.Now().Add(5 * pongTimeout)
+	for time.Now().Before(deadline) {
+		fc.send(`{"type":"tick","payload":{}}`)
+		time.Sleep(pongTimeout / 5)
+	}
+	if s := recv(t, statuses, "a status"); s.State != Connected {
+		t.Fatalf("status %+v, want connected", s)
+	}
+	select {
+	case s := <-statuses:
+		t.Fatalf("status %+v while messages kept arriving, want none", s)
+	default:
+	}
+	if s := recv(t, statuses, "a status"); s.State != Disconnected || s.Err != ErrPongTimeout {
+		t.Fatalf("status %+v once the server went silent, want disconnected by the pong timeout", s)
+	}
+}
+
 func TestBackoffGrowsToTheCapWithFullJitter(t *testing.T) {
 	one := func() float64 { return 0.999999 }
 	zero := func() float64 { return 0 }

@@ -23,9 +23,11 @@ type Options struct {
 	// server's IdleTimeout (60 s by default): the pings are what keep a
 	// client that only listens from being closed as idle.
 	PingInterval time.Duration
-	// PongTimeout is how long a ping may wait for its pong before the
-	// connection counts as dead and is dropped (default 10 s): a half-open
-	// TCP connection looks open for minutes.
+	// PongTimeout is how long a ping may wait for its pong, while nothing
+	// else arrives either, before the connection counts as dead and is
+	// dropped (default 10 s): a half-open TCP connection looks open for
+	// minutes. Messages that keep arriving extend the wait, since on a slow
+	// link the pong comes behind them.
 	PongTimeout time.Duration
 
 	// ConnectTimeout bounds one connection attempt (default 10 s).

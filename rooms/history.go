@@ -1,6 +1,9 @@
 package rooms
 
-import "unsafe"
+import (
+	"sort"
+	"unsafe"
+)
 
 // Entry is one room message kept in history: its sequence number and its
 // room.message payload, already encoded.
@@ -158,9 +161,10 @@ func (h *memoryHistory) Before(before uint64, limit int) []Entry {
 	}
 	end := h.n // entries [start, end) are below before
 	if before > 0 {
-		for end > 0 && h.at(end-1).Seq >= before {
-			end--
-		}
+		// Entries ascend by seq: a binary search, so that paging through
+		// a long history from its start (a resync's catch-up) costs
+		// log n per page, not n.
+		end = sort.Search(h.n, func(i int) bool { return h.at(i).Seq >= before })
 	}
 	start := max(end-limit, 0)
 	out := make([]Entry, 0, end-start)

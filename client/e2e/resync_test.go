@@ -264,9 +264,11 @@ func TestSlowReaderResyncs(t *testing.T) {
 	slow.mu.Lock()
 	slowGot := len(slow.seqs)
 	slow.mu.Unlock()
-	// The link recovers: the slow member catches up from the history.
+	// The link recovers: the slow member catches up from the history (a
+	// page at a time over small socket buffers, so at some thousands of
+	// messages a second).
 	g.throttle.Store(0)
-	g.waitLast(t, "slow", uint64(total), wait+*resyncFor)
+	g.waitLast(t, "slow", uint64(total), wait+2**resyncFor)
 
 	for name, l := range g.logs {
 		l.check(t, name, 0, uint64(total))

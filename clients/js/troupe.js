@@ -162,6 +162,7 @@ export class Client {
     this._waiters = []; // connect() promises
     this._timers = { reconnect: null, connect: null, ping: null, upgrade: null };
     this._pingKey = null;
+    this._lastFrameAt = 0; // when the last frame arrived (ms)
   }
 
   /** "idle", "connecting", "open", "reconnecting" (waiting to retry) or "closed". */
@@ -418,6 +419,7 @@ export class Client {
     };
     ws.onmessage = (ev) => {
       if (ws !== this._ws) return;
+      this._lastFrameAt = Date.now();
       if (!gotMessage) {
         // The server accepted and answered: back off from scratch next
         // time. (Resetting on open alone would hammer a server that
@@ -618,11 +620,20 @@ export class Client {
         },
       };
       this._pending.set(key, req);
-      req.timer = setTimeout(() => {
+      // No pong, and nothing else either, for pongTimeout: the path is
+      // dead. What keeps arriving extends the wait: on a slow link the
+      // pong comes behind it.
+      const expire = () => {
+        const quiet = Date.now() - this._lastFrameAt;
+        if (quiet < pongTimeout) {
+          req.timer = setTimeout(expire, pongTimeout - quiet);
+          return;
+        }
         this._pending.delete(key);
         if (this._pingKey === key) this._pingKey = null;
         this._abandon(ws, 'pong timeout');
-      }, pongTimeout);
+      };
+      req.timer = setTimeout(expire, pongTimeout);
       ws.send(encode('ping', { t: Date.now() }, id));
     }, pingInterval);
   }
