@@ -135,3 +135,43 @@ test('a gap that left the history is reported as not recovered, and what follows
   assert.equal(room.lastSeq, 13);
   await client.close();
 });
+
+test('on a slow link a pong late behind other frames does not drop the connection; silence does', async (t) => {
+  const sockets = [];
+  class FakeSocket {
+    constructor() {
+      this.readyState = 0;
+      this.protocol = '';
+      sockets.push(this);
+      queueMicrotask(() => {
+        this.readyState = 1;
+        this.onopen();
+      });
+    }
+    send() {}
+    close(code, reason) {
+      this.readyState = 3;
+      queueMicrotask(() => this.onclose && this.onclose({ code, reason }));
+    }
+    terminate() {
+      this.readyState = 3;
+    }
+  }
+  const pongTimeout = 100;
+  const client = new Client('ws://scripted.invalid/ws', { WebSocket: FakeSocket, pingInterval: 20, pongTimeout, minDelay: 10_000 });
+  t.after(() => client.close());
+  const lost = [];
+  client.onStatus('disconnected', (e) => lost.push(e));
+  await client.connect();
+  const ws = sockets[0];
+  // Frames for five pong timeouts, and no pong.
+  const until = Date.now() + 5 * pongTimeout;
+  while (Date.now() < until) {
+    ws.onmessage({ data: JSON.stringify({ type: 'tick', payload: {} }) });
+    await new Promise((resolve) => setTimeout(resolve, pongTimeout / 5));
+  }
+  assert.deepEqual(lost, [], 'dropped while frames kept arriving');
+  await new Promise((resolve) => setTimeout(resolve, 3 * pongTimeout));
+  assert.equal(lost.length, 1, 'not dropped once the server went silent');
+  assert.match(lost[0].reason, /pong timeout/);
+});
