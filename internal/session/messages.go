@@ -40,5 +40,7 @@ type flush struct{}
 type writerIdle struct{}
 
 // writeFailed is the writer's word that a write failed in a way OnError
-// should hear about (the session is already closing).
-type writeFailed struct{ err error }
+// should hear about (the session is already closing). The error itself
+// waits in Session.writeErr, for whichever of the actor and Finish takes
+// it first: Finish may stop the actor before it gets this message.
+type writeFailed struct{}

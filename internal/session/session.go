@@ -75,6 +75,9 @@ type Session struct {
 	// gone is set by Finish when it has to wait for a writer; the writer
 	// closes it as it leaves.
 	gone atomic.Pointer[chan struct{}]
+	// writeErr is a failed write's error for OnError, until the actor or
+	// Finish reports it (see writeFailed).
+	writeErr atomic.Pointer[error]
 
 	identity atomic.Pointer[string]
 
@@ -358,10 +361,20 @@ func Finish(s *Session, peerCode int, peerReason string) {
 	}
 	s.cancel()
 	s.sys.root.Stop(s.pid)
+	// The actor, stopped, may never get the writer's word: a failed
+	// write is reported here then, before OnClose.
+	s.reportWriteErr()
 	s.sys.sessions.Add(-1)
 	s.sys.sessionEnded(s)
 	if s.opts.OnClose != nil {
 		s.opts.OnClose(s, code, reason)
+	}
+}
+
+// reportWriteErr hands a failed write's error to OnError, once.
+func (s *Session) reportWriteErr() {
+	if p := s.writeErr.Swap(nil); p != nil {
+		s.sys.SafeCall(func() { s.EmitError(*p) })
 	}
 }
 

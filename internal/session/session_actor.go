@@ -59,7 +59,7 @@ func (a *sessionActor) Receive(ctx actor.Context) {
 		a.flushing = false
 	case writerIdle:
 	case *writeFailed:
-		s.sys.SafeCall(func() { s.EmitError(m.err) })
+		s.reportWriteErr()
 	case *gapNote:
 		a.resync(m)
 	case *closeReq:

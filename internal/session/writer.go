@@ -63,6 +63,9 @@ func (s *Session) write(batch []Frame, nbytes int) {
 			// reported by OnClose (1006). From the actor: a writer
 			// never runs user code (Finish may be waiting for it).
 			report = fmt.Errorf("troupe: write: %w", err)
+			// Kept before the writer is marked gone, so that a Finish
+			// waiting for this writer finds it.
+			s.writeErr.Store(&report)
 		}
 		s.beginClose(CloseAbnormal, "write failed", true, nil)
 		_ = s.conn.CloseNow()
@@ -76,7 +79,7 @@ func (s *Session) write(batch []Frame, nbytes int) {
 	old := s.writerDone()
 	switch {
 	case report != nil:
-		s.sys.root.Send(s.pid, &writeFailed{err: report})
+		s.sys.root.Send(s.pid, &writeFailed{})
 	case old&(pendingBit|closingBit) != 0 && old&finishedBit == 0:
 		s.sys.root.Send(s.pid, writerIdle{})
 	}
