@@ -121,6 +121,16 @@ type Config struct {
 	// every room in this process. It needs RoomProtocol. Close the
 	// backplane after Shutdown.
 	Backplane Backplane
+	// DedupeMessages bounds the message ids each room remembers so that a
+	// room.publish sent again with the same "mid" (a client resending what
+	// a dropped connection left unanswered) is not published twice: it is
+	// answered with the first one's seq. Each costs about 100 bytes plus
+	// the mid. Default 1000; it cannot be off (see DedupeWindow).
+	DedupeMessages int
+	// DedupeWindow is how long a room remembers a message id. A resend
+	// after it (or after DedupeMessages newer messages) is published
+	// again. Default 5 minutes; negative: off (mids are not remembered).
+	DedupeWindow time.Duration
 	// MaxMetaBytes bounds the meta a member sends with room.join. Default
 	// 1024; it cannot be off.
 	MaxMetaBytes int
@@ -158,6 +168,7 @@ func (c Config) Validate() error {
 		{"HistoryMessages", c.HistoryMessages},
 		{"HistoryBytes", c.HistoryBytes},
 		{"MaxMetaBytes", c.MaxMetaBytes},
+		{"DedupeMessages", c.DedupeMessages},
 	} {
 		if f.value < 0 {
 			return fmt.Errorf("troupe: Config.%s is negative; it cannot be off", f.name)

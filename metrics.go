@@ -37,6 +37,7 @@ type metrics struct {
 	queued, queueMax                            *prometheus.Desc
 	histBytes, histBudget, dormant, dormantMax  *prometheus.Desc
 	evicted, trims, trimmed                     *prometheus.Desc
+	duplicates, midsEvicted                     *prometheus.Desc
 }
 
 func newMetrics(srv *Server) *metrics {
@@ -76,6 +77,8 @@ func newMetrics(srv *Server) *metrics {
 		evicted:     d("rooms_evicted_total", "Dormant rooms forgotten before their retention ended, by reason (budget: HistoryBudget; limit: MaxDormantRooms).", "reason"),
 		trims:       d("history_trims_total", "Live room histories trimmed to stay within HistoryBudget."),
 		trimmed:     d("history_trimmed_bytes_total", "Bytes those trims freed."),
+		duplicates:  d("publish_duplicates_total", "room.publish messages not published because their mid was (answered with the first one's seq)."),
+		midsEvicted: d("message_ids_evicted_total", "Message ids the rooms forgot, by reason (count: DedupeMessages; age: DedupeWindow).", "reason"),
 	}
 }
 
@@ -85,7 +88,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.latency.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.connsActive, m.connsTotal, m.refused, m.msgsIn, m.bytesIn,
 		m.msgsOut, m.bytesOut, m.rateLtd, m.unsent, m.closes, m.slow, m.resyncs, m.roomsActive, m.roomMembers, m.queued, m.queueMax,
-		m.histBytes, m.histBudget, m.dormant, m.dormantMax, m.evicted, m.trims, m.trimmed} {
+		m.histBytes, m.histBudget, m.dormant, m.dormantMax, m.evicted, m.trims, m.trimmed, m.duplicates, m.midsEvicted} {
 		ch <- d
 	}
 }
@@ -169,6 +172,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(m.evicted, rs.EvictedLimit, "limit")
 	counter(m.trims, rs.Trims)
 	counter(m.trimmed, rs.TrimmedBytes)
+	counter(m.duplicates, rs.Duplicates)
+	counter(m.midsEvicted, rs.MidsEvictedFull, "count")
+	counter(m.midsEvicted, rs.MidsEvictedAge, "age")
 }
 
 // observe records one handled message: its handler time and, if it was

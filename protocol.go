@@ -27,6 +27,7 @@ type roomMsg struct {
 type publishMsg struct {
 	Room string          `json:"room"`
 	Body json.RawMessage `json:"body"`
+	Mid  string          `json:"mid"`
 }
 
 type historyMsg struct {
@@ -87,12 +88,15 @@ func (srv *Server) registerRoomProtocol() {
 		if len(m.Body) == 0 {
 			return typed.NewError(typed.CodeInvalidPayload, "body is required")
 		}
+		if len(m.Mid) > hub.MaxMessageID {
+			return typed.NewError(typed.CodeInvalidPayload, fmt.Sprintf("mid must be at most %d bytes", hub.MaxMessageID))
+		}
 		if srv.cfg.CheckPublish != nil {
 			if err := srv.cfg.CheckPublish(c.s, m.Room, m.Body); err != nil {
 				return asForbidden(err)
 			}
 		}
-		if err := roomError(srv.rooms.Publish(m.Room, c.s, m.Body, c.env.ID)); err != nil {
+		if err := roomError(srv.rooms.PublishOnce(m.Room, c.s, m.Body, c.env.ID, m.Mid)); err != nil {
 			return err
 		}
 		c.replied = true // room.published (or not_member) comes from the room

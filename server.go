@@ -87,6 +87,8 @@ func New(cfg Config) (*Server, error) {
 		HistoryBudget:      cfg.HistoryBudget,
 		MaxDormant:         cfg.MaxDormantRooms,
 		Backplane:          cfg.Backplane,
+		DedupeMessages:     cfg.DedupeMessages,
+		DedupeWindow:       cfg.DedupeWindow,
 		MaxMembers:         limit(cfg.MaxRoomMembers, defaultMaxRoomMembers),
 		MaxRoomsPerSession: limit(cfg.MaxRoomsPerSession, defaultMaxRoomsPerSession),
 		MaxRestarts:        limit(cfg.MaxRoomRestarts, defaultMaxRoomRestarts),

@@ -44,7 +44,9 @@ type Backplane interface {
 	// again, with a later number, when another node published first. A
 	// room hands over in one call what its members sent while the previous
 	// call was on its way, so that a busy room pays one round trip per
-	// batch, not per message.
+	// batch, not per message. build may return nil to give up: Publish
+	// then appends nothing and returns an error (a room does so when the
+	// batch repeats a message already in the log, see Config.DedupeWindow).
 	Publish(ctx context.Context, room string, count int, build func(first uint64) [][]byte) (uint64, error)
 
 	// Announce replaces this node's member list for room (empty: it has

@@ -385,7 +385,7 @@ func (r *publishReq) payload(st *roomState, seq uint64) []byte {
 	if r.s == nil {
 		return st.logicPayload(seq, r.typ, r.body)
 	}
-	return st.messagePayload(seq, MemberID(r.s), r.body)
+	return st.messagePayload(seq, MemberID(r.s), r.mid, r.body)
 }
 
 // refuse answers a publish that was not taken: its sender, or OnError for

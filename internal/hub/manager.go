@@ -71,6 +71,12 @@ type Config struct {
 	// (see Backplane; it needs Protocol); nil keeps every room in this
 	// process. The Manager does not close it.
 	Backplane rooms.Backplane
+	// DedupeMessages bounds the message ids (mids) each room remembers
+	// (default DefaultDedupeMessages; it cannot be off).
+	DedupeMessages int
+	// DedupeWindow is how long a room remembers a mid (default
+	// DefaultDedupeWindow; negative: mids are not remembered).
+	DedupeWindow time.Duration
 }
 
 // DefaultPresenceWindow is the default of Config.PresenceWindow.
@@ -95,6 +101,10 @@ type Stats struct {
 	TrimmedBytes  uint64 // what those trims freed
 	HistoryBudget int64  // the budget in force (0: none)
 	MaxDormant    int    // the bound in force (0: none)
+
+	Duplicates      uint64 // publishes answered with an earlier message's seq
+	MidsEvictedFull uint64 // mids forgotten for DedupeMessages
+	MidsEvictedAge  uint64 // mids forgotten for DedupeWindow
 }
 
 // Manager is the entry point to the rooms of one server: it holds the
@@ -120,6 +130,11 @@ type Manager struct {
 	trims         atomic.Uint64
 	trimmedBytes  atomic.Uint64
 
+	// Effectively-once publish (once.go).
+	midDuplicates   atomic.Uint64
+	midEvictedCount atomic.Uint64
+	midEvictedAge   atomic.Uint64
+
 	stopOnce   sync.Once
 	unhook     func()         // removes the OnSessionEnd hook
 	publishers sync.WaitGroup // room.publish queues draining to the backplane
@@ -144,6 +159,12 @@ func New(sys *session.System, cfg Config) *Manager {
 		cfg.MaxDormant = DefaultMaxDormant
 	case cfg.MaxDormant < 0:
 		cfg.MaxDormant = 0
+	}
+	if cfg.DedupeMessages <= 0 {
+		cfg.DedupeMessages = DefaultDedupeMessages
+	}
+	if cfg.DedupeWindow == 0 {
+		cfg.DedupeWindow = DefaultDedupeWindow
 	}
 	m := &Manager{cfg: cfg, sys: sys, root: sys.Root(), stopped: make(chan struct{})}
 	m.index.rooms = make(map[*session.Session]roomSet)
@@ -186,6 +207,10 @@ func (m *Manager) Stats() Stats {
 		TrimmedBytes:  m.trimmedBytes.Load(),
 		HistoryBudget: int64(m.cfg.HistoryBudget),
 		MaxDormant:    m.cfg.MaxDormant,
+
+		Duplicates:      m.midDuplicates.Load(),
+		MidsEvictedFull: m.midEvictedCount.Load(),
+		MidsEvictedAge:  m.midEvictedAge.Load(),
 	}
 }
 
@@ -253,9 +278,17 @@ func (m *Manager) JoinWith(ctx context.Context, room string, s *session.Session,
 // envelope with code not_member from the room; ErrNotMember is returned when
 // the room does not exist at all.
 func (m *Manager) Publish(room string, s *session.Session, body json.RawMessage, id json.RawMessage) error {
+	return m.PublishOnce(room, s, body, id, "")
+}
+
+// PublishOnce is Publish with a message id: a mid the room has seen
+// (Config.DedupeWindow, DedupeMessages) is not published again, and id is
+// answered with the seq of the message it published (see once.go). The
+// caller bounds its length (MaxMessageID).
+func (m *Manager) PublishOnce(room string, s *session.Session, body, id json.RawMessage, mid string) error {
 	pid, err := m.memberRoom(room, s, id)
 	if pid != nil {
-		m.root.Send(pid, &publishReq{s: s, body: body, id: id})
+		m.root.Send(pid, &publishReq{s: s, body: body, id: id, mid: mid})
 	}
 	return err
 }

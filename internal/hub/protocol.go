@@ -37,6 +37,7 @@ type publishReq struct {
 	typ  string           // of the room logic's own
 	body json.RawMessage
 	id   json.RawMessage
+	mid  string // the client's message id (see once.go); "" without
 }
 
 type historyReq struct {
@@ -239,6 +240,9 @@ func (st *roomState) publish(m *Manager, r *publishReq) {
 			return
 		}
 	}
+	if st.answerDuplicate(m, r) {
+		return
+	}
 	if st.bp != nil {
 		st.enqueuePublish(m, r)
 		return
@@ -247,6 +251,7 @@ func (st *roomState) publish(m *Manager, r *publishReq) {
 	st.seq++
 	p := r.payload(st, st.seq)
 	st.hist.Append(st.seq, p)
+	st.noteMessage(m, st.seq, p)
 	st.account(m)
 	st.fanoutMessage(messageFrame(p), st.seq)
 	if r.s != nil && len(r.id) > 0 {
@@ -254,14 +259,19 @@ func (st *roomState) publish(m *Manager, r *publishReq) {
 	}
 }
 
-// messagePayload encodes room.message's payload.
-func (st *roomState) messagePayload(seq uint64, from string, body []byte) []byte {
-	p := append(make([]byte, 0, 64+len(body)), `{"room":`...)
+// messagePayload encodes room.message's payload. The mid, when there is
+// one, comes right before the body (payloadMid reads it there).
+func (st *roomState) messagePayload(seq uint64, from, mid string, body []byte) []byte {
+	p := append(make([]byte, 0, 64+len(mid)+len(body)), `{"room":`...)
 	p = wire.AppendString(p, st.name)
 	p = append(p, `,"seq":`...)
 	p = wire.AppendUint(p, seq)
 	p = append(p, `,"from":`...)
 	p = wire.AppendString(p, from)
+	if mid != "" {
+		p = append(p, midKey...)
+		p = wire.AppendString(p, mid)
+	}
 	p = append(p, `,"body":`...)
 	p = append(p, body...)
 	return append(p, '}')

@@ -127,6 +127,7 @@ func (a *roomActor) refollow(ctx actor.Context) error {
 		// The log was started again: its numbering is not ours.
 		st.seq = 0
 		st.setHistory(a.m, a.m.newHistory(st.name))
+		st.mids.reset()
 	}
 	st.epoch = feed.Epoch
 	st.feed = feed
@@ -144,6 +145,7 @@ func (st *roomState) append(m *Manager, e rooms.Entry) {
 	st.flushPresence()
 	st.seq = e.Seq
 	st.hist.Append(e.Seq, e.Payload)
+	st.noteMessage(m, e.Seq, e.Payload)
 	st.account(m)
 	if len(st.order) > 0 {
 		st.fanoutMessage(messageFrame(e.Payload), e.Seq)
@@ -347,18 +349,46 @@ const (
 	maxPublishBatchBytes = 64 << 10
 )
 
-// publishRemote appends a batch to the room's log. The messages reach the
-// members, their senders included, through the feed of each node.
-func (st *roomState) publishRemote(m *Manager, batch []*publishReq) {
+// appendBatch appends a batch to the room's log and answers its senders.
+// The messages reach the members, their senders included, through the feed
+// of each node. With mids in the batch it may append nothing and tell why
+// instead (see publishRemote): the room had not seen the log up to
+// waitFor yet, or some of the batch (dup, by index) were published before.
+func (st *roomState) appendBatch(m *Manager, batch []*publishReq) (waitFor uint64, dup []uint64) {
+	check := false
+	for _, r := range batch {
+		check = check || r.mid != ""
+	}
+	check = check && m.dedupe()
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	first, err := st.bp.Publish(ctx, st.name, len(batch), func(first uint64) [][]byte {
+		if check {
+			if dup == nil {
+				dup = make([]uint64, len(batch))
+			}
+			covered, clean := st.coverBatch(m, first, batch, dup)
+			if !covered || !clean {
+				waitFor = 0
+				if !covered {
+					waitFor = first - 1
+				}
+				return nil // appends nothing
+			}
+			waitFor = 0
+		}
 		out := make([][]byte, len(batch))
 		for i, r := range batch {
 			out[i] = r.payload(st, first+uint64(i))
 		}
 		return out
 	})
+	if err == nil && m.dedupe() {
+		st.notePublished(m, first, batch)
+	}
+	if err != nil && check && (waitFor > 0 || hasDup(dup)) {
+		return waitFor, dup
+	}
 	for i, r := range batch {
 		switch {
 		case err != nil:
@@ -370,4 +400,5 @@ func (st *roomState) publishRemote(m *Manager, batch []*publishReq) {
 			}
 		}
 	}
+	return 0, nil
 }

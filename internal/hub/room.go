@@ -46,6 +46,7 @@ type roomState struct {
 	remote    map[string][]rooms.PresenceEntry // other nodes' members, by node
 	watch     func()                           // stops the presence watch
 	pub       publisher                        // this node's room.publish queue
+	mids      midMemory                        // recent message ids (see once.go)
 	failed    error                            // following failed: joins are refused
 	parked    []parkedRead                     // reads waiting for the copy to catch up
 	readTimer *time.Timer                      // the oldest parked read's deadline
