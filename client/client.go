@@ -81,7 +81,9 @@ type Client struct {
 	mu          sync.Mutex
 	started     bool // Connect started the goroutines
 	closed      bool
-	conn        Conn // the open connection, nil between connections
+	conn        Conn          // the open connection, nil between connections
+	up          chan struct{} // closed while a connection is open
+	outbox      int           // publishes not yet acknowledged (see outbox.go)
 	connections int
 	lastErr     error
 	pending     map[int64]*pending
@@ -133,6 +135,7 @@ func New(urls []string, opts *Options) (*Client, error) {
 		closing:  make(chan struct{}),
 		pending:  make(map[int64]*pending),
 		outWake:  make(chan struct{}, 1),
+		up:       make(chan struct{}),
 		drained:  make(chan struct{}),
 		handlers: make(map[string][]*handler),
 		requests: make(map[string]*requestHandler),
@@ -302,6 +305,7 @@ func (c *Client) serve(conn Conn, url string) (error, bool) {
 		return ErrClosed, false
 	}
 	c.conn = conn
+	close(c.up)
 	c.connections++
 	reconnected := c.connections > 1
 	// Rooms first, so that queued publishes reach the server after the
@@ -338,6 +342,7 @@ func (c *Client) serve(conn Conn, url string) (error, bool) {
 
 	c.mu.Lock()
 	c.conn = nil
+	c.up = make(chan struct{})
 	// Requests already sent may or may not have been carried out; their
 	// answers are gone with the connection. Unsent ones wait in the queue.
 	for id, p := range c.pending {

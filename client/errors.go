@@ -34,6 +34,9 @@ var (
 	// ErrQueueFull: Options.MaxQueued messages already wait for a
 	// connection.
 	ErrQueueFull = errors.New("client: queue full while disconnected")
+	// ErrOutboxFull: Options.MaxOutbox publishes already wait for the
+	// server's acknowledgement.
+	ErrOutboxFull = errors.New("client: outbox full: too many publishes not yet acknowledged")
 	// ErrLeft: Leave was called while a Join waited.
 	ErrLeft = errors.New("client: left the room")
 	// ErrPongTimeout is the Status.Err of a connection the client dropped

@@ -42,6 +42,13 @@ type Options struct {
 	// their context) for the writer instead.
 	MaxQueued int
 
+	// MaxOutbox bounds the room publishes kept until the server
+	// acknowledges them, to be sent again after a reconnect (default
+	// 1000); beyond it Publish fails with ErrOutboxFull. Negative: off,
+	// publishes carry no message id (unless PublishMid gives one) and a
+	// publish cut off by a disconnect fails with ErrDisconnected.
+	MaxOutbox int
+
 	// OnStatus is told of every change of connection: Connected (with
 	// Reconnected), Disconnected (with the error and the delay before the
 	// next attempt) and finally Closed. It runs on the client's handler
@@ -84,6 +91,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.MaxQueued <= 0 {
 		r.MaxQueued = 1000
+	}
+	if r.MaxOutbox == 0 {
+		r.MaxOutbox = 1000
 	}
 	if r.random == nil {
 		r.random = rand.Float64

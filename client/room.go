@@ -234,16 +234,6 @@ func (r *Room) snapshotLocked() Joined {
 	return Joined{Room: r.name, Seq: r.lastSeq, Epoch: r.epoch, Members: slices.Clone(r.members), Recovered: true}
 }
 
-// Publish publishes body (any JSON value) to the room and returns its
-// sequence number (from room.published). The message reaches OnMessage
-// too, as every member's does. Not joined: an *Error "not_member".
-func (r *Room) Publish(ctx context.Context, body any) (uint64, error) {
-	p, err := Request[struct {
-		Seq uint64 `json:"seq"`
-	}](ctx, r.c, "room.publish", map[string]any{"room": r.name, "body": body})
-	return p.Seq, err
-}
-
 // Leave leaves the room: no more messages, no rejoin after a reconnect.
 // It returns once the server confirms, at once without a connection (the
 // server forgot the membership with it).
