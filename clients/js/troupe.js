@@ -30,6 +30,7 @@ export const DEFAULTS = Object.freeze({
   connectTimeout: 10000,
   requestTimeout: 10000,
   maxQueued: 1000,
+  maxOutbox: 1000,
   fallback: true,
   fallbackTimeout: 3000,
   upgradeInterval: 30000,
@@ -44,7 +45,7 @@ const OPEN = 1;
  * The error a request rejects with: an error envelope from the server (its
  * code and message), or one of the client's own codes: "timeout",
  * "disconnected" (the connection ended before the answer came), "closed"
- * (the client was closed), "queue_full".
+ * (the client was closed), "queue_full", "outbox_full".
  */
 // The names of a room's own events: an application event of the same type
 // would be taken for one, so it is not delivered to room.on.
@@ -155,6 +156,7 @@ export class Client {
     this._nextId = 1;
     this._pending = new Map(); // idKey(id) -> request
     this._outbox = []; // frames waiting for a connection: {data, key}
+    this._unacked = 0; // room publishes not yet acknowledged (Room.publish)
     this._messages = new Emitter(); // envelopes, by type
     this._status = new Emitter(); // connection events
     this._handlers = new Map(); // server requests, by type
@@ -815,11 +817,92 @@ export class Room {
     return p;
   }
 
-  /** Publishes body (any JSON value) and resolves with its sequence number. */
-  publish(body, { timeout } = {}) {
-    return this.client
-      .request('room.publish', { room: this.name, body }, { timeout })
-      .then((p) => p.seq);
+  /**
+   * Publishes body (any JSON value) and resolves with its sequence number.
+   *
+   * The publish carries a message id (`mid`: a random UUID unless given,
+   * at most 64 bytes) and stays in the client's outbox until the server
+   * acknowledges it: cut off by a disconnect (or unanswered within
+   * requestTimeout, or refused as "unavailable"), it is sent again, with
+   * the same mid, after the reconnect and the room's rejoin, and the
+   * server publishes a mid once. So the promise settles once, with the seq
+   * every member sees. It rejects with the server's refusal, "closed",
+   * "outbox_full" (maxOutbox publishes wait already) or, with a timeout
+   * (ms, default none), "timeout" (the message may then have been
+   * published or not). With maxOutbox negative it is a plain request.
+   */
+  publish(body, { timeout, mid } = {}) {
+    const client = this.client;
+    const payload = { room: this.name, body };
+    if (mid !== undefined) payload.mid = mid;
+    const max = client.options.maxOutbox;
+    if (max < 0) return client.request('room.publish', payload, { timeout }).then((p) => p.seq);
+    if (client._state === 'closed') return Promise.reject(new TroupeError('closed', 'client is closed'));
+    if (client._unacked >= max) {
+      return Promise.reject(
+        new TroupeError('outbox_full', `${max} publishes already wait for their acknowledgement`),
+      );
+    }
+    if (payload.mid === undefined) payload.mid = newMid();
+    client._unacked++;
+    const deadline = timeout === undefined ? null : Date.now() + timeout;
+    return new Promise((resolve, reject) => {
+      let done = false;
+      let timer = null;
+      let attempt = 0;
+      const finish = (err, seq) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        client._unacked--;
+        if (err) reject(err);
+        else resolve(seq);
+      };
+      if (deadline !== null) {
+        timer = setTimeout(
+          () => finish(new TroupeError('timeout', `room ${this.name}: publish not acknowledged within ${timeout} ms`)),
+          timeout,
+        );
+      }
+      const send = () => {
+        if (done) return;
+        if (client._state === 'closed') {
+          finish(new TroupeError('closed', 'client is closed'));
+          return;
+        }
+        let ms = client.options.requestTimeout;
+        if (deadline !== null) ms = Math.max(1, Math.min(ms, deadline - Date.now()));
+        client._request('room.publish', payload, { timeout: ms }).then(
+          (env) => finish(null, env.payload && env.payload.seq),
+          (err) => {
+            if (done) return;
+            switch (err.code) {
+              case 'disconnected': // sent, answer lost: again, queued for the next connection
+              case 'timeout':
+                send();
+                return;
+              case 'queue_full': {
+                // Too many frames wait for a connection: again once one
+                // is open (or the client is closed).
+                const offs = ['open', 'closed'].map((ev) =>
+                  client.onStatus(ev, () => {
+                    for (const off of offs) off();
+                    send();
+                  }),
+                );
+                return;
+              }
+              case 'unavailable': // not taken now: again after a while
+                setTimeout(send, backoffDelay(attempt++, client.options));
+                return;
+              default:
+                finish(err);
+            }
+          },
+        );
+      };
+      send();
+    });
   }
 
   /**
@@ -1237,6 +1320,18 @@ class CatchUp {
 
 function sameJSON(a, b) {
   return JSON.stringify(a) === JSON.stringify(b);
+}
+
+// newMid returns a random UUID, the id of a publish.
+function newMid() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+  const b = new Uint8Array(16);
+  c.getRandomValues(b);
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 function encode(type, payload, id, room) {
