@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/troupehq/troupe/internal/wire"
+	"github.com/asynkron/protoactor-go/actor"
 )
 
 // Effectively-once publish. A room.publish may carry a message id (mid)
@@ -25,11 +25,13 @@ import (
 // batch with mids is appended after seq N, the room makes sure it has
 // seen the mids of every message up to N (see coverBatch).
 //
-// Scope: mids are per room. A session with an identity (Authorize) can
-// only match its own earlier messages, so users cannot collide with each
-// other; an anonymous session is matched on the mid alone (its session ID
-// changes when it reconnects), so its mids must be unguessable, which the
-// clients' generated UUIDs are.
+// Scope: a mid is matched within its room, whoever sent it. It cannot be
+// tied to the session (a reconnect makes a new one) nor to the identity
+// (an application may give each connection its own, as the chat example
+// does). So mids must be unique in the room and unguessable, as the
+// clients' random UUIDs are: a member who reuses another's mid only loses
+// its own message (it is answered with the other's seq), and the mids it
+// can see, on room.message, belong to messages already published.
 
 // MaxMessageID bounds the length of a mid, in bytes.
 const MaxMessageID = 64
@@ -46,10 +48,9 @@ const coverWait = 2 * time.Second
 
 // midEntry is a remembered mid.
 type midEntry struct {
-	mid  string
-	from string // the member id of its sender
-	seq  uint64
-	at   time.Time
+	mid string
+	seq uint64
+	at  time.Time
 }
 
 // midMemory is a room's recent mids, oldest first. The room actor records
@@ -173,15 +174,14 @@ func (st *roomState) noteMessage(m *Manager, seq uint64, payload []byte) {
 	mm := &st.mids
 	mm.mu.Lock()
 	defer mm.mu.Unlock()
-	if mid, from, ok := payloadMid(payload); ok {
-		mm.add(m, midEntry{mid: mid, from: from, seq: seq, at: time.Now()})
+	if mid, ok := payloadMid(payload); ok {
+		mm.add(m, midEntry{mid: mid, seq: seq, at: time.Now()})
 	}
 	mm.advance(seq)
 }
 
 // duplicateOf returns the seq of the message that r's mid already
-// published, if any. A mid of a message another identified sender sent
-// is answered with an error (ok but seq 0): it is not r's message.
+// published, if any.
 func (st *roomState) duplicateOf(m *Manager, r *publishReq) (seq uint64, ok bool) {
 	if r.mid == "" || !m.dedupe() {
 		return 0, false
@@ -190,13 +190,7 @@ func (st *roomState) duplicateOf(m *Manager, r *publishReq) (seq uint64, ok bool
 	mm.mu.Lock()
 	e, found := mm.lookup(m, r.mid, time.Now())
 	mm.mu.Unlock()
-	if !found {
-		return 0, false
-	}
-	if id := r.s.Identity(); id != "" && id != e.from {
-		return 0, true
-	}
-	return e.seq, true
+	return e.seq, found
 }
 
 // answerDuplicate answers a publish whose mid was published before, with
@@ -210,13 +204,8 @@ func (st *roomState) answerDuplicate(m *Manager, r *publishReq) bool {
 	return true
 }
 
-// answerSeen answers r, a publish already in the room as seq (0: its mid
-// belongs to another sender's message).
+// answerSeen answers r, a publish already in the room as seq.
 func (st *roomState) answerSeen(m *Manager, r *publishReq, seq uint64) {
-	if seq == 0 {
-		_ = r.s.SendText(wire.Error(r.id, "mid_conflict", "mid "+r.mid+" is another sender's message in room "+st.name))
-		return
-	}
 	m.midDuplicates.Add(1)
 	if st.bp != nil {
 		st.noteAcked(r.s.ID(), seq)
@@ -262,7 +251,7 @@ func (st *roomState) notePublished(m *Manager, first uint64, batch []*publishReq
 	now := time.Now()
 	for i, r := range batch {
 		if r.mid != "" {
-			mm.add(m, midEntry{mid: r.mid, from: MemberID(r.s), seq: first + uint64(i), at: now})
+			mm.add(m, midEntry{mid: r.mid, seq: first + uint64(i), at: now})
 		}
 	}
 	if mm.upTo+1 >= first {
@@ -277,23 +266,19 @@ func (st *roomState) notePublished(m *Manager, first uint64, batch []*publishReq
 var (
 	bodyKey = []byte(`,"body":`)
 	midKey  = []byte(`,"mid":`)
-	fromKey = []byte(`,"from":`)
 )
 
-// payloadMid reads the mid and the sender of a room.message payload.
-func payloadMid(p []byte) (mid, from string, ok bool) {
+// payloadMid reads the mid of a room.message payload.
+func payloadMid(p []byte) (mid string, ok bool) {
 	head := p
 	if i := bytes.Index(p, bodyKey); i >= 0 {
 		head = p[:i]
 	}
 	i := bytes.Index(head, midKey)
 	if i < 0 || json.Unmarshal(head[i+len(midKey):], &mid) != nil || mid == "" {
-		return "", "", false
+		return "", false
 	}
-	if j := bytes.Index(head[:i], fromKey); j >= 0 {
-		_ = json.Unmarshal(head[j+len(fromKey):i], &from)
-	}
-	return mid, from, true
+	return mid, true
 }
 
 // publishRemote appends a batch to the room's log, each mid at most once:
@@ -308,7 +293,8 @@ func (st *roomState) publishRemote(m *Manager, batch []*publishReq) {
 		waitFor, dup := st.appendBatch(m, batch[:n])
 		switch {
 		case waitFor > 0:
-			if !st.mids.waitCovered(waitFor, minTime(deadline, time.Now().Add(coverWait))) {
+			if !st.mids.waitCovered(waitFor, minTime(deadline, time.Now().Add(coverWait))) &&
+				(!m.askCatchUp(st.name, waitFor) || !st.mids.waitCovered(waitFor, minTime(deadline, time.Now().Add(coverWait)))) {
 				for _, r := range batch {
 					r.refuse(m, st, "unavailable", "room "+st.name+" is catching up with its log; try again")
 				}
@@ -364,4 +350,29 @@ func minTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// catchUpMsg asks a room to follow its log again if its copy is short of
+// need: a publish with mids waits for it (its feed may have stalled, for
+// example while the log's leader changes).
+type catchUpMsg struct{ need uint64 }
+
+// askCatchUp sends catchUpMsg to room's actor, if it runs.
+func (m *Manager) askCatchUp(room string, need uint64) bool {
+	v, ok := m.live.Load(room)
+	if ok {
+		m.root.Send(v.(*roomRef).pid, &catchUpMsg{need: need})
+	}
+	return ok
+}
+
+// catchUpTo follows the log again when the copy is short of need.
+func (a *roomActor) catchUpTo(ctx actor.Context, need uint64) {
+	st := a.st
+	if st.bp == nil || st.feed == nil || st.seq >= need {
+		return
+	}
+	if err := a.refollow(ctx); err != nil {
+		a.m.logError(st.name, err)
+	}
 }

@@ -234,6 +234,8 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		a.done = true
 	case *feedEntry:
 		a.fromFeed(ctx, msg)
+	case *catchUpMsg:
+		a.catchUpTo(ctx, msg.need)
 	case *remotePresence:
 		a.fromPresence(ctx, msg)
 	case *signalMsg:
