@@ -389,48 +389,7 @@ func TestKillStreamLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process cluster test: not under -short")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "chat")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-
-	nodes := make([]*chatNode, 3)
-	for i := range nodes {
-		nodes[i] = &chatNode{
-			name:     fmt.Sprintf("n%d", i),
-			addr:     fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-			cluster:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-			natsPort: freePort(t),
-			logPath:  filepath.Join(dir, fmt.Sprintf("n%d.log", i)),
-		}
-	}
-	for i, n := range nodes {
-		var routes []string
-		for j, o := range nodes {
-			if j != i {
-				routes = append(routes, o.cluster)
-			}
-		}
-		n.args = []string{"-addr", n.addr, "-node", n.name, "-cluster", n.cluster,
-			"-routes", strings.Join(routes, ","), "-nats-port", strconv.Itoa(n.natsPort),
-			"-data", filepath.Join(dir, "data-"+n.name)}
-		n.start(t, bin)
-	}
-	defer func() {
-		for _, n := range nodes {
-			n.stop(t)
-		}
-		if t.Failed() {
-			for _, n := range nodes {
-				t.Logf("log of %s:\n%s", n.name, n.logTail())
-			}
-		}
-	}()
-	for _, n := range nodes {
-		n.ready(t)
-	}
+	nodes, bin := startChatCluster(t)
 	leaderName := streamLeader(t, nodes[0])
 	leader := slices.IndexFunc(nodes, func(n *chatNode) bool { return n.name == leaderName })
 	if leader < 0 {
@@ -617,6 +576,55 @@ func TestKillStreamLeader(t *testing.T) {
 			t.Fatalf("%q is in the room %d times but was sent once", text, c)
 		}
 	}
+}
+
+// startChatCluster builds the chat and starts three processes of it on
+// 127.0.0.1, forming one cluster; they are stopped when the test ends.
+func startChatCluster(t *testing.T) ([]*chatNode, string) {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "chat")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	nodes := make([]*chatNode, 3)
+	for i := range nodes {
+		nodes[i] = &chatNode{
+			name:     fmt.Sprintf("n%d", i),
+			addr:     fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+			cluster:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+			natsPort: freePort(t),
+			logPath:  filepath.Join(dir, fmt.Sprintf("n%d.log", i)),
+		}
+	}
+	for i, n := range nodes {
+		var routes []string
+		for j, o := range nodes {
+			if j != i {
+				routes = append(routes, o.cluster)
+			}
+		}
+		n.args = []string{"-addr", n.addr, "-node", n.name, "-cluster", n.cluster,
+			"-routes", strings.Join(routes, ","), "-nats-port", strconv.Itoa(n.natsPort),
+			"-data", filepath.Join(dir, "data-"+n.name)}
+		n.start(t, bin)
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.stop(t)
+		}
+		if t.Failed() {
+			for _, n := range nodes {
+				t.Logf("log of %s:\n%s", n.name, n.logTail())
+			}
+		}
+	})
+	for _, n := range nodes {
+		n.ready(t)
+	}
+	return nodes, bin
 }
 
 func (m *member) epochNow() string {
