@@ -225,7 +225,7 @@ func (b *Backplane) ensureStream(ctx context.Context) error {
 			return nil
 		}
 		last = err
-		if !retryable(err) {
+		if !retryable(err) && !noPeersYet(err) {
 			return fmt.Errorf("nats: stream %s: %w", b.cfg.Stream, err)
 		}
 		if attempt%10 == 9 {
@@ -416,6 +416,18 @@ func retryable(err error) bool {
 		return apiErr.Code == 503 || apiErr.Code == 408
 	}
 	return false
+}
+
+// errCodeNoPeers is nats-server's JSClusterNoPeersErrF: no servers to
+// place the stream's replicas on.
+const errCodeNoPeers jetstream.ErrorCode = 10005
+
+// noPeersYet reports the refusal of a stream whose replicas cannot be
+// placed, which a cluster that is still forming answers for a moment: its
+// meta leader has been elected before every server registered with it.
+func noPeersYet(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeNoPeers
 }
 
 // backoff is the wait before retry attempt+1: short at first, as leader
