@@ -78,7 +78,7 @@ func newMetrics(srv *Server) *metrics {
 		trims:       d("history_trims_total", "Live room histories trimmed to stay within HistoryBudget."),
 		trimmed:     d("history_trimmed_bytes_total", "Bytes those trims freed."),
 		duplicates:  d("publish_duplicates_total", "room.publish messages not published because their mid was (answered with the first one's seq)."),
-		midsEvicted: d("message_ids_evicted_total", "Message ids the rooms forgot, by reason (count: DedupeMessages; age: DedupeWindow).", "reason"),
+		midsEvicted: d("message_ids_evicted_total", "Message ids the rooms forgot, by reason (count: DedupeMessages; age: DedupeWindow; budget: HistoryBudget).", "reason"),
 	}
 }
 
@@ -175,6 +175,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(m.duplicates, rs.Duplicates)
 	counter(m.midsEvicted, rs.MidsEvictedFull, "count")
 	counter(m.midsEvicted, rs.MidsEvictedAge, "age")
+	counter(m.midsEvicted, rs.MidsEvictedBudget, "budget")
 }
 
 // observe records one handled message: its handler time and, if it was

@@ -1,6 +1,7 @@
 package hub_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -194,4 +195,49 @@ func TestDormantRoomsExpireWhenIdle(t *testing.T) {
 		st := f.m.Stats()
 		return st.Dormant == 0 && st.HistoryBytes == 0
 	})
+}
+
+// The mids a room remembers count into the history budget: over it, a
+// room forgets its oldest mids along with its oldest messages, and keeps
+// the newest.
+func TestHistoryBudgetCountsMids(t *testing.T) {
+	const budget = 20_000
+	f := newProtoFixture(t, hub.Config{PresenceWindow: never, HistoryBudget: budget})
+	a := f.session("a")
+	mid := func(i int) string { return fmt.Sprintf("mid-%056d", i) } // 60 bytes
+	publishIn := func(room string, i int, withMid bool) {
+		t.Helper()
+		m := ""
+		if withMid {
+			m = mid(i)
+		}
+		if err := f.m.PublishOnce(room, a.s, json.RawMessage("1"), nil, m); err != nil {
+			t.Fatal(err)
+		}
+		f.memberIDs(room) // handled
+	}
+	publish := func(i int) { t.Helper(); publishIn("m", i, true) }
+	// The same 10 messages, without mids and with: the second room holds
+	// their payloads' extra bytes (the "mid" field) and the memory's.
+	f.join("plain", a, nil, "", "")
+	f.join("m", a, nil, "", "")
+	for i := range 10 {
+		publishIn("plain", i, false)
+	}
+	plain := f.m.Stats().HistoryBytes
+	for i := range 10 {
+		publish(i)
+	}
+	if extra := f.m.Stats().HistoryBytes - 2*plain; extra < int64(10*(len(`,"mid":""`)+60+96)) {
+		t.Fatalf("10 messages with mids count %d bytes more than without: the mids are not counted", extra)
+	}
+	for i := 10; i < 300; i++ {
+		publish(i)
+	}
+	eventually(t, "the budget is kept", func() bool {
+		st := f.m.Stats()
+		return st.HistoryBytes <= budget && st.MidsEvictedBudget > 0
+	})
+	publish(299) // the newest mid is still known
+	eventually(t, "the repeat is answered as a duplicate", func() bool { return f.m.Stats().Duplicates == 1 })
 }

@@ -105,6 +105,8 @@ type Stats struct {
 	Duplicates      uint64 // publishes answered with an earlier message's seq
 	MidsEvictedFull uint64 // mids forgotten for DedupeMessages
 	MidsEvictedAge  uint64 // mids forgotten for DedupeWindow
+	// MidsEvictedBudget counts mids forgotten for HistoryBudget.
+	MidsEvictedBudget uint64
 }
 
 // Manager is the entry point to the rooms of one server: it holds the
@@ -131,9 +133,10 @@ type Manager struct {
 	trimmedBytes  atomic.Uint64
 
 	// Effectively-once publish (once.go).
-	midDuplicates   atomic.Uint64
-	midEvictedCount atomic.Uint64
-	midEvictedAge   atomic.Uint64
+	midDuplicates    atomic.Uint64
+	midEvictedCount  atomic.Uint64
+	midEvictedAge    atomic.Uint64
+	midEvictedBudget atomic.Uint64
 
 	stopOnce   sync.Once
 	unhook     func()         // removes the OnSessionEnd hook
@@ -211,6 +214,8 @@ func (m *Manager) Stats() Stats {
 		Duplicates:      m.midDuplicates.Load(),
 		MidsEvictedFull: m.midEvictedCount.Load(),
 		MidsEvictedAge:  m.midEvictedAge.Load(),
+
+		MidsEvictedBudget: m.midEvictedBudget.Load(),
 	}
 }
 

@@ -42,6 +42,10 @@ const (
 	DefaultDedupeWindow   = 5 * time.Minute
 )
 
+// midEntryCost is what remembering a mid costs besides its bytes: its
+// queue slot and its map entry.
+const midEntryCost = 96
+
 // coverWait bounds how long a publish with mids waits for the room's copy
 // of the log to reach the message it will be appended after.
 const coverWait = 2 * time.Second
@@ -61,6 +65,7 @@ type midMemory struct {
 	byMid map[string]uint64 // mid -> position in the queue (see base)
 	queue []midEntry
 	base  uint64 // position of queue[0]
+	bytes int    // what the entries cost, counted into the history budget
 	// upTo is the seq up to which every message's mid is known (under a
 	// Backplane: the copy of the log has reached it); moved is closed when
 	// it advances.
@@ -91,6 +96,7 @@ func (mm *midMemory) add(m *Manager, e midEntry) {
 	}
 	mm.byMid[e.mid] = mm.base + uint64(len(mm.queue))
 	mm.queue = append(mm.queue, e)
+	mm.bytes += midEntryCost + len(e.mid)
 	for len(mm.queue) > m.cfg.DedupeMessages {
 		mm.pop()
 		m.midEvictedCount.Add(1)
@@ -109,12 +115,44 @@ func (mm *midMemory) evictOld(m *Manager, now time.Time) {
 
 func (mm *midMemory) pop() {
 	delete(mm.byMid, mm.queue[0].mid)
+	mm.bytes -= midEntryCost + len(mm.queue[0].mid)
 	mm.queue[0] = midEntry{}
 	mm.queue = mm.queue[1:]
 	mm.base++
 	if len(mm.queue) == 0 {
 		mm.queue = nil // let the backing array go
 	}
+}
+
+// size is what the remembered mids cost, in bytes.
+func (mm *midMemory) size() int {
+	mm.mu.Lock()
+	defer mm.mu.Unlock()
+	return mm.bytes
+}
+
+// trimMids shares max bytes between the room's history and its mids, in
+// proportion to what each holds, when the history budget asks the room to
+// hold no more than max: it forgets the oldest mids beyond their share and
+// returns the history's. (The mids count into the budget as the history
+// does: a client cannot make rooms keep more than it.)
+func (st *roomState) trimMids(m *Manager, max int) int {
+	hist := 0
+	if st.trim != nil {
+		hist = st.trim.Bytes()
+	}
+	mm := &st.mids
+	mm.mu.Lock()
+	defer mm.mu.Unlock()
+	if mm.bytes == 0 || hist+mm.bytes <= max {
+		return max
+	}
+	keep := int(int64(max) * int64(mm.bytes) / int64(hist+mm.bytes))
+	for len(mm.queue) > 0 && mm.bytes > keep {
+		mm.pop()
+		m.midEvictedBudget.Add(1)
+	}
+	return max - mm.bytes
 }
 
 // advance records that the mids of every message up to seq are known.
@@ -133,7 +171,7 @@ func (mm *midMemory) advance(seq uint64) {
 func (mm *midMemory) reset() {
 	mm.mu.Lock()
 	defer mm.mu.Unlock()
-	mm.byMid, mm.queue, mm.base = nil, nil, 0
+	mm.byMid, mm.queue, mm.base, mm.bytes = nil, nil, 0, 0
 	mm.upTo = 0
 	if mm.moved != nil {
 		close(mm.moved)

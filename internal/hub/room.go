@@ -355,9 +355,9 @@ func (st *roomState) setHistory(m *Manager, h rooms.History) {
 // account counts what the room's history holds into the history budget
 // and, if that goes over it, asks the supervisor to reclaim.
 func (st *roomState) account(m *Manager) {
-	var n int64
+	n := int64(st.mids.size())
 	if st.trim != nil {
-		n = int64(st.trim.Bytes())
+		n += int64(st.trim.Bytes())
 	}
 	d := n - st.histBytes.Load()
 	if d == 0 {
@@ -373,14 +373,14 @@ func (st *roomState) account(m *Manager) {
 // trimHistory drops the oldest messages of the room's history until it
 // holds at most max bytes (the supervisor's reclaim asks for it).
 func (st *roomState) trimHistory(m *Manager, max int) {
-	if st.trim == nil {
-		return
-	}
 	before := st.histBytes.Load()
 	if before <= int64(max) {
 		return
 	}
-	st.trim.Trim(max)
+	max = st.trimMids(m, max)
+	if st.trim != nil {
+		st.trim.Trim(max)
+	}
 	st.account(m)
 	if freed := before - st.histBytes.Load(); freed > 0 {
 		m.trims.Add(1)
