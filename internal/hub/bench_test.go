@@ -50,3 +50,43 @@ func BenchmarkBroadcast(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPublish measures room.publish under the room protocol on one
+// node, one member: one op is one message stamped, kept and delivered,
+// without a mid and with one (the room then also remembers it).
+func BenchmarkPublish(b *testing.B) {
+	for _, withMid := range []bool{false, true} {
+		b.Run(fmt.Sprintf("mid=%v", withMid), func(b *testing.B) {
+			sys := session.NewSystem(nil)
+			m := hub.New(sys, hub.Config{Protocol: true, Encode: func(typ string, _ any) ([]byte, error) { return []byte(typ), nil }})
+			ctx := context.Background()
+			conn := session.NewCountingMemConn()
+			s := sys.NewSession(conn, session.Info{}, session.Options{MaxQueuedMessages: b.N + 16, MaxQueuedBytes: 1 << 40})
+			if err := m.JoinWith(ctx, "r", s, &hub.JoinOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			conn.WaitCount(1, time.Minute) // room.joined
+			mids := make([]string, b.N)
+			for i := range mids {
+				if withMid {
+					mids[i] = fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i)
+				}
+			}
+			body := []byte(`"0123456789abcdef"`)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := m.PublishOnce("r", s, body, nil, mids[i]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if got := conn.WaitCount(b.N+1, time.Minute); got < b.N+1 {
+				b.Fatalf("member got %d of %d", got-1, b.N)
+			}
+			b.StopTimer()
+			session.Finish(s, session.CloseNormal, "")
+			_ = m.Shutdown(ctx)
+			sys.Shutdown()
+		})
+	}
+}

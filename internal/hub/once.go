@@ -206,13 +206,21 @@ func (mm *midMemory) waitCovered(seq uint64, deadline time.Time) bool {
 // messagePayload encodes it): its mid, if any, and that the room has seen
 // every message up to it.
 func (st *roomState) noteMessage(m *Manager, seq uint64, payload []byte) {
-	if !m.dedupe() {
-		return
+	if m.dedupe() {
+		mid, _ := payloadMid(payload)
+		st.noteMid(m, seq, mid)
+	}
+}
+
+// noteMid records message seq of the room, with its mid if not "".
+func (st *roomState) noteMid(m *Manager, seq uint64, mid string) {
+	if !m.dedupe() || mid == "" && st.bp == nil {
+		return // without a Backplane nobody waits for upTo
 	}
 	mm := &st.mids
 	mm.mu.Lock()
 	defer mm.mu.Unlock()
-	if mid, ok := payloadMid(payload); ok {
+	if mid != "" {
 		mm.add(m, midEntry{mid: mid, seq: seq, at: time.Now()})
 	}
 	mm.advance(seq)
@@ -313,10 +321,16 @@ func payloadMid(p []byte) (mid string, ok bool) {
 		head = p[:i]
 	}
 	i := bytes.Index(head, midKey)
-	if i < 0 || json.Unmarshal(head[i+len(midKey):], &mid) != nil || mid == "" {
+	if i < 0 {
 		return "", false
 	}
-	return mid, true
+	q := head[i+len(midKey):]
+	if len(q) >= 2 && q[0] == '"' && q[len(q)-1] == '"' && bytes.IndexByte(q[1:len(q)-1], '\\') < 0 && bytes.IndexByte(q[1:len(q)-1], '"') < 0 {
+		mid = string(q[1 : len(q)-1]) // no escapes: the bytes are the string
+	} else if json.Unmarshal(q, &mid) != nil {
+		return "", false
+	}
+	return mid, mid != ""
 }
 
 // publishRemote appends a batch to the room's log, each mid at most once:

@@ -251,7 +251,7 @@ func (st *roomState) publish(m *Manager, r *publishReq) {
 	st.seq++
 	p := r.payload(st, st.seq)
 	st.hist.Append(st.seq, p)
-	st.noteMessage(m, st.seq, p)
+	st.noteMid(m, st.seq, r.mid)
 	st.account(m)
 	st.fanoutMessage(messageFrame(p), st.seq)
 	if r.s != nil && len(r.id) > 0 {
