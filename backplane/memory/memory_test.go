@@ -243,3 +243,25 @@ func TestNodeByName(t *testing.T) {
 		t.Fatalf("Publish on b after a's Close: %v", err)
 	}
 }
+
+// TestPublishGivenUp checks that a build returning nil appends nothing:
+// Publish fails, and the next message takes the number it was offered.
+func TestPublishGivenUp(t *testing.T) {
+	c := NewCluster(10)
+	a := c.Node("a")
+	ctx := context.Background()
+	if _, err := a.Publish(ctx, "r", 1, one); err != nil {
+		t.Fatal(err)
+	}
+	if seq, err := a.Publish(ctx, "r", 2, func(uint64) [][]byte { return nil }); err == nil {
+		t.Fatalf("a publish given up returned seq %d and no error", seq)
+	}
+	if seq, err := a.Publish(ctx, "r", 1, one); err != nil || seq != 2 {
+		t.Fatalf("the next publish: seq %d, %v; want 2", seq, err)
+	}
+	f, _ := a.Follow(ctx, "r", func(rooms.Entry) {})
+	defer f.Stop()
+	if len(f.Backlog) != 2 {
+		t.Fatalf("the log holds %d messages, want 2", len(f.Backlog))
+	}
+}

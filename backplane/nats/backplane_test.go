@@ -417,3 +417,22 @@ func TestBatchPublishNumbersEveryMessage(t *testing.T) {
 		t.Fatal("build returning 3 messages for a batch of 2: no error")
 	}
 }
+
+// TestPublishGivenUp checks that a build returning nil (a room that finds
+// the batch already in the log) appends nothing: Publish fails, and the
+// next message takes the number it was offered.
+func TestPublishGivenUp(t *testing.T) {
+	b := openSolo(t, nil)
+	publishN(t, b, "lobby", 1)
+	if seq, err := b.Publish(ctxT(t), "lobby", 2, func(uint64) [][]byte { return nil }); err == nil {
+		t.Fatalf("a publish given up returned seq %d and no error", seq)
+	}
+	if seq, err := b.Publish(ctxT(t), "lobby", 1, single(payload)); err != nil || seq != 2 {
+		t.Fatalf("the next publish: seq %d, %v; want 2", seq, err)
+	}
+	feed, _ := follow(t, b, "lobby")
+	checkSeqs(t, feed.Backlog, 1)
+	if len(feed.Backlog) != 2 {
+		t.Fatalf("the log holds %d messages, want 2", len(feed.Backlog))
+	}
+}
