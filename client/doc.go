@@ -19,6 +19,10 @@
 //     read in time) starts a catch-up from the room's history, while new
 //     messages are held (bounded), so OnMessage still sees every message
 //     once, in order, without a reconnect.
+//   - Effectively-once publish: Room.Publish keeps each message in an
+//     outbox, with a message id, until the server acknowledges it, and
+//     sends it again after a reconnect; the server publishes an id once, so
+//     Publish returns once with the seq every member sees.
 //
 // A minimal program:
 //
