@@ -133,3 +133,30 @@ func Example_fallback() {
 	fmt.Println(sum, err)
 	// Output: 42 <nil>
 }
+
+// PublishMid: an application that keeps its unsent messages (a draft
+// queue, say) gives each its own id, so that sending one again, even from
+// a new client after a restart, publishes it once.
+func ExampleRoom_PublishMid() {
+	url, stop := startServer()
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	c, err := client.Dial(ctx, []string{url}, nil)
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	orders := c.Room("orders")
+	if _, err := orders.Join(ctx, nil); err != nil {
+		panic(err)
+	}
+	first, err := orders.PublishMid(ctx, "order-17", map[string]int{"qty": 2})
+	fmt.Println("published", first, err)
+	again, err := orders.PublishMid(ctx, "order-17", map[string]int{"qty": 2})
+	fmt.Println("sent again: seq", again, err)
+	// Output:
+	// published 1 <nil>
+	// sent again: seq 1 <nil>
+}
