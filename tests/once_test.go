@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -190,5 +191,37 @@ func TestClusterPublishOnce(t *testing.T) {
 		if got := p.bodies(room); strings.Join(got, ",") != `"one","two"` {
 			t.Fatalf("%s holds %v, want each body once", p.name, got)
 		}
+	}
+}
+
+// countingLogic is room logic that counts the publishes it sees.
+type countingLogic struct {
+	troupe.NopRoomHandler
+	seen *atomic.Int32
+}
+
+func (l countingLogic) OnPublish(_ *troupe.Room, _ *troupe.Session, body json.RawMessage) (json.RawMessage, error) {
+	l.seen.Add(1)
+	return body, nil
+}
+
+// TestPublishOnceBeforeRoomLogic checks that a publish sent again is
+// answered with the first seq before the room's logic sees it: the logic
+// sees each message once.
+func TestPublishOnceBeforeRoomLogic(t *testing.T) {
+	const room = "logic"
+	var seen atomic.Int32
+	cfg := onceConfig()
+	cfg.NewRoomHandler = func(string) troupe.RoomHandler { return countingLogic{seen: &seen} }
+	h := startServer(t, cfg)
+	p := h.dialPeer(t, "p", "p")
+	p.joinRoom(t, room, nil, nil)
+	for range 2 {
+		if seq := publishedSeq(t, "publish", p.publishMid(t, room, "m-1", "x")); seq != 1 {
+			t.Fatalf("seq %d, want 1", seq)
+		}
+	}
+	if n := seen.Load(); n != 1 {
+		t.Fatalf("the room's logic saw the message %d times, want once", n)
 	}
 }

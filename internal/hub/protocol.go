@@ -240,9 +240,6 @@ func (st *roomState) publish(m *Manager, r *publishReq) {
 			return
 		}
 	}
-	if st.answerDuplicate(m, r) {
-		return
-	}
 	if st.bp != nil {
 		st.enqueuePublish(m, r)
 		return

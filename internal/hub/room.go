@@ -222,7 +222,9 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		msg.reply <- nil // in effect: acknowledge before user code runs
 		a.call(func(r *Room) { a.h.OnJoin(r, msg.s) })
 	case *publishReq:
-		if a.filterPublish(msg) {
+		// A message sent again is answered before the room's logic could
+		// see (and count, or refuse) it a second time.
+		if !st.answerDuplicate(a.m, msg) && a.filterPublish(msg) {
 			st.publish(a.m, msg)
 		}
 	case *callReq:
