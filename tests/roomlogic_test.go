@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -536,5 +537,57 @@ func TestRoomRequestsWaitingAreBounded(t *testing.T) {
 		if replyCode(err) != "unavailable" || time.Now().After(deadline) {
 			t.Fatalf("once the room caught up: %v", err)
 		}
+	}
+}
+
+// slowCrash is room logic whose every request panics, after a pause long
+// enough for the requests sent behind it to wait in the room's mailbox.
+type slowCrash struct{ troupe.NopRoomHandler }
+
+func (slowCrash) boom(_ slowCrash, _ *troupe.Room, _ *troupe.Session, _ struct{ Room string }) (struct{}, error) {
+	time.Sleep(50 * time.Millisecond)
+	panic("boom")
+}
+
+// Requests still waiting in a room's mailbox when the restart limit stops
+// it are answered (unavailable, with the reason), not left to time out:
+// every request gets exactly one answer.
+func TestRoomStoppedByRestartLimitAnswersWaitingRequests(t *testing.T) {
+	h := startServer(t, troupe.Config{
+		RoomProtocol:      true,
+		MaxRoomRestarts:   1,
+		RoomRestartWindow: time.Minute,
+		NewRoomHandler:    func(string) troupe.RoomHandler { return slowCrash{} },
+	})
+	troupe.HandleRoom(h.srv, "boom", slowCrash{}.boom)
+	c := h.dial(t, "a")
+	c.startReading()
+	c.write(t, mustEnvelope(t, "room.join", map[string]string{"room": "r"}, json.RawMessage(`"j"`)))
+	c.expect(t, "room.joined")
+	const n = 8
+	for i := range n {
+		c.write(t, mustEnvelope(t, "boom", map[string]string{"room": "r"}, json.RawMessage(strconv.Itoa(i))))
+	}
+	codes := map[string]int{}
+	answered := map[string]bool{}
+	for len(answered) < n {
+		e := c.nextEnvelope(t)
+		if e.Type != "error" || len(e.ID) == 0 {
+			continue // room.left
+		}
+		if answered[string(e.ID)] {
+			t.Fatalf("request %s answered twice", e.ID)
+		}
+		answered[string(e.ID)] = true
+		p := decodePayload[struct{ Code, Message string }](t, e)
+		codes[p.Code]++
+		if p.Code == "unavailable" && !strings.Contains(p.Message, "stopped") {
+			t.Errorf("unavailable without the reason: %q", p.Message)
+		}
+	}
+	// Two failures (one restart allowed), then the stop: the requests
+	// queued behind them are answered as the room stops.
+	if codes["internal"] != 2 || codes["unavailable"]+codes["not_member"] != n-2 || codes["unavailable"] == 0 {
+		t.Fatalf("answers by code %v, want 2 internal and the rest unavailable", codes)
 	}
 }

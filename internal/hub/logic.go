@@ -63,19 +63,87 @@ func (m *Manager) Call(room string, s *session.Session, typ string, id json.RawM
 		return ErrNotMember
 	}
 	st := v.(*roomRef).st
-	if st.calls.Add(1) > maxPendingCalls {
-		st.calls.Add(-1)
+	c := &callReq{s: s, id: id, typ: typ, fn: fn}
+	switch st.calls.add(c) {
+	case callsFull:
 		_ = s.SendText(wire.Error(id, "unavailable", "room "+room+" is busy; try again"))
 		return nil
+	case callsClosed:
+		_ = s.SendText(wire.Error(id, "unavailable", "room "+room+" stopped; try again"))
+		return nil
 	}
-	m.root.Send(pid, &callReq{s: s, id: id, typ: typ, fn: fn})
+	m.root.Send(pid, c)
 	return nil
+}
+
+// pendingCalls are the requests sent to a room's mailbox and not yet
+// taken, so that a room that stops answers each of them (unavailable)
+// rather than leave its sender waiting: protoactor drops what a stopped
+// actor's mailbox still holds.
+type pendingCalls struct {
+	mu     sync.Mutex
+	calls  map[*callReq]struct{}
+	closed bool // the room is stopping: no more requests
+}
+
+// Results of pendingCalls.add.
+const (
+	callsAdded = iota
+	callsFull
+	callsClosed
+)
+
+func (p *pendingCalls) add(c *callReq) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.closed:
+		return callsClosed
+	case len(p.calls) >= maxPendingCalls:
+		return callsFull
+	}
+	if p.calls == nil {
+		p.calls = make(map[*callReq]struct{})
+	}
+	p.calls[c] = struct{}{}
+	return callsAdded
+}
+
+// take reports whether c was pending (and is no longer).
+func (p *pendingCalls) take(c *callReq) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.calls[c]
+	delete(p.calls, c)
+	return ok
+}
+
+// close refuses further requests and returns those still pending.
+func (p *pendingCalls) close() []*callReq {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	left := make([]*callReq, 0, len(p.calls))
+	for c := range p.calls {
+		left = append(left, c)
+	}
+	p.calls = nil
+	return left
+}
+
+// open takes requests again, for a new incarnation of the room.
+func (p *pendingCalls) open() {
+	p.mu.Lock()
+	p.closed, p.calls = false, nil
+	p.mu.Unlock()
 }
 
 // handleCall runs a member's request.
 func (a *roomActor) handleCall(c *callReq) {
 	st := a.st
-	st.calls.Add(-1)
+	if !st.calls.take(c) {
+		return // answered when the room began stopping
+	}
 	if _, ok := st.members[c.s.ID()]; !ok {
 		_ = c.s.SendText(wire.Error(c.id, "not_member", "not a member of room "+st.name))
 		return
@@ -171,6 +239,15 @@ func (a *roomActor) stopping() {
 	}
 	a.stopTimers()
 	a.done = true
+	// What the mailbox still holds is dropped with the actor: answer the
+	// requests among it.
+	why := "room " + a.st.name + " stopped; try again"
+	if reason := a.st.gaveUp.Load(); reason != nil {
+		why = "room " + a.st.name + " stopped: " + *reason
+	}
+	for _, c := range a.st.calls.close() {
+		_ = c.s.SendText(wire.Error(c.id, "unavailable", why))
+	}
 }
 
 // snapshot keeps the logic's state after a call that returned.

@@ -55,7 +55,7 @@ type roomState struct {
 	syncFailed time.Time
 
 	// Room logic (see logic.go).
-	calls  atomic.Int32           // Manager.Call requests in the mailbox
+	calls  pendingCalls           // Manager.Call requests in the mailbox
 	logic  any                    // the Handler's last Snapshot, for Restore
 	gaveUp atomic.Pointer[string] // why the supervisor stopped the room's failing logic
 }

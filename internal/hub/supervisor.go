@@ -274,7 +274,7 @@ func (sv *supervisor) spawn(ctx actor.Context, name string) *roomRef {
 func (sv *supervisor) start(ctx actor.Context, st *roomState) *roomRef {
 	m, name := sv.m, st.name
 	st.gaveUp.Store(nil)
-	st.calls.Store(0) // requests left in a stopped room's mailbox were never taken
+	st.calls.open() // the last incarnation answered what its mailbox held
 	props := actor.PropsFromProducer(func() actor.Actor {
 		var h Handler
 		if m.cfg.NewHandler != nil {
