@@ -348,6 +348,18 @@ func TestResyncBeyondHistory(t *testing.T) {
 func TestMaxLagCloses(t *testing.T) {
 	g := newSlowRig(t, troupe.Config{Settings: troupe.Settings{MaxQueuedMessages: 64, MaxLag: 500 * time.Millisecond}})
 	g.publish(t, 4000, 2000)
+	// The server closes the member once it has lagged for MaxLag; the
+	// client sees that after reading what its socket still holds, which at
+	// 10 KB/s can take longer than the test waits: once the server has
+	// closed it, the link is let go at full speed.
+	deadline := time.Now().Add(wait)
+	for gauge(t, g.reg, "troupe_slow_consumers_total") < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the server never closed the slow member")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	g.throttle.Store(0)
 	st := g.status.waitFor(t, 0, "the slow member to be closed", func(s client.Status) bool { return s.State == client.Disconnected })
 	if st.Err == nil || !strings.Contains(st.Err.Error(), "StatusTryAgainLater") {
 		t.Errorf("slow member disconnected with %v, want close 1013", st.Err)
