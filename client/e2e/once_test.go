@@ -114,6 +114,8 @@ func TestOutboxFull(t *testing.T) {
 	_, url := serve(t, troupe.Config{})
 	ctx := ctxT(t)
 	p := startProxy(t, url)
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait) // after the client's close (cleanups run last first)
 	c := dial(t, []string{p.URL}, &client.Options{MaxOutbox: 2})
 	r := c.Room("full")
 	if _, err := r.Join(ctx, nil); err != nil {
@@ -121,7 +123,6 @@ func TestOutboxFull(t *testing.T) {
 	}
 	p.hold()
 	p.cut()
-	var wg sync.WaitGroup
 	done := make(chan uint64, 2)
 	for i := range 2 {
 		wg.Go(func() {
@@ -151,6 +152,10 @@ func TestOutboxFull(t *testing.T) {
 		if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 			t.Fatalf("third publish: %v, want ErrOutboxFull", err)
 		}
+		// The probe held a place for its 20 ms: leave the two publishes
+		// (which retry every millisecond) time to take the places, or a
+		// busy machine can have the next probe take it first every time.
+		time.Sleep(10 * time.Millisecond)
 	}
 	p.release()
 	wg.Wait()
