@@ -90,3 +90,54 @@ func BenchmarkPublish(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkJoin measures a join under the room protocol into a room of n
+// members on in-memory connections: one op is one session joining (its
+// room.joined, which lists every member, is written) and leaving again, so
+// the room keeps its size. The presence.diffs those changes cause reach
+// the members as the presence window passes.
+func BenchmarkJoin(b *testing.B) {
+	for _, n := range []int{10, 1000, 10000} {
+		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
+			sys := session.NewSystem(nil)
+			m := hub.New(sys, hub.Config{Protocol: true})
+			ctx := context.Background()
+			opts := session.Options{MaxQueuedMessages: 1 << 20, MaxQueuedBytes: 1 << 40}
+			members := make([]*session.Session, n)
+			for i := range members {
+				members[i] = sys.NewSession(session.NewCountingMemConn(), session.Info{}, opts)
+				if err := m.JoinWith(ctx, "r", members[i], &hub.JoinOptions{Meta: []byte(`{"name":"member"}`)}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			// The setup's presence.diffs go out within the presence
+			// window (a second at most): before the clock starts.
+			time.Sleep(1100 * time.Millisecond)
+			conns := make([]*session.MemConn, b.N)
+			joiners := make([]*session.Session, b.N)
+			for i := range joiners {
+				conns[i] = session.NewCountingMemConn()
+				joiners[i] = sys.NewSession(conns[i], session.Info{}, opts)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i, s := range joiners {
+				if err := m.JoinWith(ctx, "r", s, &hub.JoinOptions{Meta: []byte(`{"name":"joiner"}`)}); err != nil {
+					b.Fatal(err)
+				}
+				if got := conns[i].WaitCount(1, time.Minute); got < 1 {
+					b.Fatal("no room.joined")
+				}
+				if err := m.Leave(ctx, "r", s); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			for _, s := range append(members, joiners...) {
+				session.Finish(s, session.CloseNormal, "")
+			}
+			_ = m.Shutdown(ctx)
+			sys.Shutdown()
+		})
+	}
+}

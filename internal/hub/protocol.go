@@ -66,14 +66,20 @@ func (st *roomState) joined(s *session.Session, o *JoinOptions, partial bool) {
 	if o.Since != nil && *o.Since <= st.seq && (o.Epoch == "" || o.Epoch == st.epoch) {
 		missed, recovered = st.hist.Since(*o.Since)
 	}
-	p := append(make([]byte, 0, 64+48*len(st.order)), `{"room":`...)
+	// Sized for all of it: a room of thousands lists them all.
+	size := 128 + len(st.name) + len(st.epoch) + len(o.ID) + len(st.ents)
+	for _, e := range st.ents {
+		size += len(e.entry)
+	}
+	p := wire.EnvelopeStart(make([]byte, 0, size), "room.joined")
+	p = append(p, `{"room":`...)
 	p = wire.AppendString(p, st.name)
 	p = append(p, `,"seq":`...)
 	p = wire.AppendUint(p, st.seq)
 	p = append(p, `,"epoch":`...)
 	p = wire.AppendString(p, st.epoch)
 	p = append(p, `,"members":`...)
-	p = st.appendMembers(p, st.order)
+	p = st.appendMembers(p)
 	if len(st.remote) > 0 {
 		p = st.appendRemote(p[:len(p)-1], len(st.order) > 0)
 		p = append(p, ']')
@@ -86,7 +92,7 @@ func (st *roomState) joined(s *session.Session, o *JoinOptions, partial bool) {
 	} else {
 		p = append(p, `,"recovered":false}`...)
 	}
-	_ = s.SendText(wire.Envelope(nil, "room.joined", o.ID, p))
+	_ = s.SendText(wire.EnvelopeEnd(p, o.ID))
 	for _, e := range missed {
 		st.sendMessage(s, messageFrame(e.Payload), e.Seq)
 	}
@@ -211,22 +217,47 @@ func appendList(p []byte, items [][]byte) []byte {
 }
 
 func (st *roomState) appendMember(p []byte, m *session.Session) []byte {
+	return appendEntry(p, MemberID(m), st.meta[m.ID()])
+}
+
+// appendEntry appends a member's {"id","meta"} as the others see it.
+func appendEntry(p []byte, id string, meta json.RawMessage) []byte {
 	p = append(p, `{"id":`...)
-	p = wire.AppendString(p, MemberID(m))
-	if meta := st.meta[m.ID()]; len(meta) > 0 {
+	p = wire.AppendString(p, id)
+	if len(meta) > 0 {
 		p = append(p, `,"meta":`...)
 		p = append(p, meta...)
 	}
 	return append(p, '}')
 }
 
-func (st *roomState) appendMembers(p []byte, list []*session.Session) []byte {
+// memberEntry is a member's entry in room.joined, and the member ID it
+// was encoded with.
+type memberEntry struct {
+	id    string
+	entry []byte
+}
+
+func newMemberEntry(s *session.Session, meta json.RawMessage) memberEntry {
+	id := MemberID(s)
+	return memberEntry{id: id, entry: appendEntry(nil, id, meta)}
+}
+
+// appendMembers appends the list of the members in join order from the
+// entries kept since their joins. An identity set after a join
+// (Session.SetIdentity) makes the entry stale: it is encoded again. The
+// check is cheap: an unchanged identity is the same string.
+func (st *roomState) appendMembers(p []byte) []byte {
 	p = append(p, '[')
-	for i, m := range list {
+	for i, m := range st.order {
 		if i > 0 {
 			p = append(p, ',')
 		}
-		p = st.appendMember(p, m)
+		e := &st.ents[i]
+		if id := MemberID(m); id != e.id {
+			*e = newMemberEntry(m, st.meta[m.ID()])
+		}
+		p = append(p, e.entry...)
 	}
 	return append(p, ']')
 }

@@ -648,6 +648,28 @@ func TestPresenceIdentityAndMeta(t *testing.T) {
 	}
 }
 
+// An identity set after a member joined (Session.SetIdentity) is what
+// later joiners' room.joined lists, with the meta it joined with.
+func TestProtocolJoinedListsIdentitySetAfterJoin(t *testing.T) {
+	f := newProtoFixture(t, hub.Config{PresenceWindow: never})
+	a, b, c := f.session("sess-a"), f.session("sess-b"), f.session("sess-c")
+	f.join("r", a, nil, `{"n":1}`, "")
+	f.join("r", b, nil, "", "")
+	a.s.SetIdentity("alice")
+	f.join("r", c, nil, "", "")
+	a.s.SetIdentity("alice2")
+	f.join("r", c, nil, "", "") // joined again: listed anew
+
+	fs := exactly(t, c, 2)
+	for i, want := range []string{"alice", "alice2"} {
+		j := as[joinedInfo](t, decodeProto(t, fs[i]), "room.joined")
+		if len(j.Members) != 3 || j.Members[0].ID != want || !jsonEqual(j.Members[0].Meta, []byte(`{"n":1}`)) ||
+			j.Members[1].ID != "sess-b" || j.Members[2].ID != "sess-c" {
+			t.Fatalf("room.joined %d: %s, want %s first", i, fs[i].Data, want)
+		}
+	}
+}
+
 // Publishing to a room one is not in is answered not_member with the
 // request id and takes no sequence number; to a room that does not exist,
 // Publish itself says ErrNotMember.

@@ -33,6 +33,9 @@ type roomState struct {
 	// supervisor (which owns the state once the room is dormant).
 	histBytes atomic.Int64
 	meta      map[string]json.RawMessage // by session ID
+	// ents is how room.joined lists each member of order (same index),
+	// encoded once at its join rather than at every later join.
+	ents []memberEntry
 
 	events        []presenceEvent          // joins and leaves since the last presence.diff
 	joinedAt      map[*session.Session]int // members that joined since then: their join's index in events
@@ -116,6 +119,11 @@ func (st *roomState) remove(s *session.Session) bool {
 	}
 	for i, m := range st.order {
 		if m == s {
+			if st.proto {
+				copy(st.ents[i:], st.ents[i+1:])
+				st.ents[len(st.ents)-1] = memberEntry{}
+				st.ents = st.ents[:len(st.ents)-1]
+			}
 			copy(st.order[i:], st.order[i+1:])
 			st.order[len(st.order)-1] = nil
 			st.order = st.order[:len(st.order)-1]
@@ -188,6 +196,13 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		}
 		st.members[msg.s.ID()] = msg.s
 		st.order = append(st.order, msg.s)
+		if st.proto {
+			var meta json.RawMessage
+			if msg.opts != nil {
+				meta = msg.opts.Meta
+			}
+			st.ents = append(st.ents, newMemberEntry(msg.s, meta))
+		}
 		st.size.Store(int32(len(st.order)))
 		a.m.index.add(msg.s, st.name)
 		if !msg.s.IsOpen() {

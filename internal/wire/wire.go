@@ -35,7 +35,8 @@ func AppendUint(buf []byte, n uint64) []byte {
 
 // Envelope appends {"type":typ,"payload":payload,"id":id}; payload and id
 // are raw JSON, trusted to be valid, and left out when empty (or a null id).
-// It is the one place envelopes are put together.
+// It is, with EnvelopeStart and EnvelopeEnd, the one place envelopes are
+// put together.
 func Envelope(buf []byte, typ string, id, payload []byte) []byte {
 	buf = append(buf, `{"type":`...)
 	buf = AppendString(buf, typ)
@@ -43,6 +44,20 @@ func Envelope(buf []byte, typ string, id, payload []byte) []byte {
 		buf = append(buf, `,"payload":`...)
 		buf = append(buf, payload...)
 	}
+	return EnvelopeEnd(buf, id)
+}
+
+// EnvelopeStart begins the envelope of type typ with a payload that the
+// caller appends right after it and follows with EnvelopeEnd: the same
+// bytes as Envelope, without building the payload apart first.
+func EnvelopeStart(buf []byte, typ string) []byte {
+	buf = append(buf, `{"type":`...)
+	buf = AppendString(buf, typ)
+	return append(buf, `,"payload":`...)
+}
+
+// EnvelopeEnd ends an envelope: its id, if any, and the closing brace.
+func EnvelopeEnd(buf []byte, id []byte) []byte {
 	if len(id) > 0 && string(id) != "null" {
 		buf = append(buf, `,"id":`...)
 		buf = append(buf, id...)
