@@ -191,8 +191,9 @@ func (st *roomState) diff(events []presenceEvent) *session.Shared {
 	return st.sharePresence(wire.Envelope(nil, "presence.diff", nil, p))
 }
 
-// notePresence records a join or leave for the next presence.diff.
-func (st *roomState) notePresence(s *session.Session, join bool) {
+// notePresence records a join or leave for the next presence.diff; entry
+// is the member's as the others see it, or nil to encode it now.
+func (st *roomState) notePresence(s *session.Session, join bool, entry []byte) {
 	if join {
 		if st.joinedAt == nil {
 			st.joinedAt = make(map[*session.Session]int)
@@ -201,7 +202,10 @@ func (st *roomState) notePresence(s *session.Session, join bool) {
 	} else {
 		delete(st.joinedAt, s)
 	}
-	st.events = append(st.events, presenceEvent{key: s.ID(), join: join, entry: st.appendMember(nil, s)})
+	if entry == nil {
+		entry = st.appendMember(nil, s)
+	}
+	st.events = append(st.events, presenceEvent{key: s.ID(), join: join, entry: entry})
 	st.localChanged = true
 }
 

@@ -220,11 +220,14 @@ func (a *roomActor) Receive(ctx actor.Context) {
 			if o == nil {
 				o = &JoinOptions{}
 			}
-			if len(o.Meta) > 0 {
-				st.meta[msg.s.ID()] = o.Meta
+			e := st.ents[len(st.ents)-1] // this member's, appended above
+			if n := len(o.Meta); n > 0 {
+				// The entry ends with the meta and '}': kept once.
+				end := len(e.entry) - 1
+				st.meta[msg.s.ID()] = json.RawMessage(e.entry[end-n : end : end])
 			}
 			partial := st.bp != nil && !a.syncPresence(ctx)
-			st.notePresence(msg.s, true)
+			st.notePresence(msg.s, true, e.entry)
 			if st.bp != nil {
 				// Announced before room.joined goes out: a join that
 				// arrives on another node after it finds this member.
@@ -328,7 +331,7 @@ func (a *roomActor) left(ctx actor.Context, s *session.Session) {
 		// Nobody left to tell.
 		a.st.events, a.st.joinedAt = nil, nil
 	} else {
-		a.st.notePresence(s, false) // before meta goes: the entry carries it
+		a.st.notePresence(s, false, nil) // before meta goes: the entry carries it
 		a.presenceChanged(ctx)
 	}
 	delete(a.st.meta, s.ID())
