@@ -287,14 +287,45 @@ func readLimit(maxSize int64) int64 {
 // readMessage reads the next message whole, if it is at most maxSize bytes;
 // a larger one is read no further than maxSize+1 bytes and reported as
 // errTooBig.
+//
+// A message is first read into a pooled scratch buffer and copied out at
+// its size: most messages are small, and a buffer made for each one at a
+// guess (512 bytes) was most of what reading allocated.
 func readMessage(ws *websocket.Conn, maxSize int64) (websocket.MessageType, []byte, error) {
 	typ, r, err := ws.Reader(context.Background())
 	if err != nil {
 		return 0, nil, err
 	}
-	b := make([]byte, 0, 512)
+	sp := scratchPool.Get().(*[scratchSize]byte)
+	b, done, err := readInto(r, sp[:0], maxSize, false)
+	if done || err != nil {
+		if err == nil {
+			b = append(make([]byte, 0, len(b)), b...)
+		}
+		scratchPool.Put(sp)
+		return typ, b, err
+	}
+	// Larger than the scratch buffer: on in a buffer of its own.
+	b = append(make([]byte, 0, 2*scratchSize), b...)
+	scratchPool.Put(sp)
+	b, _, err = readInto(r, b, maxSize, true)
+	return typ, b, err
+}
+
+// scratchSize is the size of readMessage's scratch buffers.
+const scratchSize = 512
+
+var scratchPool = sync.Pool{New: func() any { return new([scratchSize]byte) }}
+
+// readInto reads the rest of a message into b, growing it if grow is set;
+// else it stops when b is full, with done false. done is true when the
+// message ended.
+func readInto(r io.Reader, b []byte, maxSize int64, grow bool) (_ []byte, done bool, _ error) {
 	for {
 		if len(b) == cap(b) {
+			if !grow {
+				return b, false, nil
+			}
 			b = append(b, 0)[:len(b)] // grow
 		}
 		room := b[len(b):cap(b)]
@@ -304,13 +335,13 @@ func readMessage(ws *websocket.Conn, maxSize int64) (websocket.MessageType, []by
 		n, err := r.Read(room)
 		b = b[:len(b)+n]
 		if int64(len(b)) > maxSize {
-			return typ, nil, errTooBig
+			return nil, false, errTooBig
 		}
 		if err == io.EOF {
-			return typ, b, nil
+			return b, true, nil
 		}
 		if err != nil {
-			return typ, nil, err
+			return nil, false, err
 		}
 	}
 }

@@ -97,3 +97,48 @@ func TestMessageSizeLimit(t *testing.T) {
 		})
 	}
 }
+
+// Messages of every size around the read buffer's (scratchSize), whole
+// and in fragments that cross it, arrive intact, in order, each its own
+// copy (a handler may keep what it was given), up to MaxMessageSize.
+func TestMessageSizesArriveIntact(t *testing.T) {
+	const limit = 4 * scratchSize
+	var mu sync.Mutex
+	var kept [][]byte
+	addr, _ := serve(t, "adopted", Config{Limits: Limits{MaxMessageSize: limit}}, Hooks{
+		OnFrame: func(s *session.Session, binary bool, data []byte) {
+			mu.Lock()
+			kept = append(kept, data)
+			mu.Unlock()
+			_ = s.SendText(data)
+		},
+	})
+	sizes := []int{0, 1, scratchSize - 1, scratchSize, scratchSize + 1, 2*scratchSize + 7, limit}
+	msg := func(size int) []byte {
+		b := make([]byte, size)
+		for i := range b {
+			b[i] = 'a' + byte((i*7+size)%26)
+		}
+		return b
+	}
+	c := dialEcho(t, addr)
+	var want []string
+	for _, n := range sizes {
+		write(t, c.ws, websocket.MessageText, msg(n))
+		want = append(want, string(msg(n)))
+	}
+	expectEcho(t, c.got, want...)
+
+	r := dialRaw(t, addr, nil)
+	m := msg(scratchSize + 100)
+	r.write(t, bytes.Join([][]byte{maskedFrame(0x01, m[:scratchSize-10]), maskedFrame(0x80, m[scratchSize-10:])}, nil))
+	r.expect(t, string(m))
+
+	mu.Lock()
+	defer mu.Unlock()
+	for i, n := range sizes {
+		if got := string(kept[i]); got != want[i] {
+			t.Errorf("message %d (%d bytes) as kept: %.40q, want %.40q", i, n, got, want[i])
+		}
+	}
+}
