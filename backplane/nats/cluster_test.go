@@ -24,7 +24,9 @@ func openCluster(t testing.TB) []*Backplane {
 	}
 	nodes := make([]*Backplane, 3)
 	errs := make([]error, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	// Three servers electing a meta leader under -race on a busy two-core
+	// machine can take longer than one wait; this bounds a stuck start.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
 	defer cancel()
 	var wg sync.WaitGroup
 	for i := range nodes {
