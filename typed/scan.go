@@ -196,13 +196,14 @@ func skipValue(data []byte, i, depth int) (int, bool) {
 		closed := true // the value just read is complete
 		switch c := data[i]; {
 		case c == '{' || c == '[':
+			// An empty container counts toward the depth too.
+			if depth+len(stack) == maxDepth {
+				return 0, false
+			}
 			i = skipSpace(data, i+1)
 			if i < len(data) && data[i] == c+2 { // '}' is '{'+2, ']' is '['+2
 				i++
 				break
-			}
-			if depth+len(stack) == maxDepth {
-				return 0, false
 			}
 			stack = append(stack, c)
 			closed = false

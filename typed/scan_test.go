@@ -19,6 +19,9 @@ var scanSeeds = []string{
 	`[]`, `null`, `"type"`, `{"type":"a","payload":{"k":tru}}`, "{\"type\":\"a\",\"payload\":\"\xff\"}",
 	`{"type":"a","payload":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`,
 	`{"type":"a","payload":` + strings.Repeat("[", 9998) + strings.Repeat("]", 9998) + `}`,
+	`{"type":"a","payload":` + strings.Repeat("[", 9999) + `[]` + strings.Repeat("]", 9999) + `}`,
+	strings.Repeat("[", 10000) + `[]` + strings.Repeat("]", 10000),
+	strings.Repeat("[", 9999) + `{}` + strings.Repeat("]", 9999),
 }
 
 // FuzzDecodeFast checks the fast path against encoding/json: its validator
