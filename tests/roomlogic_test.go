@@ -549,9 +549,9 @@ func (slowCrash) boom(_ slowCrash, _ *troupe.Room, _ *troupe.Session, _ struct{ 
 	panic("boom")
 }
 
-// Requests still waiting in a room's mailbox when the restart limit stops
-// it are answered (unavailable, with the reason), not left to time out:
-// every request gets exactly one answer.
+// Requests still waiting in a room's mailbox when the restart limit drops
+// its logic are answered, not left to time out: every request gets exactly
+// one answer.
 func TestRoomStoppedByRestartLimitAnswersWaitingRequests(t *testing.T) {
 	h := startServer(t, troupe.Config{
 		RoomProtocol:      true,
@@ -581,13 +581,54 @@ func TestRoomStoppedByRestartLimitAnswersWaitingRequests(t *testing.T) {
 		answered[string(e.ID)] = true
 		p := decodePayload[struct{ Code, Message string }](t, e)
 		codes[p.Code]++
-		if p.Code == "unavailable" && !strings.Contains(p.Message, "stopped") {
-			t.Errorf("unavailable without the reason: %q", p.Message)
-		}
 	}
-	// Two failures (one restart allowed), then the stop: the requests
-	// queued behind them are answered as the room stops.
-	if codes["internal"] != 2 || codes["unavailable"]+codes["not_member"] != n-2 || codes["unavailable"] == 0 {
-		t.Fatalf("answers by code %v, want 2 internal and the rest unavailable", codes)
+	// Two failures (one restart allowed), then the logic is dropped and
+	// the member removed: the requests queued behind them are answered
+	// (not_member), none is handled by the fresh logic.
+	if codes["internal"] != 2 || codes["not_member"] != n-2 {
+		t.Fatalf("answers by code %v, want 2 internal and the rest not_member", codes)
+	}
+}
+
+// A join waiting in the mailbox of a room whose logic the restart limit
+// drops is answered: the joiner becomes a member of the room, run by
+// fresh logic.
+func TestRoomJoinWaitingAtRestartLimitIsAnswered(t *testing.T) {
+	h := startServer(t, troupe.Config{
+		RoomProtocol:      true,
+		MaxRoomRestarts:   1,
+		RoomRestartWindow: time.Minute,
+		NewRoomHandler:    func(string) troupe.RoomHandler { return slowCrash{} },
+	})
+	troupe.HandleRoom(h.srv, "boom", slowCrash{}.boom)
+	a, b := h.dial(t, "a"), h.dial(t, "b")
+	a.startReading()
+	b.startReading()
+	a.write(t, mustEnvelope(t, "room.join", map[string]string{"room": "r"}, json.RawMessage(`"j"`)))
+	a.expect(t, "room.joined")
+	for i := range 2 {
+		a.write(t, mustEnvelope(t, "boom", map[string]string{"room": "r"}, json.RawMessage(strconv.Itoa(i))))
+	}
+	time.Sleep(20 * time.Millisecond) // the first boom is being handled
+	b.write(t, mustEnvelope(t, "room.join", map[string]string{"room": "r"}, json.RawMessage(`"j"`)))
+	e := b.expect(t, "room.joined")
+	j := decodePayload[joinedPayload](t, e)
+	if len(j.Members) != 1 {
+		t.Fatalf("room.joined lists %d members, want 1 (a was removed with the failing logic)", len(j.Members))
+	}
+}
+
+// A room request to a room that has no logic is refused, not answered empty.
+func TestRoomRequestWithoutLogicIsUnknownType(t *testing.T) {
+	h := startServer(t, troupe.Config{RoomProtocol: true})
+	troupe.HandleRoom(h.srv, "boom", slowCrash{}.boom)
+	c := h.dial(t, "a")
+	c.startReading()
+	c.write(t, mustEnvelope(t, "room.join", map[string]string{"room": "r"}, json.RawMessage(`"j"`)))
+	c.expect(t, "room.joined")
+	c.write(t, mustEnvelope(t, "boom", map[string]string{"room": "r"}, json.RawMessage(`1`)))
+	e := c.expect(t, "error")
+	if p := decodePayload[struct{ Code string }](t, e); p.Code != "unknown_type" {
+		t.Fatalf("a room request to a room without logic: %s, want unknown_type", e.Payload)
 	}
 }

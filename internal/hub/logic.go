@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -54,15 +55,11 @@ type callReq struct {
 // at once, before the room restarts. A sender that is not a member gets
 // not_member; ErrNotMember is returned when the room does not exist.
 func (m *Manager) Call(room string, s *session.Session, typ string, id json.RawMessage, fn func(r *Room, h Handler) (any, error)) error {
-	pid, err := m.memberRoom(room, s, id)
-	if pid == nil {
+	ref, err := m.memberRef(room, s, id)
+	if ref == nil {
 		return err
 	}
-	v, _ := m.live.Load(room)
-	if v == nil {
-		return ErrNotMember
-	}
-	st := v.(*roomRef).st
+	pid, st := ref.pid, ref.st
 	c := &callReq{s: s, id: id, typ: typ, fn: fn}
 	switch st.calls.add(c) {
 	case callsFull:
@@ -144,6 +141,10 @@ func (a *roomActor) handleCall(c *callReq) {
 	if !st.calls.take(c) {
 		return // answered when the room began stopping
 	}
+	if a.h == nil {
+		_ = c.s.SendText(wire.Error(c.id, typed.CodeUnknownType, "room "+st.name+" has no logic for "+c.typ))
+		return
+	}
 	if _, ok := st.members[c.s.ID()]; !ok {
 		_ = c.s.SendText(wire.Error(c.id, "not_member", "not a member of room "+st.name))
 		return
@@ -213,21 +214,22 @@ func (a *roomActor) started() {
 		return
 	}
 	if rs, ok := a.h.(restorer); ok && a.st.logic != nil {
-		a.call(func(*Room) { rs.Restore(a.st.logic) })
+		// Taken out while Restore runs: a state that makes Restore panic
+		// is not handed to every later incarnation.
+		state := a.st.logic
+		a.st.logic = nil
+		a.call(func(*Room) { rs.Restore(state) })
+		a.st.logic = state
 	}
 	if s, ok := a.h.(starter); ok {
 		a.call(s.OnStart)
 	}
 }
 
-// stopping runs when the room stops: OnStop (unless the room is stopping
-// because its logic kept failing), then its timers go. A panic in OnStop
-// is told to OnError; the room is stopping anyway.
+// stopping runs when the room stops: OnStop, then its timers go. A panic
+// in OnStop is told to OnError; the room is stopping anyway.
 func (a *roomActor) stopping() {
-	if reason := a.st.gaveUp.Load(); reason != nil {
-		a.st.logic = nil // the state the failing logic kept is not trusted
-		a.evict(*reason)
-	} else if s, ok := a.h.(stopper); ok {
+	if s, ok := a.h.(stopper); ok {
 		func() {
 			defer func() {
 				if v := recover(); v != nil {
@@ -241,12 +243,8 @@ func (a *roomActor) stopping() {
 	a.done = true
 	// What the mailbox still holds is dropped with the actor: answer the
 	// requests among it.
-	why := "room " + a.st.name + " stopped; try again"
-	if reason := a.st.gaveUp.Load(); reason != nil {
-		why = "room " + a.st.name + " stopped: " + *reason
-	}
 	for _, c := range a.st.calls.close() {
-		_ = c.s.SendText(wire.Error(c.id, "unavailable", why))
+		_ = c.s.SendText(wire.Error(c.id, "unavailable", "room "+a.st.name+" stopped; try again"))
 	}
 }
 
@@ -425,9 +423,9 @@ func (r *Room) Publish(typ string, body any) error {
 	var b []byte
 	switch v := body.(type) {
 	case json.RawMessage:
-		b = v
+		b = bytes.Clone(v) // under a backplane it is read later, elsewhere
 	case []byte:
-		b = v
+		b = bytes.Clone(v)
 	default:
 		var err error
 		if b, err = json.Marshal(body); err != nil {

@@ -302,6 +302,16 @@ func (m *Manager) PublishOnce(room string, s *session.Session, body, id json.Raw
 // s. Nil when there is nothing to send: s is not a member (answered here
 // with not_member), or the room or the manager is gone (the error).
 func (m *Manager) memberRoom(room string, s *session.Session, id json.RawMessage) (*actor.PID, error) {
+	ref, err := m.memberRef(room, s, id)
+	if ref == nil {
+		return nil, err
+	}
+	return ref.pid, nil
+}
+
+// memberRef is memberRoom returning the room's live reference (its actor
+// and its state from one lookup).
+func (m *Manager) memberRef(room string, s *session.Session, id json.RawMessage) (*roomRef, error) {
 	if m.isStopped() {
 		return nil, ErrStopped
 	}
@@ -317,7 +327,7 @@ func (m *Manager) memberRoom(room string, s *session.Session, id json.RawMessage
 		_ = s.SendText(wire.Error(id, "not_member", "not a member of room "+room))
 		return nil, nil
 	}
-	return v.(*roomRef).pid, nil
+	return v.(*roomRef), nil
 }
 
 // History asks room for up to limit messages below before (0: the newest);

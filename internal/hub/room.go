@@ -155,9 +155,15 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		if st.bp != nil && st.feed == nil && st.failed == nil {
 			a.follow(ctx) // the room starts on this node
 		}
+		if reason := st.gaveUp.Swap(nil); reason != nil {
+			// The supervisor gave up on the logic (giveUp): its members
+			// go, and so does the state it kept.
+			st.logic = nil
+			a.evict(*reason)
+		}
 		a.started()
 		// After a restart: the message that failed may have been the one
-		// that emptied the room.
+		// that emptied the room (or the eviction did).
 		if st.joins > 0 {
 			a.checkEmpty(ctx)
 		}

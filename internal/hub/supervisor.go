@@ -306,10 +306,11 @@ func (sv *supervisor) HandleFailure(_ *actor.ActorSystem, s actor.Supervisor, ch
 	var report error = err
 	if ref != nil && sv.tooMany(ref) {
 		report = sv.giveUp(ref, err)
-		s.StopChildren(child)
-	} else {
-		s.RestartChildren(child)
 	}
+	// Restarted either way, never stopped here: protoactor drops what a
+	// stopped actor's mailbox holds (joins, publishes, requests of members
+	// waiting for an answer), and a restart keeps it.
+	s.RestartChildren(child)
 	if sv.m.cfg.OnError != nil {
 		sv.m.sys.SafeCall(func() { sv.m.cfg.OnError(err.Room, report) })
 	}
@@ -333,15 +334,18 @@ func (sv *supervisor) tooMany(ref *roomRef) bool {
 	return len(ref.failures) > max
 }
 
-// giveUp stops a room whose logic keeps failing: it is no longer live (a
-// join waits for it to be gone and starts it afresh), and as it stops its
-// members are removed, each told with room.left and the reason.
+// giveUp drops a room's failing logic: the incarnation that starts next
+// (see roomActor.Receive, Started) removes every member, each told with
+// room.left and the reason, and runs fresh logic without the state the
+// failing one kept; a room left empty then stops as any room does. The
+// messages waiting in its mailbox are handled by that incarnation: the
+// evicted members' requests are answered not_member, new joins join the
+// fresh room.
 func (sv *supervisor) giveUp(ref *roomRef, last *typed.PanicError) error {
 	err := &StoppedError{Room: ref.st.name, Failures: len(ref.failures), Within: sv.m.cfg.RestartWindow, Last: last}
 	reason := fmt.Sprintf("room logic failed %d times within %s", err.Failures, err.Within)
 	ref.st.gaveUp.Store(&reason)
-	ref.stopping = true
-	sv.m.live.Delete(ref.st.name)
+	ref.failures = nil
 	return err
 }
 
