@@ -247,7 +247,9 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		a.call(func(r *Room) { a.h.OnJoin(r, msg.s) })
 	case *publishReq:
 		// A message sent again is answered before the room's logic could
-		// see (and count, or refuse) it a second time.
+		// see (and count, or refuse) it a second time, once its first copy
+		// is known here (under a backplane: once it is in the log as this
+		// node has read it).
 		if !st.answerDuplicate(a.m, msg) && a.filterPublish(msg) {
 			st.publish(a.m, msg)
 		}
