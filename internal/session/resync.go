@@ -71,16 +71,20 @@ func (a *sessionActor) tag(m *Shared) {
 	}
 }
 
-// untagAll forgets the tags of a queue handed to a writer or dropped.
+// untagAll forgets the tags of a queue handed to a writer or dropped. The
+// room.resync frames in it leave with it, so the rooms they told are
+// forgotten too: "told" means a marker is still queued, and a room whose
+// marker was written must get a new one at its next gap.
 func (a *sessionActor) untagAll() {
 	clear(a.tags)
 	a.tags = a.tags[:0]
+	clear(a.resynced)
 }
 
 // resync handles a refused frame of room traffic: it drops the room
 // traffic queued and puts in the place of each room's first dropped frame
-// a room.resync (unless that room was told already and has had no frame
-// queued since), then one for the refused frame's room if it had nothing
+// a room.resync (unless that room's marker is still queued and no frame of
+// it was queued after it), then one for the refused frame's room if it had nothing
 // queued. A session behind for longer than MaxLag is closed instead.
 func (a *sessionActor) resync(g *gapNote) {
 	s := a.s

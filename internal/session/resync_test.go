@@ -3,6 +3,7 @@ package session_test
 import (
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +138,57 @@ func TestResyncMaxLag(t *testing.T) {
 	}
 	if n := sys.Overflows(); n != 1 {
 		t.Errorf("Overflows() = %d, want 1", n)
+	}
+}
+
+// TestResyncTellsAQuietRoomAgain checks that a room told to resync once is
+// told again at its next gap: a quiet room whose room.resync was written
+// (and acted on by the client) must not lose its next refused message in
+// silence when the queue overflows again later.
+func TestResyncTellsAQuietRoomAgain(t *testing.T) {
+	const limit = 8 // room traffic: 6
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	h := newHooks()
+	s := newSession(t, sys, conn, h.options(session.Options{MaxQueuedMessages: limit, Resync: true}))
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// overflow blocks a writer on busy room s's message after+1, queues
+	// pre and s's next messages up to the limit, then has refuse send a
+	// frame of room traffic that does not fit.
+	overflow := func(after uint64, pre func(), refuse func() error) {
+		t.Helper()
+		conn.Block()
+		must(roomSend(s, "s", after, "s"+strconv.FormatUint(after+1, 10)))
+		barrier(t, sys, s)
+		barrier(t, sys, s)
+		pre()
+		for session.QueueLen(s) < 6 {
+			after++
+			must(roomSend(s, "s", after, "s"+strconv.FormatUint(after+1, 10)))
+		}
+		if err := refuse(); !errors.Is(err, session.ErrResynced) {
+			t.Fatalf("room traffic past the limit: %v, want ErrResynced", err)
+		}
+		barrier(t, sys, s)
+		conn.Unblock()
+	}
+	// The first overflow drops quiet room r's r1.
+	overflow(0, func() { must(roomSend(s, "r", 0, "r1")) }, func() error { return roomSend(s, "s", 5, "over") })
+	want := []string{"s1", resyncText("r", "0"), resyncText("s", "1")}
+	conn.WaitCount(len(want), wait)
+	barrier(t, sys, s)
+	// The second refuses r's r2: r must be told again.
+	overflow(10, func() {}, func() error { return roomSend(s, "r", 1, "r2") })
+	must(roomSend(s, "r", 2, "r3"))
+	want = append(want, "s11", resyncText("s", "11"), resyncText("r", "1"), "r3")
+	conn.WaitCount(len(want), wait)
+	barrier(t, sys, s)
+	if got := texts(conn.Frames()); !slices.Equal(got, want) {
+		t.Fatalf("client read\n%q\nwant\n%q", got, want)
 	}
 }

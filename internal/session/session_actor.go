@@ -18,8 +18,8 @@ type sessionActor struct {
 	queue      []Frame // accepted frames not yet handed to a writer
 	queueBytes int
 	// Under Options.Resync: what each frame of queue is (tags[i] for
-	// queue[i]), and the rooms told to resync since their last frame was
-	// queued (see resync.go).
+	// queue[i]), and the rooms whose room.resync is in queue with no
+	// frame of theirs queued after it (see resync.go).
 	tags      []*Shared
 	resynced  map[string]struct{}
 	closeSent bool // the close frame's writer has been started
