@@ -72,19 +72,24 @@ type eventStream struct {
 	finished bool // the handler has returned: w is no longer ours
 }
 
-// newStream starts r's response as an event stream. It fails, writing
-// nothing, when the ResponseWriter cannot bound a write by a deadline.
+// newStream makes r's response an event stream, writing nothing yet (its
+// headers go out when stream starts). It fails when the ResponseWriter
+// cannot bound a write by a deadline.
 func newStream(w http.ResponseWriter, r *http.Request) (*eventStream, bool) {
 	rc := http.NewResponseController(w)
 	if err := rc.SetWriteDeadline(time.Time{}); err != nil {
 		return nil, false
 	}
-	hd := w.Header()
+	return &eventStream{w: w, rc: rc, done: r.Context().Done(), kick: make(chan struct{}, 1)}, true
+}
+
+// start writes the stream's headers.
+func (st *eventStream) start() {
+	hd := st.w.Header()
 	hd.Set("Content-Type", "text/event-stream")
 	hd.Set("Cache-Control", "no-cache")
 	hd.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	w.WriteHeader(http.StatusOK)
-	return &eventStream{w: w, rc: rc, done: r.Context().Done(), kick: make(chan struct{}, 1)}, true
+	st.w.WriteHeader(http.StatusOK)
 }
 
 func (st *eventStream) wake() {
@@ -139,6 +144,10 @@ func (c *streamConn) progressLocked() {
 func (c *streamConn) attach(st *eventStream, sent uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.attachLocked(st, sent)
+}
+
+func (c *streamConn) attachLocked(st *eventStream, sent uint64) {
 	if old := c.cur; old != nil {
 		old.wake() // it sees it is replaced and ends
 	}
@@ -183,9 +192,10 @@ func (c *streamConn) detach(st *eventStream) {
 
 // stream writes the session's events to st as they come, first, until the
 // client goes away, another stream replaces st, or the session ends. It
-// runs on st's request goroutine.
+// runs on st's request goroutine, attached, and starts st's response.
 func (c *streamConn) stream(st *eventStream, first string) {
 	defer c.detach(st)
+	st.start()
 	every := c.h.cfg.PingInterval
 	if every <= 0 {
 		every = keepaliveEvery
@@ -348,27 +358,6 @@ func (c *streamConn) resume(w http.ResponseWriter, r *http.Request) {
 		}
 		last = n
 	}
-	c.mu.Lock()
-	ok := last <= c.next
-	if ok {
-		// Acknowledged: the client has every event up to last.
-		for len(c.events) > 0 && c.events[0].id <= last {
-			c.bytes -= len(c.events[0].data)
-			c.events[0] = sseEvent{}
-			c.events = c.events[1:]
-		}
-		// What follows last must all be here.
-		ok = len(c.events) == 0 && last == c.next || len(c.events) > 0 && c.events[0].id == last+1
-	}
-	c.mu.Unlock()
-	if !ok {
-		// Events the client never read are gone: the session cannot go
-		// on without a hole. (The same 404 as an unknown token: the
-		// client opens a new session, whose rooms resume with since.)
-		c.end(&transport.CloseError{Code: session.CloseAbnormal, Reason: "event stream resumed past its buffer"})
-		http.Error(w, errUnknownSession, http.StatusNotFound)
-		return
-	}
 	select {
 	case <-c.dead:
 		http.Error(w, errUnknownSession, http.StatusNotFound)
@@ -380,7 +369,33 @@ func (c *streamConn) resume(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "event streams are not supported by this server's ResponseWriter", http.StatusNotImplemented)
 		return
 	}
-	c.attach(st, last)
+	// The check and the attach are one critical section: until st is
+	// attached from last, c.sent is the dropped stream's, and a Write
+	// could forget events past last to make room.
+	c.mu.Lock()
+	ok = last <= c.next
+	if ok {
+		// Acknowledged: the client has every event up to last.
+		for len(c.events) > 0 && c.events[0].id <= last {
+			c.bytes -= len(c.events[0].data)
+			c.events[0] = sseEvent{}
+			c.events = c.events[1:]
+		}
+		// What follows last must all be here.
+		ok = len(c.events) == 0 && last == c.next || len(c.events) > 0 && c.events[0].id == last+1
+	}
+	if ok {
+		c.attachLocked(st, last)
+	}
+	c.mu.Unlock()
+	if !ok {
+		// Events the client never read are gone: the session cannot go
+		// on without a hole. (The same 404 as an unknown token: the
+		// client opens a new session, whose rooms resume with since.)
+		c.end(&transport.CloseError{Code: session.CloseAbnormal, Reason: "event stream resumed past its buffer"})
+		http.Error(w, errUnknownSession, http.StatusNotFound)
+		return
+	}
 	c.stream(st, "")
 }
 
