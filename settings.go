@@ -98,7 +98,9 @@ type Settings struct {
 	OverflowPolicy string
 	// MaxLag bounds, under the "resync" OverflowPolicy, how long a member
 	// may stay behind: one whose queue keeps overflowing, without ever
-	// draining, for longer than this is closed with 1013. Default 1m; it
+	// catching up (a write that drains the queue, or finishes with no
+	// overflow since the one before), for longer than this is closed with
+	// 1013. Default 1m; it
 	// cannot be off. Env WEBSOCKET_MAX_LAG.
 	MaxLag time.Duration
 }

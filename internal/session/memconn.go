@@ -23,6 +23,7 @@ type MemConn struct {
 	frames     []Frame
 	batches    int // Write calls that wrote
 	blocked    bool
+	passes     int // writes let through while blocked (Step)
 	closed     bool
 	code       int
 	reason     string
@@ -82,7 +83,7 @@ func (c *MemConn) Write(msgs []Frame, deadline time.Time) error {
 		t := time.AfterFunc(time.Until(deadline), func() { c.mu.Lock(); c.cond.Broadcast(); c.mu.Unlock() })
 		defer t.Stop()
 	}
-	for c.blocked && !c.closed {
+	for c.blocked && c.passes == 0 && !c.closed {
 		if !deadline.IsZero() && !time.Now().Before(deadline) {
 			return fmt.Errorf("memconn: write: %w", os.ErrDeadlineExceeded)
 		}
@@ -90,6 +91,9 @@ func (c *MemConn) Write(msgs []Frame, deadline time.Time) error {
 	}
 	if c.closed {
 		return ErrMemConnClosed
+	}
+	if c.blocked {
+		c.passes--
 	}
 	c.count += len(msgs)
 	c.batches++
@@ -120,10 +124,19 @@ func (c *MemConn) CloseNow() error { return c.Close(CloseAbnormal, "") }
 // Block makes writes wait until Unblock, a close, or their deadline.
 func (c *MemConn) Block() { c.mu.Lock(); c.blocked = true; c.mu.Unlock() }
 
+// Step lets one write through a blocked conn, like a client that reads
+// one batch and stops again.
+func (c *MemConn) Step() {
+	c.mu.Lock()
+	c.passes++
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+
 // Unblock lets waiting and later writes through.
 func (c *MemConn) Unblock() {
 	c.mu.Lock()
-	c.blocked = false
+	c.blocked, c.passes = false, 0
 	c.cond.Broadcast()
 	c.mu.Unlock()
 }

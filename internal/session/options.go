@@ -40,9 +40,10 @@ type Options struct {
 	// frames (the history pages a resynced client asks for).
 	Resync bool
 	// MaxLag bounds, under Resync, how long a session may keep
-	// overflowing: one whose queue has not drained since its first resync
-	// for longer than this is closed with CloseTryAgainLater (default 1
-	// minute).
+	// overflowing: one that has not caught up (a write that drained the
+	// queue, or finished with no room frame refused since the write
+	// before) since its first resync for longer than this is closed with
+	// CloseTryAgainLater (default 1 minute).
 	MaxLag time.Duration
 
 	// roomMessages and roomBytes are the limits room traffic is admitted

@@ -20,9 +20,10 @@ import (
 // three quarters of the queue's limits and other frames into all of it (so
 // a history page the client asks for finds room), a resync adds one frame
 // per room that lost frames, and the set of rooms told to resync is capped
-// at maxResynced. A session that keeps overflowing without its queue ever
-// draining for longer than MaxLag is closed with CloseTryAgainLater, as is
-// one whose other frames overflow.
+// at maxResynced. A session that keeps overflowing for longer than MaxLag,
+// its queue never draining and every write meanwhile finishing after a
+// new refusal, is closed with CloseTryAgainLater, as is one whose other
+// frames overflow.
 
 // maxResynced caps the rooms a session remembers having told to resync.
 // Forgetting them is safe: the client may then get a second room.resync
@@ -53,12 +54,16 @@ type gapNote struct {
 
 // gap reports a refused frame of room traffic to the actor.
 func (s *Session) gap(sh *Shared) {
+	s.gapped.Store(true)
 	s.sys.root.Send(s.pid, &gapNote{room: sh.room, after: sh.after})
 }
 
-// caughtUp ends the session's lag once a write left nothing queued.
+// caughtUp ends the session's lag once a write left nothing queued, or
+// finished with no room frame refused since the previous write: a member
+// of a busy room may keep up without its queue ever emptying.
 func (s *Session) caughtUp() {
-	if s.lagSince.Load() != 0 && s.state.Load()&countMask == 0 {
+	gapped := s.gapped.Swap(false)
+	if s.lagSince.Load() != 0 && (!gapped || s.state.Load()&countMask == 0) {
 		s.lagSince.Store(0)
 	}
 }

@@ -192,3 +192,51 @@ func TestResyncTellsAQuietRoomAgain(t *testing.T) {
 		t.Fatalf("client read\n%q\nwant\n%q", got, want)
 	}
 }
+
+// TestResyncLagEndsWhenKeepingUp checks that a session that overflowed
+// once and then keeps up is not closed at its next overflow, MaxLag later,
+// though its queue never emptied meanwhile (a member of a busy room
+// always has the next message queued): a write that finishes with no room
+// frame refused since the previous one ends the lag.
+func TestResyncLagEndsWhenKeepingUp(t *testing.T) {
+	const limit = 4 // room traffic: 3
+	const maxLag = 50 * time.Millisecond
+	sys := newSystem(t)
+	conn := session.NewMemConn()
+	h := newHooks()
+	s := newSession(t, sys, conn, h.options(session.Options{MaxQueuedMessages: limit, Resync: true, MaxLag: maxLag}))
+	conn.Block()
+	seq := uint64(0)
+	send := func() error {
+		seq++
+		return roomSend(s, "a", seq-1, "m"+strconv.FormatUint(seq, 10))
+	}
+	overflow := func() {
+		t.Helper()
+		for i := 0; i < 10; i++ {
+			_ = send()
+		}
+		barrier(t, sys, s)
+		if !s.IsOpen() {
+			t.Fatal("closed at an overflow after keeping up")
+		}
+	}
+	overflow()
+	// Keeping up, for twice MaxLag: each write finishes with the next
+	// message already queued.
+	for start := time.Now(); time.Since(start) < 2*maxLag; {
+		if err := send(); err != nil {
+			t.Fatalf("a message while keeping up: %v", err)
+		}
+		n := conn.Count()
+		conn.Step()
+		conn.WaitCount(n+1, wait)
+		barrier(t, sys, s)
+		if session.QueueLen(s) == 0 {
+			t.Fatal("the queue drained: this test needs it never to")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	overflow()
+	conn.Unblock()
+}

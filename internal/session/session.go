@@ -82,9 +82,11 @@ type Session struct {
 	identity atomic.Pointer[string]
 
 	// lagSince is when, under Options.Resync, the session's room traffic
-	// first overflowed since its queue last drained (UnixNano; 0: not
-	// behind). See resync.go.
+	// first overflowed since it last caught up (UnixNano; 0: not behind),
+	// and gapped whether a frame of it was refused since the last write
+	// finished. See resync.go.
 	lagSince atomic.Int64
+	gapped   atomic.Bool
 
 	valuesMu sync.Mutex
 	values   map[any]any
