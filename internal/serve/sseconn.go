@@ -210,11 +210,14 @@ func (c *streamConn) stream(st *eventStream, first string) {
 			return
 		}
 		var last uint64
-		for _, ev := range c.events {
-			if ev.id > c.sent {
-				buf = appendEvent(buf, ev)
-				last = ev.id
-			}
+		// Ids are contiguous: what follows c.sent starts at its offset.
+		from := 0
+		if len(c.events) > 0 && c.sent >= c.events[0].id {
+			from = int(min(c.sent+1-c.events[0].id, uint64(len(c.events))))
+		}
+		for _, ev := range c.events[from:] {
+			buf = appendEvent(buf, ev)
+			last = ev.id
 		}
 		closing := c.closeEv
 		c.mu.Unlock()
