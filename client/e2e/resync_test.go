@@ -318,6 +318,21 @@ func TestResyncBeyondHistory(t *testing.T) {
 	g.waitLast(t, "slow", total, wait)
 
 	slow := g.logs["slow"]
+	// The catch-up reports its end (OnRecover) after it has delivered the
+	// last message: wait for the report of the lost gap.
+	deadline := time.Now().Add(wait)
+	for {
+		slow.mu.Lock()
+		lost := false
+		for _, rc := range slow.recs {
+			lost = lost || !rc.Recovered
+		}
+		slow.mu.Unlock()
+		if lost || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	slow.mu.Lock()
 	defer slow.mu.Unlock()
 	for i := 1; i < len(slow.seqs); i++ {
