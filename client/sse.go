@@ -146,6 +146,19 @@ type sseConn struct {
 	body   io.ReadCloser
 	br     *bufio.Reader
 	lastID string
+	// The drop being resumed: its deadline and the wait before the next
+	// reopen, kept until an event has been read, so a stream that opens
+	// and ends at once is retried with backoff and within the deadline.
+	dropDeadline time.Time
+	dropDelay    time.Duration
+}
+
+// errTooLarge is an event over ReadLimit: reopening the stream would
+// receive the same event again, so the connection fails instead.
+type errTooLarge int64
+
+func (e errTooLarge) Error() string {
+	return fmt.Sprintf("troupe client: event over %d bytes", int64(e))
 }
 
 func (c *sseConn) setBody(body io.ReadCloser) {
@@ -241,7 +254,7 @@ func (c *sseConn) next() (sseEvent, error) {
 			}
 			hasData = true
 			if c.limit > 0 && int64(data.Len()+len(value)) > c.limit {
-				return ev, fmt.Errorf("troupe client: event over %d bytes", c.limit)
+				return ev, errTooLarge(c.limit)
 			}
 			data.Write(value)
 		}
@@ -256,7 +269,7 @@ func (c *sseConn) line() ([]byte, error) {
 		if err == bufio.ErrBufferFull {
 			long = append(long, part...)
 			if c.limit > 0 && int64(len(long)) > c.limit {
-				return nil, fmt.Errorf("troupe client: event over %d bytes", c.limit)
+				return nil, errTooLarge(c.limit)
 			}
 			continue
 		}
@@ -277,6 +290,7 @@ func (c *sseConn) Read(context.Context) ([]byte, error) {
 	for {
 		ev, err := c.next()
 		if err == nil {
+			c.dropDeadline = time.Time{}
 			switch ev.event {
 			case "", "message":
 				if ev.id != "" {
@@ -297,6 +311,10 @@ func (c *sseConn) Read(context.Context) ([]byte, error) {
 		if c.ctx.Err() != nil {
 			return nil, net.ErrClosed
 		}
+		var tl errTooLarge
+		if errors.As(err, &tl) {
+			return nil, err
+		}
 		if rerr := c.resume(); rerr != nil {
 			return nil, fmt.Errorf("%w (after the stream ended: %v)", rerr, err)
 		}
@@ -304,30 +322,37 @@ func (c *sseConn) Read(context.Context) ([]byte, error) {
 }
 
 // resume reopens the stream after the last event read, trying for
-// ResumeTimeout.
+// ResumeTimeout from the drop and waiting before every reopen: a stream
+// that opens and ends at once counts as the same drop until an event is
+// read from it.
 func (c *sseConn) resume() error {
 	c.closeBody()
-	timeout := c.t.ResumeTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
+	if c.dropDeadline.IsZero() {
+		timeout := c.t.ResumeTimeout
+		if timeout <= 0 {
+			timeout = 10 * time.Second
+		}
+		c.dropDeadline = time.Now().Add(timeout)
+		c.dropDelay = 50 * time.Millisecond
 	}
-	deadline := time.Now().Add(timeout)
-	delay := 50 * time.Millisecond
 	for {
+		if time.Now().Add(c.dropDelay).After(c.dropDeadline) {
+			return errors.New("troupe client: the event stream was not reopened in time")
+		}
+		select {
+		case <-time.After(c.dropDelay):
+		case <-c.ctx.Done():
+			return net.ErrClosed
+		}
+		c.dropDelay = min(c.dropDelay*2, time.Second)
 		body, err := c.get(withQuery(c.base, "sse", c.token), c.lastID)
 		if err == nil {
 			c.setBody(body)
 			return nil
 		}
-		if errors.Is(err, ErrSessionGone) || c.ctx.Err() != nil || time.Now().Add(delay).After(deadline) {
+		if errors.Is(err, ErrSessionGone) || c.ctx.Err() != nil || time.Now().Add(c.dropDelay).After(c.dropDeadline) {
 			return err
 		}
-		select {
-		case <-time.After(delay):
-		case <-c.ctx.Done():
-			return net.ErrClosed
-		}
-		delay = min(delay*2, time.Second)
 	}
 }
 
