@@ -1401,9 +1401,9 @@ class StreamSocket {
   _connect(token, last) {
     const url = this._query(token, last);
     const handlers = {
-      open: () => {
-        this._lostAt = 0;
-      },
+      // The drop ends when an event is read (_event), not when a stream
+      // opens: one that opens and ends at once keeps the backoff going.
+      open: () => {},
       event: (type, data, id) => this._event(type, data, id),
       lost: () => this._lost(),
       gone: () => this._end(1006, 'session unknown to the server'),
@@ -1414,6 +1414,7 @@ class StreamSocket {
 
   _event(type, data, id) {
     if (this.readyState === 3) return;
+    this._lostAt = 0;
     if (type === 'session') {
       this._token = data;
       this.readyState = OPEN;

@@ -52,6 +52,26 @@ test('a stream cut mid-conversation is reopened in the same session: every messa
   assert.equal(disconnects, 0, 'a reopened stream is not a reconnect');
 });
 
+test('a stream that opens and ends at once is reopened with backoff, and given up after resumeTimeout', async (t) => {
+  // Every reopen of the session's stream answers 200 and ends at once.
+  let reopens = 0;
+  const fetchFn = (url, init) => {
+    const sse = new URL(url).searchParams.get('sse');
+    if ((init && init.method) || sse === 'open') return fetch(url, init);
+    reopens++;
+    return Promise.resolve(new Response('', { status: 200, headers: { 'Content-Type': 'text/event-stream' } }));
+  };
+  const ann = newClient(t, { upgradeInterval: -1, EventSource: null, fetch: fetchFn, resumeTimeout: 1000 }, refusing());
+  await ann.connect();
+  assert.equal(ann.transport, 'sse');
+  const lost = until((fn) => ann.onStatus('disconnected', fn), () => true, 'the disconnect after resumeTimeout');
+  await control('/__cut');
+  await lost;
+  // Waits of 50, 100, 200, 400 ms fit in the second; at a fixed 50 ms
+  // there would be twenty.
+  assert.ok(reopens <= 8, `${reopens} reopens in resumeTimeout`);
+});
+
 test('once upgrades pass again, the client moves back to a WebSocket and its rooms resume with since', async (t) => {
   const name = unique('sse-up');
   // This test alone lets upgrades through the shared proxy; the others
