@@ -35,6 +35,13 @@ type Options struct {
 	// WriteTimeout bounds the write of one message (default 10 s); a write
 	// that takes longer drops the connection.
 	WriteTimeout time.Duration
+	// RequestTimeout bounds the wait for the answer to a request the
+	// client makes on its own: each attempt of a Publish (sent again, with
+	// the same mid, while the caller's context lives), each page of a
+	// catch-up's history and the join that ends a catch-up (default 10 s).
+	// A refusal the server cannot tie to its request, such as rate_limited,
+	// would otherwise leave them waiting for ever.
+	RequestTimeout time.Duration
 
 	// MaxQueued is how many messages wait for a connection while there is
 	// none (default 1000); beyond it Send and Request fail with
@@ -83,6 +90,7 @@ func (o *Options) withDefaults() Options {
 	def(&r.PongTimeout, 10*time.Second)
 	def(&r.ConnectTimeout, 10*time.Second)
 	def(&r.WriteTimeout, 10*time.Second)
+	def(&r.RequestTimeout, 10*time.Second)
 	if r.MinDelay < 0 {
 		r.MinDelay = 0
 	}

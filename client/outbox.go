@@ -61,11 +61,16 @@ func (r *Room) PublishMid(ctx context.Context, mid string, body any) (uint64, er
 		c.mu.Unlock()
 	}()
 	for attempt := 0; ; attempt++ {
-		seq, err := r.publishOnce(ctx, mid, raw)
+		actx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+		seq, err := r.publishOnce(actx, mid, raw)
+		cancel()
 		var e *Error
 		switch {
 		case err == nil:
 			return seq, nil
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			// No answer in time (a refusal without the request's id, such
+			// as rate_limited, settles nothing): again, with the same mid.
 		case errors.Is(err, ErrDisconnected):
 			// Sent, answer lost: again, on the next connection.
 		case errors.Is(err, ErrQueueFull):

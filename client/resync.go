@@ -29,10 +29,6 @@ const (
 	// small enough that a slow link takes a page well within the server's
 	// write timeout.
 	pageSize = 200
-	// pageTimeout bounds the wait for a page before it is asked for again
-	// (an answer can be lost to the server's rate limit, which answers
-	// without the request's id).
-	pageTimeout = 30 * time.Second
 	// pageRetry is the wait before asking again for a page that was
 	// refused (rate_limited, unavailable).
 	pageRetry = 250 * time.Millisecond
@@ -50,6 +46,7 @@ type catchUp struct {
 	// room where it is.
 	confirming bool
 	timer      *time.Timer
+	refreshing *time.Timer // bounds the refresh's wait for its answer
 }
 
 // onResyncLocked starts (or extends) a catch-up.
@@ -115,16 +112,26 @@ func (r *Room) fetchLocked() {
 	}}
 	c.out = append(c.out, outFrame{data: data, id: id})
 	c.wakeWriterLocked()
-	cu.timer = time.AfterFunc(pageTimeout, func() {
+	cu.timer = c.timeoutLocked(id, cu, r, errPageTimeout)
+}
+
+var (
+	errPageTimeout    = errors.New("troupe client: no room.history page in time")
+	errRefreshTimeout = errors.New("troupe client: no answer to the catch-up's room.join in time")
+)
+
+// timeoutLocked fails request id with err after RequestTimeout, if it is
+// still waiting and cu still the room's catch-up: an answer can be lost
+// to the server's rate limit, which answers without the request's id.
+func (c *Client) timeoutLocked(id int64, cu *catchUp, r *Room, err error) *time.Timer {
+	return time.AfterFunc(c.opts.RequestTimeout, func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if p := c.pending[id]; p != nil && r.catch == cu {
-			c.settleLocked(id, p, nil, errPageTimeout)
+			c.settleLocked(id, p, nil, err)
 		}
 	})
 }
-
-var errPageTimeout = errors.New("client: no room.history page in time")
 
 // onPageLocked takes in a page of the gap (from, before).
 func (r *Room) onPageLocked(cu *catchUp, from, before uint64, env *envelope, err error) {
@@ -205,6 +212,7 @@ func (r *Room) refreshLocked(cu *catchUp) {
 	r.joining.refresh = true
 	r.c.out = append(r.c.out, f)
 	r.c.wakeWriterLocked()
+	cu.refreshing = r.c.timeoutLocked(f.id, cu, r, errRefreshTimeout)
 }
 
 // onRefreshLocked takes in the room.joined of a refresh (or, with err, its
@@ -223,6 +231,9 @@ func (r *Room) onRefreshLocked(p Joined, err error) {
 		return
 	}
 	cu.confirming = false
+	if cu.refreshing != nil {
+		cu.refreshing.Stop()
+	}
 	if err == nil {
 		cu.high = max(cu.high, p.Seq)
 	}
@@ -253,6 +264,9 @@ func (r *Room) endCatchUpLocked() {
 	r.catch = nil
 	if cu.timer != nil {
 		cu.timer.Stop()
+	}
+	if cu.refreshing != nil {
+		cu.refreshing.Stop()
 	}
 	if cu.lost {
 		r.reportLocked(Recover{Recovered: false, Since: cu.since, Seq: r.lastSeq})
