@@ -557,7 +557,8 @@ export class Client {
     }
     for (const room of this._rooms.values()) room._onDisconnect();
     let immediate = false;
-    if (code === 1000 && reason === 'moving to websocket') {
+    const moving = code === 1000 && reason === 'moving to websocket';
+    if (moving) {
       immediate = true; // the same URL, over WebSocket
     } else if (neverWorked && this.options.fallback && this._transport === 'websocket') {
       this._transport = 'sse';
@@ -570,7 +571,9 @@ export class Client {
     // application hears of it only if the fallback fails too.
     const silent = immediate && !opened;
     if (!silent) this._status.emit('disconnected', { code, reason, url: this.url });
-    if (!this.options.reconnect && !silent) {
+    // The move back to WebSocket is the client's own doing, not a loss:
+    // it goes on even when lost connections are not made again.
+    if (!this.options.reconnect && !silent && !moving) {
       this.close(code, reason);
       return;
     }

@@ -109,3 +109,28 @@ test('once upgrades pass again, the client moves back to a WebSocket and its roo
     range(0, n - 1),
   );
 });
+
+test('with reconnect off, the client still moves back to a WebSocket and stays open', async (t) => {
+  const name = unique('sse-up-noreconnect');
+  t.after(() => control('/__refuse'));
+  const ann = newClient(t, { upgradeInterval: 200, reconnect: false }, refusing());
+  const closed = [];
+  ann.onStatus('closed', (ev) => closed.push(ev));
+  const a = ann.room(name);
+  const b = newClient(t).room(name);
+  await a.join();
+  await b.join();
+  const got = collect(a);
+  assert.equal(ann.transport, 'sse');
+  const moved = until((fn) => ann.onStatus('open', fn), (ev) => ev.transport === 'websocket', 'the move to websocket');
+  await control('/__allow');
+  await moved;
+  assert.equal(ann.state, 'open');
+  assert.deepEqual(closed, []);
+  await b.publish('after the move');
+  await got.wait(1);
+  assert.deepEqual(
+    got.messages.map((m) => m.body),
+    ['after the move'],
+  );
+});
