@@ -219,6 +219,11 @@ func (r *Room) refreshLocked(cu *catchUp) {
 // failure): the member list, reported as a whole, and the room's seq,
 // which the catch-up must reach before it is done.
 func (r *Room) onRefreshLocked(p Joined, err error) {
+	if errors.Is(err, ErrDisconnected) || errors.Is(err, ErrClosed) {
+		// Cut off by the connection's end: onDisconnect, which runs next,
+		// ends the catch-up, and the rejoin reports again.
+		return
+	}
 	if err == nil {
 		r.members = slices.Clone(p.Members)
 		if fn := r.onPresence; fn != nil {
