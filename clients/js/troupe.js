@@ -1241,6 +1241,9 @@ export class Room {
   }
 
   _onRefresh(p, err) {
+    // Cut off by the connection's end: the rooms' _onDisconnect, which
+    // runs next, ends the catch-up, and the rejoin reports again.
+    if (err && (err.code === 'disconnected' || err.code === 'closed')) return;
     if (!err) {
       this._members = Array.isArray(p.members) ? p.members.map((m) => ({ ...m })) : [];
       this._events.emit('presence', this.members, { joins: this.members, leaves: [], reset: true });

@@ -175,3 +175,75 @@ test('on a slow link a pong late behind other frames does not drop the connectio
   assert.equal(lost.length, 1, 'not dropped once the server went silent');
   assert.match(lost[0].reason, /pong timeout/);
 });
+
+// A scripted server: the test reads what the client sent and answers.
+class ScriptedSocket {
+  static opened = [];
+  constructor() {
+    this.protocol = '';
+    this.readyState = 0;
+    this.sent = [];
+    this._wake = null;
+    ScriptedSocket.opened.push(this);
+    setImmediate(() => {
+      this.readyState = 1;
+      if (this.onopen) this.onopen({});
+    });
+  }
+  send(data) {
+    this.sent.push(JSON.parse(data));
+    if (this._wake) this._wake();
+  }
+  close() {
+    this.drop(1000);
+  }
+  drop(code = 1006) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    if (this.onclose) this.onclose({ code, reason: '' });
+  }
+  deliver(env) {
+    this.onmessage({ data: JSON.stringify(env) });
+  }
+  async expect(type) {
+    const deadline = Date.now() + WAIT;
+    for (;;) {
+      const i = this.sent.findIndex((e) => e.type === type);
+      if (i >= 0) return this.sent.splice(i, 1)[0];
+      if (Date.now() > deadline) throw new Error(`the client sent no ${type}`);
+      await new Promise((r) => {
+        this._wake = r;
+        setTimeout(r, 50);
+      });
+    }
+  }
+}
+
+test('a catch-up whose closing join is cut off by a disconnect reports nothing: the rejoin reports, once', async (t) => {
+  const client = new Client('ws://127.0.0.1:1/', { WebSocket: ScriptedSocket, fallback: false, pingInterval: 0, minDelay: 1, maxDelay: 10 });
+  t.after(() => client.close());
+  const room = client.room('r');
+  const recovers = [];
+  room.on('recover', (ev) => recovers.push(ev));
+  const joining = room.join();
+  await new Promise((r) => setImmediate(r));
+  let ws = ScriptedSocket.opened.at(-1);
+  const join = await ws.expect('room.join');
+  ws.deliver({ type: 'room.joined', id: join.id, payload: { room: 'r', seq: 0, epoch: 'e1', members: [] } });
+  await joining;
+  ws.deliver({ type: 'room.resync', payload: { room: 'r', seq: 0 } });
+  const page = await ws.expect('room.history');
+  ws.deliver({ type: 'reply', id: page.id, payload: { messages: [] } });
+  await ws.expect('room.join');
+  const before = ScriptedSocket.opened.length;
+  ws.drop();
+  while (ScriptedSocket.opened.length === before) await new Promise((r) => setTimeout(r, 5));
+  ws = ScriptedSocket.opened.at(-1);
+  const rejoin = await ws.expect('room.join');
+  ws.deliver({ type: 'room.joined', id: rejoin.id, payload: { room: 'r', seq: 0, epoch: 'e1', members: [], recovered: false } });
+  assert.deepEqual(
+    recovers.map((ev) => ev.recovered),
+    [false],
+    'only the rejoin reports',
+  );
+});
