@@ -162,7 +162,8 @@ export class Client {
     this._handlers = new Map(); // server requests, by type
     this._rooms = new Map();
     this._waiters = []; // connect() promises
-    this._timers = { reconnect: null, connect: null, ping: null, upgrade: null };
+    this._timers = { reconnect: null, connect: null, ping: null, upgrade: null, probe: null };
+    this._probe = null; // the WebSocket that tries whether upgrades pass again
     this._pingKey = null;
     this._lastFrameAt = 0; // when the last frame arrived (ms)
   }
@@ -479,12 +480,17 @@ export class Client {
         this._scheduleUpgrade();
         return;
       }
+      // Both are ended by _clearTimers: a closed client keeps neither.
       const give = setTimeout(() => finish(false), this.options.fallbackTimeout);
+      this._timers.probe = give;
+      this._probe = probe;
       let done = false;
       const finish = (ok) => {
         if (done) return;
         done = true;
         clearTimeout(give);
+        if (this._timers.probe === give) this._timers.probe = null;
+        if (this._probe === probe) this._probe = null;
         probe.onopen = probe.onmessage = probe.onerror = probe.onclose = null;
         if (ok) {
           try {
@@ -593,6 +599,13 @@ export class Client {
       clearTimeout(this._timers[k]);
       clearInterval(this._timers[k]);
       this._timers[k] = null;
+    }
+    if (this._probe) {
+      const probe = this._probe;
+      this._probe = null;
+      probe.onopen = probe.onmessage = probe.onclose = null;
+      probe.onerror = () => {};
+      kill(probe);
     }
     if (this._pingKey) {
       const ping = this._pending.get(this._pingKey);

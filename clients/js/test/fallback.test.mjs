@@ -134,3 +134,31 @@ test('with reconnect off, the client still moves back to a WebSocket and stays o
     ['after the move'],
   );
 });
+
+test('close() ends an upgrade probe still in flight', async (t) => {
+  // The first WebSocket is refused (the client falls back); the probes
+  // after it hang, as behind a proxy that swallows upgrades.
+  const sockets = [];
+  class Hanging {
+    constructor() {
+      this.protocol = '';
+      this.readyState = 0;
+      this.ended = false;
+      sockets.push(this);
+      if (sockets.length === 1) setImmediate(() => this.onclose && this.onclose({ code: 1006, reason: '' }));
+    }
+    send() {}
+    close() {
+      this.ended = true;
+    }
+    terminate() {
+      this.ended = true;
+    }
+  }
+  const client = newClient(t, { WebSocket: Hanging, upgradeInterval: 20, fallbackTimeout: 60000 }, refusing());
+  await client.connect();
+  assert.equal(client.transport, 'sse');
+  while (sockets.length < 2) await new Promise((r) => setTimeout(r, 10));
+  client.close();
+  assert.ok(sockets[1].ended, 'the probe is closed with the client');
+});
