@@ -35,6 +35,7 @@ export const DEFAULTS = Object.freeze({
   fallbackTimeout: 3000,
   upgradeInterval: 30000,
   resumeTimeout: 5000,
+  readLimit: 16 * 1024 * 1024,
 });
 
 // WebSocket readyState values, the same in browsers and in `ws`.
@@ -1398,6 +1399,7 @@ class StreamSocket {
     const fetchFn = options.fetch || globalThis.fetch;
     this._fetch = (...args) => fetchFn.call(globalThis, ...args);
     this._resumeTimeout = options.resumeTimeout || 5000;
+    this._readLimit = options.readLimit || DEFAULTS.readLimit;
     this._token = null;
     this._lastId = '';
     this._outbox = [];
@@ -1426,9 +1428,11 @@ class StreamSocket {
       event: (type, data, id) => this._event(type, data, id),
       lost: () => this._lost(),
       gone: () => this._end(1006, 'session unknown to the server'),
+      // Reopening would receive the same event again: the connection ends.
+      tooBig: () => this._end(1009, `event over ${this._readLimit} characters`),
     };
     this._stream =
-      typeof this._EventSource === 'function' ? eventSourceStream(this._EventSource, url, handlers) : fetchStream(this._fetch, url, handlers);
+      typeof this._EventSource === 'function' ? eventSourceStream(this._EventSource, url, handlers) : fetchStream(this._fetch, url, handlers, this._readLimit);
   }
 
   _event(type, data, id) {
@@ -1578,7 +1582,7 @@ function eventSourceStream(EventSource, url, h) {
 
 // fetchStream reads url with fetch, parsing the event stream itself, for
 // runtimes without EventSource.
-function fetchStream(fetchFn, url, h) {
+function fetchStream(fetchFn, url, h, limit) {
   const ctrl = new AbortController();
   let closed = false;
   const lost = () => {
@@ -1586,6 +1590,13 @@ function fetchStream(fetchFn, url, h) {
       closed = true;
       h.lost();
     }
+  };
+  // What is kept of an event not yet complete is bounded, like the
+  // messages of a WebSocket.
+  const tooBig = () => {
+    closed = true;
+    ctrl.abort();
+    h.tooBig();
   };
   (async () => {
     const resp = await fetchFn(url, { headers: { Accept: 'text/event-stream' }, signal: ctrl.signal, cache: 'no-store' });
@@ -1629,9 +1640,13 @@ function fetchStream(fetchFn, url, h) {
         let v = c < 0 ? '' : line.slice(c + 1);
         if (v[0] === ' ') v = v.slice(1);
         if (field === 'event') type = v;
-        else if (field === 'data') data = data === null ? v : data + '\n' + v;
+        else if (field === 'data') {
+          data = data === null ? v : data + '\n' + v;
+          if (data.length > limit) return tooBig();
+        }
         else if (field === 'id') id = v;
       }
+      if (buf.length > limit) return tooBig(); // a line not yet complete
     }
     lost();
   })().catch(lost);

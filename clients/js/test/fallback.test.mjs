@@ -162,3 +162,19 @@ test('close() ends an upgrade probe still in flight', async (t) => {
   client.close();
   assert.ok(sockets[1].ended, 'the probe is closed with the client');
 });
+
+test('an event over readLimit ends the fallback connection with 1009, without reopening the stream', async (t) => {
+  let gets = 0;
+  const fetchFn = (url, init) => {
+    if (init && init.method) return Promise.resolve(new Response(null, { status: 204 }));
+    gets++;
+    const body = 'event: session\ndata: tok\n\ndata: ' + 'x'.repeat(1000) + '\n\n';
+    return Promise.resolve(new Response(body, { status: 200, headers: { 'Content-Type': 'text/event-stream' } }));
+  };
+  const ann = newClient(t, { upgradeInterval: -1, EventSource: null, fetch: fetchFn, readLimit: 100, reconnect: false }, refusing());
+  const lost = until((fn) => ann.onStatus('disconnected', fn), () => true, 'the disconnect');
+  ann.connect().catch(() => {});
+  const [ev] = await lost;
+  assert.equal(ev.code, 1009);
+  assert.equal(gets, 1, 'the stream is not reopened');
+});
