@@ -5,11 +5,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
-	"slices"
 	"strings"
 	"testing"
-
-	"github.com/chromedp/chromedp"
 
 	"github.com/troupehq/troupe"
 	"github.com/troupehq/troupe/examples/chatserver"
@@ -44,35 +41,7 @@ func TestBrowserChatOverFallback(t *testing.T) {
 	proxy := startRefusingProxy(t, ts.URL)
 	alice, bob, _ := twoBrowserPages(t, chromium)
 
-	const room = "e2e-sse"
-	alice.do("open the page", chromedp.Navigate(proxy.URL+"/"))
-	alice.join("alice", room)
-	alice.waitFor("alice is in the room", func(st chatPage) bool {
-		return st.CanSend && membersAre("alice")(st) && st.Status == "open"
-	})
-	alice.send("before you came")
-	early := []chatLine{{1, "alice", "before you came"}}
-	alice.waitFor("alice sees her first message", messagesAre(early))
-
-	bob.do("open the page", chromedp.Navigate(proxy.URL+"/"))
-	bob.join("bob", room)
-	bob.waitFor("bob is in the room and sees the history", func(st chatPage) bool {
-		return st.CanSend && membersAre("alice", "bob")(st) && messagesAre(early)(st)
-	})
-	alice.waitFor("alice sees bob in the member list", membersAre("alice", "bob"))
-
-	alice.send("hello bob")
-	live := append(slices.Clone(early), chatLine{2, "alice", "hello bob"})
-	bob.waitFor("bob sees alice's message", messagesAre(live))
-	alice.waitFor("alice sees her message", messagesAre(live))
-
-	bob.do("type", chromedp.WaitEnabled(chromedp.ID("text")), chromedp.SendKeys(chromedp.ID("text"), "hi al"))
-	alice.waitFor("alice sees bob typing", func(st chatPage) bool { return st.Typing == "bob is typing…" })
-	bob.do("finish and send", chromedp.SendKeys(chromedp.ID("text"), "ice"), chromedp.Click(chromedp.ID("send")))
-	live = append(live, chatLine{3, "bob", "hi alice"})
-	alice.waitFor("alice sees bob's message and no longer his typing", func(st chatPage) bool {
-		return messagesAre(live)(st) && st.Typing == ""
-	})
+	live := converse(alice, bob, proxy.URL, "e2e-sse")
 	if n := proxy.upgrades.Load(); n != 0 {
 		t.Fatalf("%d WebSocket upgrades passed the refusing proxy", n)
 	}

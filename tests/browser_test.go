@@ -215,37 +215,7 @@ func TestBrowserChat(t *testing.T) {
 
 	alice, bob, bobCtx := twoBrowserPages(t, chromium)
 
-	const room = "e2e"
-	alice.do("open the page", chromedp.Navigate(ts.URL+"/"))
-	alice.join("alice", room)
-	alice.waitFor("alice is in the room", func(st chatPage) bool {
-		return st.CanSend && membersAre("alice")(st) && st.Status == "open"
-	})
-	// Said before bob came: his page shows it from the room's history.
-	alice.send("before you came")
-	early := []chatLine{{1, "alice", "before you came"}}
-	alice.waitFor("alice sees her first message", messagesAre(early))
-
-	bob.do("open the page", chromedp.Navigate(ts.URL+"/"))
-	bob.join("bob", room)
-	bob.waitFor("bob is in the room and sees the history", func(st chatPage) bool {
-		return st.CanSend && membersAre("alice", "bob")(st) && messagesAre(early)(st)
-	})
-	alice.waitFor("alice sees bob in the member list", membersAre("alice", "bob"))
-
-	alice.send("hello bob")
-	live := append(slices.Clone(early), chatLine{2, "alice", "hello bob"})
-	bob.waitFor("bob sees alice's message", messagesAre(live))
-	alice.waitFor("alice sees her message", messagesAre(live))
-
-	// Typing shows on the other page.
-	bob.do("type", chromedp.WaitEnabled(chromedp.ID("text")), chromedp.SendKeys(chromedp.ID("text"), "hi al"))
-	alice.waitFor("alice sees bob typing", func(st chatPage) bool { return st.Typing == "bob is typing…" })
-	bob.do("finish and send", chromedp.SendKeys(chromedp.ID("text"), "ice"), chromedp.Click(chromedp.ID("send")))
-	live = append(live, chatLine{3, "bob", "hi alice"})
-	alice.waitFor("alice sees bob's message and no longer his typing", func(st chatPage) bool {
-		return messagesAre(live)(st) && st.Typing == ""
-	})
+	live := converse(alice, bob, ts.URL, "e2e")
 
 	// The server drops bob's connection, without a close handshake, and
 	// his page cannot get back until alice has written more.
@@ -299,6 +269,43 @@ func TestBrowserChat(t *testing.T) {
 	}
 	alice.checkNoExceptions()
 	bob.checkNoExceptions()
+}
+
+// converse has alice and bob open the chat page at base, join room and
+// talk: history for a late joiner, members, messages both ways, typing. It
+// returns the conversation as both pages show it.
+func converse(alice, bob *browserPage, base, room string) []chatLine {
+	alice.do("open the page", chromedp.Navigate(base+"/"))
+	alice.join("alice", room)
+	alice.waitFor("alice is in the room", func(st chatPage) bool {
+		return st.CanSend && membersAre("alice")(st) && st.Status == "open"
+	})
+	// Said before bob came: his page shows it from the room's history.
+	alice.send("before you came")
+	early := []chatLine{{1, "alice", "before you came"}}
+	alice.waitFor("alice sees her first message", messagesAre(early))
+
+	bob.do("open the page", chromedp.Navigate(base+"/"))
+	bob.join("bob", room)
+	bob.waitFor("bob is in the room and sees the history", func(st chatPage) bool {
+		return st.CanSend && membersAre("alice", "bob")(st) && messagesAre(early)(st)
+	})
+	alice.waitFor("alice sees bob in the member list", membersAre("alice", "bob"))
+
+	alice.send("hello bob")
+	live := append(slices.Clone(early), chatLine{2, "alice", "hello bob"})
+	bob.waitFor("bob sees alice's message", messagesAre(live))
+	alice.waitFor("alice sees her message", messagesAre(live))
+
+	// Typing shows on the other page.
+	bob.do("type", chromedp.WaitEnabled(chromedp.ID("text")), chromedp.SendKeys(chromedp.ID("text"), "hi al"))
+	alice.waitFor("alice sees bob typing", func(st chatPage) bool { return st.Typing == "bob is typing…" })
+	bob.do("finish and send", chromedp.SendKeys(chromedp.ID("text"), "ice"), chromedp.Click(chromedp.ID("send")))
+	live = append(live, chatLine{3, "bob", "hi alice"})
+	alice.waitFor("alice sees bob's message and no longer his typing", func(st chatPage) bool {
+		return messagesAre(live)(st) && st.Typing == ""
+	})
+	return live
 }
 
 // twoBrowserPages starts headless Chromium with two pages, alice's and
