@@ -85,34 +85,30 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request, token string)
 		http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
 		return
 	}
-	switch {
-	case r.Method == http.MethodGet && token == sseOpen:
+	if r.Method == http.MethodGet && token == sseOpen {
 		h.openStream(w, r)
-	case r.Method == http.MethodGet:
-		c := h.streams.get(token)
-		if c == nil {
-			http.Error(w, errUnknownSession, http.StatusNotFound)
-			return
-		}
-		c.resume(w, r)
-	case r.Method == http.MethodPost:
-		c := h.streams.get(token)
-		if c == nil {
-			http.Error(w, errUnknownSession, http.StatusNotFound)
-			return
-		}
-		c.post(w, r)
-	case r.Method == http.MethodDelete:
-		c := h.streams.get(token)
-		if c == nil {
-			http.Error(w, errUnknownSession, http.StatusNotFound)
-			return
-		}
-		c.peerClosed(session.CloseNormal, "")
-		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodPost, http.MethodDelete:
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
+		return
+	}
+	c := h.streams.get(token)
+	if c == nil {
+		http.Error(w, errUnknownSession, http.StatusNotFound)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		c.resume(w, r)
+	case http.MethodPost:
+		c.post(w, r)
+	case http.MethodDelete:
+		c.peerClosed(session.CloseNormal, "")
+		w.WriteHeader(http.StatusNoContent)
 	}
 }
 
