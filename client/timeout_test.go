@@ -42,26 +42,7 @@ func TestPublishRefusedWithoutIDIsSentAgain(t *testing.T) {
 func TestCatchUpEndsWhenItsRefreshIsRefusedWithoutID(t *testing.T) {
 	fs := newFakeServer(t, false)
 	c := dialFake(t, fs, &Options{RequestTimeout: 100 * time.Millisecond})
-	room := c.Room("r")
-	recovers := make(chan Recover, 4)
-	room.OnRecover(func(r Recover) { recovers <- r })
-	fc := fs.accept(t)
-	joined := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		_, err := room.Join(ctx, nil)
-		joined <- err
-	}()
-	join := fc.expect("room.join")
-	fc.send(`{"type":"room.joined","id":` + string(join.ID) + `,"payload":{"room":"r","seq":0,"epoch":"e1","members":[]}}`)
-	if err := recv(t, joined, "Join"); err != nil {
-		t.Fatalf("Join: %v", err)
-	}
-	fc.send(`{"type":"room.resync","payload":{"room":"r"}}`)
-	page := fc.expect("room.history")
-	fc.send(`{"type":"reply","id":` + string(page.ID) + `,"payload":{"messages":[]}}`)
-	fc.expect("room.join")
+	fc, recovers := catchUpToRefresh(t, fs, c)
 	fc.send(rateLimited)
 	if r := recv(t, recovers, "OnRecover"); !r.Recovered {
 		t.Fatalf("recover %+v", r)
@@ -73,6 +54,22 @@ func TestCatchUpEndsWhenItsRefreshIsRefusedWithoutID(t *testing.T) {
 func TestCatchUpCutOffByDisconnectReportsOnlyTheRejoin(t *testing.T) {
 	fs := newFakeServer(t, false)
 	c := dialFake(t, fs, &Options{MinDelay: time.Millisecond, MaxDelay: 10 * time.Millisecond})
+	fc, recovers := catchUpToRefresh(t, fs, c)
+	_ = fc.ws.CloseNow()
+
+	fc = fs.accept(t)
+	rejoin := fc.expect("room.join")
+	fc.send(`{"type":"room.joined","id":` + string(rejoin.ID) + `,"payload":{"room":"r","seq":0,"epoch":"e1","members":[],"recovered":false}}`)
+	if r := recv(t, recovers, "OnRecover"); r.Recovered {
+		t.Fatalf("first recover %+v: want the rejoin's (not recovered), not one from the cut-off catch-up", r)
+	}
+}
+
+// catchUpToRefresh joins room "r" of c, has the fake server send a
+// room.resync and answer the catch-up's history page with nothing, and
+// returns once the catch-up has sent its closing room.join (not answered).
+func catchUpToRefresh(t *testing.T, fs *fakeServer, c *Client) (*fakeConn, chan Recover) {
+	t.Helper()
 	room := c.Room("r")
 	recovers := make(chan Recover, 4)
 	room.OnRecover(func(r Recover) { recovers <- r })
@@ -93,12 +90,5 @@ func TestCatchUpCutOffByDisconnectReportsOnlyTheRejoin(t *testing.T) {
 	page := fc.expect("room.history")
 	fc.send(`{"type":"reply","id":` + string(page.ID) + `,"payload":{"messages":[]}}`)
 	fc.expect("room.join")
-	_ = fc.ws.CloseNow()
-
-	fc = fs.accept(t)
-	rejoin := fc.expect("room.join")
-	fc.send(`{"type":"room.joined","id":` + string(rejoin.ID) + `,"payload":{"room":"r","seq":0,"epoch":"e1","members":[],"recovered":false}}`)
-	if r := recv(t, recovers, "OnRecover"); r.Recovered {
-		t.Fatalf("first recover %+v: want the rejoin's (not recovered), not one from the cut-off catch-up", r)
-	}
+	return fc, recovers
 }
