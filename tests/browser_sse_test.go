@@ -10,7 +10,6 @@ import (
 
 	"github.com/troupehq/troupe"
 	"github.com/troupehq/troupe/examples/chatserver"
-	"github.com/troupehq/troupe/internal/session"
 )
 
 // TestBrowserChatOverFallback is TestBrowserChat behind a proxy that
@@ -69,20 +68,7 @@ func TestBrowserChatOverFallback(t *testing.T) {
 	// The server drops bob's session, and his page cannot get back until
 	// alice has written more.
 	proxy.held.Store("bob")
-	var bobs []*troupe.Session
-	for _, s := range srv.Sessions() {
-		if strings.HasPrefix(s.Identity(), "bob#") {
-			bobs = append(bobs, s)
-		}
-	}
-	if len(bobs) != 1 {
-		t.Fatalf("found %d sessions of bob, want 1", len(bobs))
-	}
-	session.Drop(bobs[0], "shutdown")
-	bob.waitFor("bob's page says it is reconnecting", func(st chatPage) bool {
-		return st.Status == "reconnecting" && strings.Contains(st.StatusText, "reconnecting") && !st.CanSend
-	})
-	alice.waitFor("alice sees bob leave", membersAre("alice"))
+	dropBob(t, srv, alice, bob)
 	for i, text := range []string{"gone again?", "you miss this too"} {
 		alice.send(text)
 		live = append(live, chatLine{8 + i, "alice", text})

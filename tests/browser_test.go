@@ -220,20 +220,7 @@ func TestBrowserChat(t *testing.T) {
 	// The server drops bob's connection, without a close handshake, and
 	// his page cannot get back until alice has written more.
 	holdBob.Store(true)
-	var bobs []*troupe.Session
-	for _, s := range srv.Sessions() {
-		if strings.HasPrefix(s.Identity(), "bob#") {
-			bobs = append(bobs, s)
-		}
-	}
-	if len(bobs) != 1 {
-		t.Fatalf("found %d sessions of bob, want 1", len(bobs))
-	}
-	session.Drop(bobs[0], "shutdown")
-	bob.waitFor("bob's page says it is reconnecting", func(st chatPage) bool {
-		return st.Status == "reconnecting" && strings.Contains(st.StatusText, "reconnecting") && !st.CanSend
-	})
-	alice.waitFor("alice sees bob leave", membersAre("alice"))
+	dropBob(t, srv, alice, bob)
 	for i, text := range []string{"are you there?", "you are missing this", "and this"} {
 		alice.send(text)
 		live = append(live, chatLine{4 + i, "alice", text})
@@ -269,6 +256,27 @@ func TestBrowserChat(t *testing.T) {
 	}
 	alice.checkNoExceptions()
 	bob.checkNoExceptions()
+}
+
+// dropBob drops bob's session on the server, without a close handshake,
+// and waits until his page says it is reconnecting and alice sees him
+// leave.
+func dropBob(t *testing.T, srv *troupe.Server, alice, bob *browserPage) {
+	t.Helper()
+	var bobs []*troupe.Session
+	for _, s := range srv.Sessions() {
+		if strings.HasPrefix(s.Identity(), "bob#") {
+			bobs = append(bobs, s)
+		}
+	}
+	if len(bobs) != 1 {
+		t.Fatalf("found %d sessions of bob, want 1", len(bobs))
+	}
+	session.Drop(bobs[0], "shutdown")
+	bob.waitFor("bob's page says it is reconnecting", func(st chatPage) bool {
+		return st.Status == "reconnecting" && strings.Contains(st.StatusText, "reconnecting") && !st.CanSend
+	})
+	alice.waitFor("alice sees bob leave", membersAre("alice"))
 }
 
 // converse has alice and bob open the chat page at base, join room and
