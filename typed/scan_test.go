@@ -22,6 +22,38 @@ var scanSeeds = []string{
 	`{"type":"a","payload":` + strings.Repeat("[", 9999) + `[]` + strings.Repeat("]", 9999) + `}`,
 	strings.Repeat("[", 10000) + `[]` + strings.Repeat("]", 10000),
 	strings.Repeat("[", 9999) + `{}` + strings.Repeat("]", 9999),
+	// Strings long enough to be read a word at a time.
+	`{"type":"bench.echo.long.name","payload":"0123456789abcdef\"quoted\" and \\ é ü \u00e9 end"}`,
+	"{\"type\":\"a\",\"payload\":\"01234567\x1f89abcdef\"}",
+}
+
+// TestScanStringStopsAtEveryByteThatMatters puts each byte value at each
+// place of a word-sized stretch of a string: read a word at a time, the
+// string must still end, fail or be marked not plain exactly where a
+// byte-by-byte reading would.
+func TestScanStringStopsAtEveryByteThatMatters(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for at := 0; at < 17; at++ {
+			body := []byte(strings.Repeat("x", 20))
+			body[at] = byte(c)
+			data := append(append([]byte{'"'}, body...), '"')
+			_, end, plain, ok := scanString(data, 0)
+			// A quote ends the string there (the rest is not a string's).
+			if want := c == '"' || json.Valid(data); ok != want {
+				t.Fatalf("byte %#x at %d: ok %v, json.Valid %v", c, at, ok, want)
+			}
+			if !ok {
+				continue
+			}
+			wantEnd := len(data)
+			if c == '"' {
+				wantEnd = at + 2
+			}
+			if wantPlain := c < 0x80 && c != '\\'; end != wantEnd || plain != wantPlain {
+				t.Fatalf("byte %#x at %d: end %d plain %v, want %d %v", c, at, end, plain, wantEnd, wantPlain)
+			}
+		}
+	}
 }
 
 // FuzzDecodeFast checks the fast path against encoding/json: its validator
