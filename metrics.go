@@ -1,7 +1,10 @@
 package troupe
 
 import (
+	"maps"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +31,11 @@ type metrics struct {
 
 	errors  *prometheus.CounterVec   // error envelopes sent, by code
 	latency *prometheus.HistogramVec // handler time, by registered type
+	// observers caches latency's child of each type: WithLabelValues
+	// hashes the label and takes the vector's lock, on every message.
+	// Copied on write; the types are the registered ones, a few.
+	observers atomic.Pointer[map[string]prometheus.Observer]
+	obsMu     sync.Mutex
 
 	connsActive, connsTotal, refused            *prometheus.Desc
 	msgsIn, bytesIn, msgsOut, bytesOut, rateLtd *prometheus.Desc
@@ -184,8 +192,35 @@ func (m *metrics) observe(typ string, known bool, start time.Time, errCode strin
 	if !known {
 		typ = "unknown"
 	}
-	m.latency.WithLabelValues(typ).Observe(time.Since(start).Seconds())
+	m.observer(typ).Observe(time.Since(start).Seconds())
 	if errCode != "" {
 		m.errors.WithLabelValues(errCode).Inc()
 	}
+}
+
+// maxObservers bounds the cache: past it, a type is looked up each time.
+const maxObservers = 256
+
+// observer returns the latency histogram of typ.
+func (m *metrics) observer(typ string) prometheus.Observer {
+	if cache := m.observers.Load(); cache != nil {
+		if o, ok := (*cache)[typ]; ok {
+			return o
+		}
+	}
+	o := m.latency.WithLabelValues(typ)
+	m.obsMu.Lock()
+	defer m.obsMu.Unlock()
+	var next map[string]prometheus.Observer
+	if cache := m.observers.Load(); cache != nil {
+		if len(*cache) >= maxObservers {
+			return o
+		}
+		next = maps.Clone(*cache)
+	} else {
+		next = make(map[string]prometheus.Observer)
+	}
+	next[typ] = o
+	m.observers.Store(&next)
+	return o
 }

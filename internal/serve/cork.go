@@ -21,6 +21,13 @@ type corkWriter struct {
 	conn   net.Conn
 	corked bool
 	buf    *[]byte
+
+	// What coder/websocket wrote, followed for direct framing (frames.go).
+	scan frameScan
+	// wake, made by a batch waiting for coder/websocket to finish a
+	// frame, is closed when it has; shut: the connection is closed.
+	wake chan struct{}
+	shut bool
 }
 
 // maxCork bounds the bytes held back; past it the buffer is written out
@@ -29,25 +36,53 @@ const maxCork = 64 << 10
 
 var corkPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
+// Write is coder/websocket's: every byte it writes comes here (see
+// hijackCapture.Hijack).
 func (w *corkWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.scan.feed(p)
+	if w.wake != nil && w.scan.boundary() {
+		close(w.wake)
+		w.wake = nil
+	}
+	if err := w.put(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// close marks the connection closed, waking a batch waiting in frames.
+func (w *corkWriter) close() {
+	w.mu.Lock()
+	w.shut = true
+	if w.wake != nil {
+		close(w.wake)
+		w.wake = nil
+	}
+	w.mu.Unlock()
+}
+
+// put writes p, or keeps it in the buffer while corked; called with mu held.
+func (w *corkWriter) put(p []byte) error {
 	if !w.corked {
-		return w.conn.Write(p)
+		_, err := w.conn.Write(p)
+		return err
 	}
 	b := *w.buf
 	if len(b)+len(p) > maxCork && len(b) > 0 {
 		if _, err := w.conn.Write(b); err != nil {
-			return 0, err
+			return err
 		}
 		b = b[:0]
 	}
 	if len(p) > maxCork {
 		*w.buf = b
-		return w.conn.Write(p)
+		_, err := w.conn.Write(p)
+		return err
 	}
 	*w.buf = append(b, p...)
-	return len(p), nil
+	return nil
 }
 
 func (w *corkWriter) cork() {

@@ -161,6 +161,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(readLimit(h.cfg.MaxMessageSize))
 	conn.ws, conn.raw, conn.cork, conn.cc = ws, hc.conn, hc.cork, hc.cc
 	conn.ndjson = ws.Subprotocol() == SubprotocolNDJSON
+	// Compression is never offered; were an extension in force anyway,
+	// frames would need more than a header of ours.
+	conn.direct = hc.cork != nil && w.Header().Get("Sec-WebSocket-Extensions") == ""
 
 	s = h.sys.NewSession(conn, session.Info{
 		Header:      r.Header,

@@ -39,7 +39,10 @@ func (h *heartbeat) start(cfg *Config, ws *wsConn, s *session.Session) {
 
 // touch records that the client sent something: a message, or a ping
 // (wsConn.pinged). Pongs, which only answer our pings, do not count.
-func (h *heartbeat) touch() { h.lastRead.Store(time.Now().UnixNano()) }
+func (h *heartbeat) touch() { h.touchAt(time.Now()) }
+
+// touchAt is touch with the time already read.
+func (h *heartbeat) touchAt(t time.Time) { h.lastRead.Store(t.UnixNano()) }
 
 // arm schedules the next check, unless the heartbeat was stopped.
 func (h *heartbeat) arm(now time.Time) {

@@ -29,6 +29,9 @@ type wsConn struct {
 	// ndjson: the client negotiated the "ndjson" subprotocol, so the text
 	// messages of a batch may share a frame, one per line.
 	ndjson bool
+	// direct: batches are framed here, not by coder/websocket (frames.go),
+	// until its writes stop looking as that needs.
+	direct bool
 	// hb is the connection's heartbeat, which the client's pings touch;
 	// set before the read loop starts.
 	hb *heartbeat
@@ -95,6 +98,12 @@ func (c *wsConn) Write(msgs []transport.Message, deadline time.Time) (err error)
 				err = e
 			}
 		}()
+	}
+	if c.direct {
+		if err = c.cork.frames(msgs, c.ndjson); err != errNotDirect {
+			return err
+		}
+		c.direct = false // for good: see frames.go
 	}
 	for i := 0; i < len(msgs); {
 		m := msgs[i]
@@ -336,6 +345,7 @@ func (c *corkedConn) drop() {
 	if o := c.owner.Load(); o != nil {
 		o.h.poll.unpark(o)
 	}
+	c.cork.close()
 	_ = c.Conn.Close()
 }
 
@@ -345,6 +355,7 @@ func (c *corkedConn) Close() error {
 	}
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = c.cork.uncork()
+	c.cork.close()
 	return c.Conn.Close()
 }
 

@@ -17,8 +17,8 @@ import (
 )
 
 // wsPair returns the server side of a WebSocket connection as the handler
-// builds it (raw connection, cork, frame reader), and the client side,
-// which negotiated the ndjson subprotocol if ndjson is set.
+// builds it (raw connection, cork, frame reader, direct framing), and the
+// client side, which negotiated the ndjson subprotocol if ndjson is set.
 func wsPair(t *testing.T, ndjson bool) (*wsConn, *websocket.Conn) {
 	t.Helper()
 	server := make(chan *wsConn, 1)
@@ -30,7 +30,7 @@ func wsPair(t *testing.T, ndjson bool) (*wsConn, *websocket.Conn) {
 			close(server)
 			return
 		}
-		server <- &wsConn{ws: ws, raw: hc.conn, cork: hc.cork, cc: hc.cc, ndjson: ws.Subprotocol() == SubprotocolNDJSON}
+		server <- &wsConn{ws: ws, raw: hc.conn, cork: hc.cork, cc: hc.cc, ndjson: ws.Subprotocol() == SubprotocolNDJSON, direct: true}
 	}))
 	t.Cleanup(ts.Close)
 	var protos []string
@@ -113,7 +113,12 @@ var mixedBatch = []transport.Message{
 // a newline (the client would split it into broken pieces) stay frames of
 // their own, and the order is kept.
 func TestWriteJoinsTextMessagesWithNDJSON(t *testing.T) {
+	bothFramings(t, testWriteJoinsTextMessagesWithNDJSON)
+}
+
+func testWriteJoinsTextMessagesWithNDJSON(t *testing.T, direct bool) {
 	c, client := wsPair(t, true)
+	c.direct = direct
 	if !c.ndjson {
 		t.Fatal("ndjson was not negotiated")
 	}
@@ -136,7 +141,19 @@ func TestWriteJoinsTextMessagesWithNDJSON(t *testing.T) {
 }
 
 func TestWriteWithoutNDJSONKeepsMessagesApart(t *testing.T) {
+	bothFramings(t, testWriteWithoutNDJSONKeepsMessagesApart)
+}
+
+// bothFramings runs test with direct framing and through coder/websocket
+// (frames.go).
+func bothFramings(t *testing.T, test func(t *testing.T, direct bool)) {
+	t.Run("direct", func(t *testing.T) { test(t, true) })
+	t.Run("coder", func(t *testing.T) { test(t, false) })
+}
+
+func testWriteWithoutNDJSONKeepsMessagesApart(t *testing.T, direct bool) {
 	c, client := wsPair(t, false)
+	c.direct = direct
 	if c.ndjson {
 		t.Fatal("ndjson negotiated although the client did not ask for it")
 	}
@@ -153,7 +170,12 @@ func TestWriteWithoutNDJSONKeepsMessagesApart(t *testing.T) {
 }
 
 func TestWriteHonoursTheDeadline(t *testing.T) {
+	bothFramings(t, testWriteHonoursTheDeadline)
+}
+
+func testWriteHonoursTheDeadline(t *testing.T, direct bool) {
 	c, _ := wsPair(t, true)
+	c.direct = direct
 	err := c.Write([]transport.Message{{Data: []byte("late")}}, time.Now().Add(-time.Second))
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Write with a past deadline: got %v, want an error wrapping %v", err, os.ErrDeadlineExceeded)
