@@ -272,6 +272,18 @@ func (m *Manager) JoinWith(ctx context.Context, room string, s *session.Session,
 		return ErrTooManyRooms
 	}
 	req := &joinReq{room: room, s: s, opts: opts, reply: make(chan error, 1)}
+	if v, ok := m.live.Load(room); ok {
+		// A running room takes the join straight, one actor hop fewer
+		// than through the supervisor, unless the supervisor is stopping
+		// it (roomRef.sent and closing say how the two agree).
+		ref := v.(*roomRef)
+		ref.sent.Add(1)
+		if !ref.closing.Load() {
+			m.root.Send(ref.pid, req)
+			return m.wait(ctx, req.reply)
+		}
+		ref.sent.Add(^uint64(0)) // not sent: the supervisor sends it
+	}
 	m.root.Send(m.sup, req)
 	return m.wait(ctx, req.reply)
 }

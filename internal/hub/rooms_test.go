@@ -487,6 +487,43 @@ func TestRoomChurn(t *testing.T) {
 	eventually(t, "the churned room is gone", func() bool { return len(f.m.Rooms()) == 0 })
 }
 
+// Joins sent straight to a running room race the supervisor stopping it
+// when it empties: every join must still land in a live room (none waits
+// forever in a stopped actor's mailbox), every leave must find its member,
+// and once all have left the room is gone.
+func TestConcurrentChurnLosesNoJoin(t *testing.T) {
+	f := newFixture(t, nil)
+	const sessions, cycles = 8, 300
+	ms := make([]member, sessions)
+	for i := range ms {
+		ms[i] = f.session(fmt.Sprint("s", i))
+	}
+	errs := make(chan error, sessions)
+	for _, mb := range ms {
+		go func() {
+			for range cycles {
+				ctx, cancel := context.WithTimeout(context.Background(), wait)
+				err := f.m.Join(ctx, "churn", mb.s)
+				if err == nil {
+					err = f.m.Leave(ctx, "churn", mb.s)
+				}
+				cancel()
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", mb.s.ID(), err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range sessions {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the churned room is gone", func() bool { return len(f.m.Rooms()) == 0 })
+}
+
 // A broadcast costs one encoding however many members there are, and every
 // member gets the same bytes.
 func TestBroadcastEncodesOnce(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -18,8 +19,15 @@ import (
 type roomRef struct {
 	pid       *actor.PID
 	st        *roomState
-	forwarded uint64 // joins sent to the room
-	stopping  bool   // empty and told to stop; waiting for its Terminated
+	// sent counts the joins sent to the room, by the supervisor and
+	// straight from Manager.JoinWith; closing is set while the supervisor
+	// decides to stop it, and for good once it does: a join sent
+	// straight counts itself in sent and then looks at closing, the
+	// supervisor sets closing and then looks at sent again, so one of the
+	// two sees the other (see the roomEmpty case).
+	sent     atomic.Uint64
+	closing  atomic.Bool
+	stopping bool // empty and told to stop; waiting for its Terminated
 	pending   []*joinReq
 	failures  []time.Time // of its logic, within Config.RestartWindow
 }
@@ -62,7 +70,7 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 			ref.pending = append(ref.pending, msg)
 			return
 		}
-		ref.forwarded++
+		ref.sent.Add(1)
 		ctx.Send(ref.pid, msg)
 	case *leaveReq:
 		if ref := sv.rooms[msg.room]; ref != nil && !ref.stopping {
@@ -78,7 +86,14 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 		}
 	case *roomEmpty:
 		ref := sv.rooms[msg.name]
-		if ref != nil && !ref.stopping && ref.forwarded == msg.joins {
+		if ref != nil && !ref.stopping && ref.sent.Load() == msg.joins {
+			ref.closing.Store(true)
+			if ref.sent.Load() != msg.joins {
+				// A join on its way straight to the room: the room
+				// tells again if it is still empty after it.
+				ref.closing.Store(false)
+				return
+			}
 			ref.stopping = true
 			sv.m.live.Delete(msg.name)
 			ctx.Stop(ref.pid)
@@ -99,7 +114,7 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 		if len(ref.pending) > 0 {
 			next := sv.spawn(ctx, ref.st.name)
 			for _, j := range ref.pending {
-				next.forwarded++
+				next.sent.Add(1)
 				ctx.Send(next.pid, j)
 			}
 		}
@@ -282,7 +297,8 @@ func (sv *supervisor) start(ctx actor.Context, st *roomState) *roomRef {
 		}
 		return &roomActor{st: st, m: m, h: h}
 	})
-	ref := &roomRef{pid: ctx.Spawn(props), st: st, forwarded: st.joins}
+	ref := &roomRef{pid: ctx.Spawn(props), st: st}
+	ref.sent.Store(st.joins)
 	sv.rooms[name] = ref
 	sv.byPID[ref.pid.Id] = ref
 	m.live.Store(name, ref)
