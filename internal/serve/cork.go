@@ -17,17 +17,16 @@ import (
 // their order here, so the stream on the wire is the same as without
 // corking: only the number of system calls changes.
 type corkWriter struct {
-	mu     sync.Mutex
-	conn   net.Conn
-	corked bool
-	buf    *[]byte
-
-	// What coder/websocket wrote, followed for direct framing (frames.go).
-	scan frameScan
+	mu   sync.Mutex
+	conn net.Conn
+	buf  *[]byte
 	// wake, made by a batch waiting for coder/websocket to finish a
-	// frame, is closed when it has; shut: the connection is closed.
+	// frame, is closed when it has.
 	wake chan struct{}
-	shut bool
+	// What coder/websocket wrote, followed for direct framing (frames.go).
+	scan   frameScan
+	corked bool
+	shut   bool // the connection is closed
 }
 
 // maxCork bounds the bytes held back; past it the buffer is written out

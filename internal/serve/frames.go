@@ -37,9 +37,10 @@ var errNotDirect = errors.New("direct framing not in use")
 // frameScan follows the frames of a byte stream as it is written, reading
 // only the headers.
 type frameScan struct {
-	left   uint64 // payload bytes of the current frame still to come
-	ext    uint64 // the payload length, as its bytes come
-	got    uint8  // header bytes seen of the frame being started
+	// left is the payload bytes of the current frame still to come, or,
+	// while a header is read, its payload length as its bytes come.
+	left   uint64
+	got    uint8 // header bytes seen of the frame being started
 	need   uint8  // header bytes that frame has (2 until its second byte)
 	extLen uint8  // bytes of its extended length (0, 2 or 8)
 	first  uint8  // its first byte: FIN, RSV and opcode
@@ -64,7 +65,7 @@ func (f *frameScan) feed(p []byte) {
 		f.got++
 		switch {
 		case f.got == 1:
-			f.first, f.need, f.ext, f.extLen = b, 2, 0, 0
+			f.first, f.need, f.left, f.extLen = b, 2, 0, 0
 		case f.got == 2:
 			if b&0x80 != 0 {
 				f.odd = true // masked: not a server's frame
@@ -76,11 +77,11 @@ func (f *frameScan) feed(p []byte) {
 			case 127:
 				f.extLen = 8
 			default:
-				f.ext = uint64(n)
+				f.left = uint64(n)
 			}
 			f.need += f.extLen
 		case f.got <= 2+f.extLen:
-			f.ext = f.ext<<8 | uint64(b)
+			f.left = f.left<<8 | uint64(b)
 		}
 		if f.got == f.need {
 			f.frame()
@@ -90,7 +91,7 @@ func (f *frameScan) feed(p []byte) {
 
 // frame takes note of a header read whole.
 func (f *frameScan) frame() {
-	f.got, f.left = 0, f.ext
+	f.got = 0 // left is the payload's length
 	opcode := f.first & 0x0f
 	switch {
 	case f.first&0x70 != 0, opcode < 0x8 || opcode > 0xa, f.first&0x80 == 0:
