@@ -1,6 +1,9 @@
 package typed
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // A one-pass reader of an envelope's top level.
 //
@@ -95,7 +98,7 @@ func setString(s *string, v []byte) bool {
 			return false
 		}
 	}
-	*s = string(v[1 : len(v)-1])
+	*s = intern(v[1 : len(v)-1])
 	return true
 }
 
@@ -145,7 +148,11 @@ func scanString(data []byte, i int) (start, end int, plain, ok bool) {
 	}
 	start, plain = i, true
 	for i++; i < len(data); i++ {
-		for i+8 <= len(data) && !special8(binary.LittleEndian.Uint64(data[i:])) {
+		for i+8 <= len(data) {
+			if m := special8(binary.LittleEndian.Uint64(data[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) / 8 // the first that needs a look
+				break
+			}
 			i += 8
 		}
 		if i >= len(data) {
@@ -185,17 +192,18 @@ func scanString(data []byte, i int) (start, end int, plain, ok bool) {
 	return 0, 0, false, false
 }
 
-// special8 reports whether any of the 8 bytes in x needs a look of its own
-// in a string: a quote, a backslash, a control character or a byte of a
-// multi-byte UTF-8 sequence. Strings are most of a message, and most of
-// their bytes need none: they are passed over a word at a time. A
-// subtraction borrows only from a byte that is itself special, so a false
-// report can only follow a true one.
-func special8(x uint64) bool {
+// special8 marks, with its top bit, each of the 8 bytes in x (the first
+// in the lowest byte) that needs a look of its own in a string: a quote, a
+// backslash, a control character or a byte of a multi-byte UTF-8 sequence.
+// Strings are most of a message, and most of their bytes need none: they
+// are passed over a word at a time. A subtraction borrows only from a byte
+// that is itself marked, so a byte is marked wrongly only above one marked
+// rightly: the lowest mark is always right.
+func special8(x uint64) uint64 {
 	const lo, hi = 0x0101010101010101, 0x8080808080808080
 	q := x ^ (lo * '"')
 	b := x ^ (lo * '\\')
-	return ((x-lo*0x20)|(q-lo)|(b-lo)|x)&hi != 0
+	return ((x - lo*0x20) | (q - lo) | (b - lo) | x) & hi
 }
 
 func isHex(c byte) bool {

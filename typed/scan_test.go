@@ -3,6 +3,7 @@ package typed
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -95,5 +96,29 @@ func TestDecodeFastTakesCommonEnvelopes(t *testing.T) {
 		if !decodeFast([]byte(s), &e) {
 			t.Errorf("fast path gave up on %s", s)
 		}
+	}
+}
+
+// A client that sends a new type (or room) in every message makes the
+// decoder keep at most maxInterned short names; every envelope still reads
+// as its own, and a long name is never kept.
+func TestInternedNamesAreBounded(t *testing.T) {
+	long := strings.Repeat("l", maxInternLen+1)
+	for i := range 2*maxInterned + 1 {
+		typ := fmt.Sprint("flood.", i)
+		if i == 2*maxInterned {
+			typ = long
+		}
+		e, err := Decode([]byte(`{"type":"` + typ + `","room":"r` + typ + `"}`))
+		if err != nil || e.Type != typ || e.Room != "r"+typ {
+			t.Fatalf("envelope %d read as %+v, %v", i, e, err)
+		}
+	}
+	m := interned.Load()
+	if m == nil || len(*m) > maxInterned {
+		t.Fatalf("%d names kept, want at most %d", len(*m), maxInterned)
+	}
+	if _, kept := (*m)[long]; kept {
+		t.Error("a name longer than maxInternLen was kept")
 	}
 }
