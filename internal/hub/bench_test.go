@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
 
@@ -91,11 +92,17 @@ func BenchmarkPublish(b *testing.B) {
 	}
 }
 
-// BenchmarkJoin measures a join under the room protocol into a room of n
-// members on in-memory connections: one op is one session joining (its
-// room.joined, which lists every member, is written) and leaving again, so
-// the room keeps its size. The presence.diffs those changes cause reach
-// the members as the presence window passes.
+// BenchmarkJoin measures a join storm under the room protocol into rooms
+// of n members on in-memory connections: one op is one session joining
+// (and staying), timed until its room.joined is written. Each room takes
+// at most n/10 of the joins (at least one), so it stays within a tenth of
+// its size; the joins of one room fall within its presence window, as in
+// a storm. Besides the time of the join itself it reports, per join, once
+// every presence frame the storm caused has been written:
+//   - cpu-ns/join: the process's CPU time (user and system), the presence
+//     flushes and the writes to the members included;
+//   - wire-B/join and frames/join: what was written to every connection,
+//     room.joined and presence frames alike.
 func BenchmarkJoin(b *testing.B) {
 	for _, n := range []int{10, 1000, 10000} {
 		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
@@ -103,41 +110,69 @@ func BenchmarkJoin(b *testing.B) {
 			m := hub.New(sys, hub.Config{Protocol: true})
 			ctx := context.Background()
 			opts := session.Options{MaxQueuedMessages: 1 << 20, MaxQueuedBytes: 1 << 40}
-			members := make([]*session.Session, n)
-			for i := range members {
-				members[i] = sys.NewSession(session.NewCountingMemConn(), session.Info{}, opts)
-				if err := m.JoinWith(ctx, "r", members[i], &hub.JoinOptions{Meta: []byte(`{"name":"member"}`)}); err != nil {
-					b.Fatal(err)
+			perRoom := max(1, n/10)
+			nrooms := (b.N + perRoom - 1) / perRoom
+			var conns []*session.MemConn
+			var all []*session.Session
+			for r := range nrooms {
+				for range n {
+					c := session.NewCountingMemConn()
+					s := sys.NewSession(c, session.Info{}, opts)
+					if err := m.JoinWith(ctx, fmt.Sprint("r", r), s, &hub.JoinOptions{Meta: []byte(`{"name":"member"}`)}); err != nil {
+						b.Fatal(err)
+					}
+					conns, all = append(conns, c), append(all, s)
 				}
 			}
-			// The setup's presence.diffs go out within the presence
-			// window (a second at most): before the clock starts.
-			time.Sleep(1100 * time.Millisecond)
-			conns := make([]*session.MemConn, b.N)
-			joiners := make([]*session.Session, b.N)
+			joiners := make([]*session.MemConn, b.N)
 			for i := range joiners {
-				conns[i] = session.NewCountingMemConn()
-				joiners[i] = sys.NewSession(conns[i], session.Info{}, opts)
+				joiners[i] = session.NewCountingMemConn()
+				all = append(all, sys.NewSession(joiners[i], session.Info{}, opts))
 			}
+			conns = append(conns, joiners...)
+			// The setup's presence frames go out within the presence
+			// window (a second at most): before the clock starts.
+			settle := func() (frames, bytes int) {
+				time.Sleep(1200 * time.Millisecond)
+				for _, c := range conns {
+					frames += c.Count()
+					bytes += c.Bytes()
+				}
+				return frames, bytes
+			}
+			frames0, bytes0 := settle()
+			cpu0 := cpuTime()
 			b.ReportAllocs()
 			b.ResetTimer()
-			for i, s := range joiners {
-				if err := m.JoinWith(ctx, "r", s, &hub.JoinOptions{Meta: []byte(`{"name":"joiner"}`)}); err != nil {
+			for i, c := range joiners {
+				s := all[nrooms*n+i]
+				if err := m.JoinWith(ctx, fmt.Sprint("r", i/perRoom), s, &hub.JoinOptions{Meta: []byte(`{"name":"joiner"}`)}); err != nil {
 					b.Fatal(err)
 				}
-				if got := conns[i].WaitCount(1, time.Minute); got < 1 {
+				if got := c.WaitCount(1, time.Minute); got < 1 {
 					b.Fatal("no room.joined")
-				}
-				if err := m.Leave(ctx, "r", s); err != nil {
-					b.Fatal(err)
 				}
 			}
 			b.StopTimer()
-			for _, s := range append(members, joiners...) {
+			frames1, bytes1 := settle()
+			cpu := cpuTime() - cpu0
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/join")
+			b.ReportMetric(float64(bytes1-bytes0)/float64(b.N), "wire-B/join")
+			b.ReportMetric(float64(frames1-frames0)/float64(b.N), "frames/join")
+			for _, s := range all {
 				session.Finish(s, session.CloseNormal, "")
 			}
 			_ = m.Shutdown(ctx)
 			sys.Shutdown()
 		})
 	}
+}
+
+// cpuTime is the CPU time the process has used, user and system.
+func cpuTime() time.Duration {
+	var u syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &u); err != nil {
+		return 0
+	}
+	return time.Duration(u.Utime.Nano() + u.Stime.Nano())
 }

@@ -32,6 +32,7 @@ type MemConn struct {
 	overlapped atomic.Int32
 	discardOK  bool // count frames without keeping them
 	count      int
+	bytes      int
 }
 
 // ErrMemConnClosed is returned by writes to a closed MemConn.
@@ -96,6 +97,9 @@ func (c *MemConn) Write(msgs []Frame, deadline time.Time) error {
 		c.passes--
 	}
 	c.count += len(msgs)
+	for _, m := range msgs {
+		c.bytes += len(m.Data)
+	}
 	c.batches++
 	if !c.discardOK {
 		for _, m := range msgs {
@@ -153,6 +157,13 @@ func (c *MemConn) Count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.count
+}
+
+// Bytes returns how many bytes the frames written held.
+func (c *MemConn) Bytes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytes
 }
 
 // Batches returns how many Write calls wrote their frames: a session hands
