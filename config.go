@@ -134,6 +134,17 @@ type Config struct {
 	// MaxMetaBytes bounds the meta a member sends with room.join. Default
 	// 1024; it cannot be off.
 	MaxMetaBytes int
+	// PresenceLimit is the number of members above which a room of the
+	// room protocol counts its members instead of listing them, so that
+	// the cost of a join does not grow with the room: room.joined then
+	// carries the count and the first 100 members (or PresenceLimit,
+	// if smaller), and the members get a
+	// presence.count at most once per presence window instead of every
+	// presence.diff. The room lists them again (a presence.list, then
+	// diffs) once it has fallen to half the limit. Members of every node
+	// count. Default 1000; negative: always listed. See the README's
+	// "Presence".
+	PresenceLimit int
 
 	// MaxRoomsPerSession bounds the rooms one session can be in; a join
 	// beyond it fails with code "too_many_rooms". Default 100; negative: no

@@ -89,6 +89,7 @@ func New(cfg Config) (*Server, error) {
 		Backplane:          cfg.Backplane,
 		DedupeMessages:     cfg.DedupeMessages,
 		DedupeWindow:       cfg.DedupeWindow,
+		PresenceLimit:      cfg.PresenceLimit,
 		MaxMembers:         limit(cfg.MaxRoomMembers, defaultMaxRoomMembers),
 		MaxRoomsPerSession: limit(cfg.MaxRoomsPerSession, defaultMaxRoomsPerSession),
 		MaxRestarts:        limit(cfg.MaxRoomRestarts, defaultMaxRoomRestarts),

@@ -237,6 +237,7 @@ const (
 	envMaxRoomsPerSession = "TROUPE_MAX_ROOMS_PER_SESSION"
 	envMaxRoomMembers     = "TROUPE_MAX_ROOM_MEMBERS"
 	envMaxMetaBytes       = "TROUPE_MAX_META_BYTES"
+	envPresenceLimit      = "TROUPE_PRESENCE_LIMIT"
 )
 
 // ConfigFromEnv returns a Config whose Settings are SettingsFromEnv's and
@@ -250,6 +251,7 @@ const (
 //	TROUPE_MAX_ROOMS_PER_SESSION  MaxRoomsPerSession (0: no limit)
 //	TROUPE_MAX_ROOM_MEMBERS       MaxRoomMembers (0: no limit)
 //	TROUPE_MAX_META_BYTES         MaxMetaBytes
+//	TROUPE_PRESENCE_LIMIT         PresenceLimit (0: always listed)
 //
 // As in SettingsFromEnv, an unset variable leaves its field zero (the
 // default), 0 turns a limit or the retention off where the field can be
@@ -292,6 +294,7 @@ func configFromLookup(lookup func(string) (string, bool)) (Config, error) {
 	integer(envMaxRoomsPerSession, &c.MaxRoomsPerSession, true)
 	integer(envMaxRoomMembers, &c.MaxRoomMembers, true)
 	integer(envMaxMetaBytes, &c.MaxMetaBytes, false)
+	integer(envPresenceLimit, &c.PresenceLimit, true)
 	if v, ok := lookup(envHistoryRetention); ok && err == nil {
 		d, e := parseDuration(v)
 		switch {

@@ -404,14 +404,18 @@ func TestConfigFromLookup(t *testing.T) {
 		"TROUPE_MAX_ROOMS_PER_SESSION": "7",
 		"TROUPE_MAX_ROOM_MEMBERS":      "0",
 		"TROUPE_MAX_META_BYTES":        "256",
+		"TROUPE_PRESENCE_LIMIT":        "500",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Config{HistoryMessages: 50, HistoryBytes: 4096, HistoryRetention: 90 * time.Second,
-		HistoryBudget: 64 << 20, MaxDormantRooms: -1, MaxRoomsPerSession: 7, MaxRoomMembers: -1, MaxMetaBytes: 256}
+		HistoryBudget: 64 << 20, MaxDormantRooms: -1, MaxRoomsPerSession: 7, MaxRoomMembers: -1, MaxMetaBytes: 256, PresenceLimit: 500}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("configFromLookup = %+v, want %+v", c, want)
+	}
+	if c, _ = configFromLookup(lookup(map[string]string{"TROUPE_PRESENCE_LIMIT": "0"})); c.PresenceLimit >= 0 {
+		t.Errorf("TROUPE_PRESENCE_LIMIT=0: PresenceLimit = %v, want no limit (negative)", c.PresenceLimit)
 	}
 	if c, _ = configFromLookup(lookup(map[string]string{"TROUPE_HISTORY_RETENTION": "0"})); c.HistoryRetention >= 0 {
 		t.Errorf("TROUPE_HISTORY_RETENTION=0: HistoryRetention = %v, want off (negative)", c.HistoryRetention)
@@ -420,6 +424,7 @@ func TestConfigFromLookup(t *testing.T) {
 		"TROUPE_HISTORY_BUDGET":    "-1",
 		"TROUPE_HISTORY_BYTES":     "0",
 		"TROUPE_MAX_DORMANT_ROOMS": "many",
+		"TROUPE_PRESENCE_LIMIT":    "-5",
 		"TROUPE_HISTORY_RETENTION": "soon",
 		"WEBSOCKET_RATE_BURST":     "x",
 	} {

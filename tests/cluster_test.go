@@ -20,19 +20,24 @@ import (
 // its own node of one memory.Cluster, and real clients on each.
 
 // startCluster starts n servers sharing one cluster; it returns them and
-// the cluster, whose node "node-<i>" is the backplane of servers[i].
-func startCluster(t *testing.T, n, history int) ([]*testServer, *memory.Cluster) {
+// the cluster, whose node "node-<i>" is the backplane of servers[i]. tune,
+// if given, changes each server's Config.
+func startCluster(t *testing.T, n, history int, tune ...func(*troupe.Config)) ([]*testServer, *memory.Cluster) {
 	t.Helper()
 	c := memory.NewCluster(history)
 	servers := make([]*testServer, n)
 	for i := range n {
-		servers[i] = startServer(t, troupe.Config{
+		cfg := troupe.Config{
 			RoomProtocol:    true,
 			HistoryMessages: history,
 			Backplane:       c.Node(fmt.Sprintf("node-%d", i)),
 			Authorize:       func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
 			Settings:        troupe.Settings{MaxQueuedMessages: 10000},
-		})
+		}
+		for _, f := range tune {
+			f(&cfg)
+		}
+		servers[i] = startServer(t, cfg)
 	}
 	return servers, c
 }

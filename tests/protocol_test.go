@@ -29,6 +29,8 @@ type joinedPayload struct {
 	Epoch     string          `json:"epoch"`
 	Members   []presenceEntry `json:"members"`
 	Recovered *bool           `json:"recovered"`
+	Count     *int            `json:"count"`
+	Presence  string          `json:"presence"` // "partial", "count" or none
 
 	msgsBefore int // room.message frames the client had for the room before this one
 }
@@ -46,6 +48,13 @@ type diffPayload struct {
 	Room   string          `json:"room"`
 	Joins  []presenceEntry `json:"joins"`
 	Leaves []presenceEntry `json:"leaves"`
+}
+
+// presencePayload is presence.count's and presence.list's.
+type presencePayload struct {
+	Room    string          `json:"room"`
+	Count   int             `json:"count"`
+	Members []presenceEntry `json:"members"`
 }
 
 type publishedPayload struct {
@@ -68,8 +77,12 @@ type roomView struct {
 	joined  []joinedPayload
 	// strangers are the senders of messages that arrived while the sender
 	// was not in members: a member must be told of a member before it sees
-	// its messages.
+	// its messages. In counted mode members is a page, not kept: nobody
+	// is a stranger.
 	strangers []string
+	counted   bool     // room.joined said "presence":"count", or a presence.count came
+	count     int      // the room's count, as room.joined and presence.count told it
+	frames    []string // the types of the room's frames, in the order they came
 }
 
 func (v *roomView) ids() []string {
@@ -140,9 +153,24 @@ func (p *peer) pump(t *testing.T) {
 		j.msgsBefore = len(v.msgs)
 		v.joined = append(v.joined, j)
 		v.members = slices.Clone(j.Members)
+		v.counted = j.Presence == "count"
+		if j.Count != nil {
+			v.count = *j.Count
+		}
+		v.frames = append(v.frames, e.Type)
+	case "presence.count", "presence.list":
+		c := decodePayload[presencePayload](t, e)
+		v := p.view(c.Room)
+		v.count = c.Count
+		v.counted = e.Type == "presence.count"
+		if !v.counted {
+			v.members = slices.Clone(c.Members)
+		}
+		v.frames = append(v.frames, e.Type)
 	case "presence.diff":
 		d := decodePayload[diffPayload](t, e)
 		v := p.view(d.Room)
+		v.frames = append(v.frames, e.Type)
 		v.members = append(v.members, d.Joins...)
 		for _, l := range d.Leaves {
 			i := slices.IndexFunc(v.members, func(m presenceEntry) bool { return m.ID == l.ID && jsonEqual(m.Meta, l.Meta) })
@@ -157,10 +185,11 @@ func (p *peer) pump(t *testing.T) {
 		m := decodePayload[roomMessage](t, e)
 		m.raw = e.Payload
 		v := p.view(m.Room)
-		if !v.has(m.From) {
+		if !v.counted && !v.has(m.From) {
 			v.strangers = append(v.strangers, m.From)
 		}
 		v.msgs = append(v.msgs, m)
+		v.frames = append(v.frames, e.Type)
 	}
 	if len(e.ID) > 0 && string(e.ID) != "null" {
 		if _, dup := p.answers[string(e.ID)]; dup {

@@ -67,6 +67,11 @@ type Config struct {
 	// PresenceWindow is how long presence changes are gathered into one
 	// presence.diff (default DefaultPresenceWindow).
 	PresenceWindow time.Duration
+	// PresenceLimit is the number of members above which a room stops
+	// listing its members and counts them instead (see presence.go); it
+	// lists them again at half of it. Default DefaultPresenceLimit;
+	// negative: always listed.
+	PresenceLimit int
 	// Backplane lets rooms span several nodes under the room protocol
 	// (see Backplane; it needs Protocol); nil keeps every room in this
 	// process. The Manager does not close it.
@@ -150,6 +155,12 @@ func New(sys *session.System, cfg Config) *Manager {
 	}
 	if cfg.PresenceWindow <= 0 {
 		cfg.PresenceWindow = DefaultPresenceWindow
+	}
+	switch {
+	case cfg.PresenceLimit == 0:
+		cfg.PresenceLimit = DefaultPresenceLimit
+	case cfg.PresenceLimit < 0:
+		cfg.PresenceLimit = 0
 	}
 	switch {
 	case cfg.HistoryBudget == 0:

@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"bytes"
 	"encoding/json"
 
 	"github.com/troupehq/troupe/rooms"
@@ -66,25 +65,28 @@ func (st *roomState) joined(s *session.Session, o *JoinOptions, partial bool) {
 	if o.Since != nil && *o.Since <= st.seq && (o.Epoch == "" || o.Epoch == st.epoch) {
 		missed, recovered = st.hist.Since(*o.Since)
 	}
-	// Sized for all of it: a room of thousands lists them all.
-	size := 128 + len(st.name) + len(st.epoch) + len(o.ID) + len(st.ents)
-	for _, e := range st.ents {
-		size += len(e.entry)
+	// Sized for the list it carries: a room of thousands lists them all
+	// in listed mode, a page of them in counted mode.
+	page, n := -1, st.count()
+	if st.counted {
+		page = min(presencePage, st.limit)
+		st.noteJoinedCount(n)
 	}
-	p := wire.EnvelopeStart(make([]byte, 0, size), "room.joined")
+	p := wire.EnvelopeStart(make([]byte, 0, 128+len(st.name)+len(st.epoch)+len(o.ID)+st.membersSize(page)), "room.joined")
 	p = append(p, `{"room":`...)
 	p = wire.AppendString(p, st.name)
 	p = append(p, `,"seq":`...)
 	p = wire.AppendUint(p, st.seq)
 	p = append(p, `,"epoch":`...)
 	p = wire.AppendString(p, st.epoch)
+	p = append(p, `,"count":`...)
+	p = wire.AppendUint(p, uint64(n))
 	p = append(p, `,"members":`...)
-	p = st.appendMembers(p)
-	if len(st.remote) > 0 {
-		p = st.appendRemote(p[:len(p)-1], len(st.order) > 0)
-		p = append(p, ']')
-	}
-	if partial {
+	p = st.appendMembers(p, page)
+	switch {
+	case st.counted:
+		p = append(p, `,"presence":"count"`...)
+	case partial:
 		p = append(p, `,"presence":"partial"`...)
 	}
 	if recovered {
@@ -96,117 +98,6 @@ func (st *roomState) joined(s *session.Session, o *JoinOptions, partial bool) {
 	for _, e := range missed {
 		st.sendMessage(s, messageFrame(e.Payload), e.Seq)
 	}
-}
-
-// presenceEvent is a join or leave not yet told to the other members: of a
-// member of this node or, with a Backplane, of another node.
-type presenceEvent struct {
-	key   string // the member's session ID
-	join  bool
-	entry []byte // {"id","meta"} as the others see it
-}
-
-// flushPresence sends the presence.diff of the joins and leaves since the
-// last one. Diffs are gathered (Config.PresenceWindow) so that a burst of
-// joins costs each member a few frames, not one per joiner, and they are
-// exact: each client is told the difference between the members it knew
-// and the members now. Members from before the window share one diff; a
-// member that joined inside the window knew the members of its room.joined,
-// so it gets the changes after its own join. A member that joins and leaves
-// inside one window is never announced to those who never saw it. It runs
-// before every room.message, so no member sees a message from someone it
-// has not been told about.
-func (st *roomState) flushPresence() {
-	if st.presenceTimer != nil {
-		st.presenceTimer.Stop()
-		st.presenceTimer = nil
-	}
-	if st.localChanged && st.bp != nil {
-		st.announce()
-	}
-	st.localChanged = false
-	events := st.events
-	st.events = nil
-	joinedAt := st.joinedAt
-	st.joinedAt = nil
-	if len(events) == 0 || len(st.order) == 0 {
-		return
-	}
-	shared := st.diff(events)
-	for _, m := range st.order {
-		p, isNew := joinedAt[m]
-		switch {
-		case !isNew && shared != nil:
-			_ = session.SendShared(m, shared)
-		case isNew:
-			if d := st.diff(events[p+1:]); d != nil {
-				_ = session.SendShared(m, d)
-			}
-		}
-	}
-}
-
-// diff encodes the net change that events make: a member whose first event
-// is a join was absent before them, one whose first is a leave was present;
-// its last event says whether it is present now. It returns nil if nothing
-// changed.
-func (st *roomState) diff(events []presenceEvent) *session.Shared {
-	type change struct{ first, last int }
-	order := make([]string, 0, len(events))
-	changes := make(map[string]*change, len(events))
-	for i, e := range events {
-		if c := changes[e.key]; c != nil {
-			c.last = i
-		} else {
-			changes[e.key] = &change{first: i, last: i}
-			order = append(order, e.key)
-		}
-	}
-	var joins, leaves [][]byte
-	for _, k := range order {
-		c := changes[k]
-		first, last := events[c.first], events[c.last]
-		was, is := !first.join, last.join
-		switch {
-		case !was && is:
-			joins = append(joins, last.entry)
-		case was && !is:
-			leaves = append(leaves, last.entry)
-		case was && is && !bytes.Equal(first.entry, last.entry):
-			// Left and came back with other meta: replace the entry.
-			leaves = append(leaves, first.entry)
-			joins = append(joins, last.entry)
-		}
-	}
-	if len(joins)+len(leaves) == 0 {
-		return nil
-	}
-	p := append(make([]byte, 0, 64), `{"room":`...)
-	p = wire.AppendString(p, st.name)
-	p = append(p, `,"joins":`...)
-	p = appendList(p, joins)
-	p = append(p, `,"leaves":`...)
-	p = appendList(p, leaves)
-	p = append(p, '}')
-	return st.sharePresence(wire.Envelope(nil, "presence.diff", nil, p))
-}
-
-// notePresence records a join or leave for the next presence.diff; entry
-// is the member's as the others see it, or nil to encode it now.
-func (st *roomState) notePresence(s *session.Session, join bool, entry []byte) {
-	if join {
-		if st.joinedAt == nil {
-			st.joinedAt = make(map[*session.Session]int)
-		}
-		st.joinedAt[s] = len(st.events)
-	} else {
-		delete(st.joinedAt, s)
-	}
-	if entry == nil {
-		entry = st.appendMember(nil, s)
-	}
-	st.events = append(st.events, presenceEvent{key: s.ID(), join: join, entry: entry})
-	st.localChanged = true
 }
 
 func appendList(p []byte, items [][]byte) []byte {
@@ -247,14 +138,20 @@ func newMemberEntry(s *session.Session, meta json.RawMessage) memberEntry {
 	return memberEntry{id: id, entry: appendEntry(nil, id, meta)}
 }
 
-// appendMembers appends the list of the members in join order from the
-// entries kept since their joins. An identity set after a join
-// (Session.SetIdentity) makes the entry stale: it is encoded again. The
-// check is cheap: an unchanged identity is the same string.
-func (st *roomState) appendMembers(p []byte) []byte {
+// appendMembers appends the list of the members, at most max of them
+// (negative: all): this node's in join order, from the entries kept since
+// their joins, then the other nodes', ordered by node so that every
+// listing is the same. An identity set after a join (Session.SetIdentity)
+// makes the entry stale: it is encoded again. The check is cheap: an
+// unchanged identity is the same string.
+func (st *roomState) appendMembers(p []byte, max int) []byte {
 	p = append(p, '[')
+	n := 0
 	for i, m := range st.order {
-		if i > 0 {
+		if n == max {
+			return append(p, ']')
+		}
+		if n > 0 {
 			p = append(p, ',')
 		}
 		e := &st.ents[i]
@@ -262,8 +159,43 @@ func (st *roomState) appendMembers(p []byte) []byte {
 			*e = newMemberEntry(m, st.meta[m.ID()])
 		}
 		p = append(p, e.entry...)
+		n++
+	}
+	for _, node := range st.remoteNodes() {
+		for _, e := range st.remote[node] {
+			if n == max {
+				return append(p, ']')
+			}
+			if n > 0 {
+				p = append(p, ',')
+			}
+			p = append(p, e.Entry...)
+			n++
+		}
 	}
 	return append(p, ']')
+}
+
+// membersSize is about what appendMembers(p, max) appends.
+func (st *roomState) membersSize(max int) int {
+	size, n := 2, 0
+	for i := range st.ents {
+		if n == max {
+			return size
+		}
+		size += len(st.ents[i].entry) + 1
+		n++
+	}
+	for _, l := range st.remote {
+		for _, e := range l {
+			if n == max {
+				return size
+			}
+			size += len(e.Entry) + 1
+			n++
+		}
+	}
+	return size
 }
 
 // publish stamps the next sequence number on a message, keeps it in the
@@ -279,7 +211,7 @@ func (st *roomState) publish(m *Manager, r *publishReq) {
 		st.enqueuePublish(m, r)
 		return
 	}
-	st.flushPresence()
+	st.flushPresence(false)
 	st.seq++
 	p := r.payload(st, st.seq)
 	st.hist.Append(st.seq, p)

@@ -142,7 +142,7 @@ func (a *roomActor) refollow(ctx actor.Context) error {
 // append takes the log's next message: into the history and to every
 // member of this node.
 func (st *roomState) append(m *Manager, e rooms.Entry) {
-	st.flushPresence()
+	st.flushPresence(false)
 	st.seq = e.Seq
 	st.hist.Append(e.Seq, e.Payload)
 	st.noteMessage(m, e.Seq, e.Payload)
@@ -208,6 +208,21 @@ func (a *roomActor) catchUp(ctx actor.Context, s *session.Session, o *JoinOption
 func (a *roomActor) fromPresence(ctx actor.Context, m *remotePresence) {
 	st := a.st
 	old := st.remote[m.node]
+	if len(m.members) == 0 {
+		delete(st.remote, m.node)
+	} else {
+		if st.remote == nil {
+			st.remote = make(map[string][]rooms.PresenceEntry)
+		}
+		st.remote[m.node] = m.members
+	}
+	st.checkMode()
+	if st.counted {
+		if st.remodeled || len(old) != len(m.members) {
+			a.presenceChanged(ctx)
+		}
+		return
+	}
 	was := make(map[string][]byte, len(old))
 	for _, e := range old {
 		was[e.Key] = e.Entry
@@ -230,15 +245,7 @@ func (a *roomActor) fromPresence(ctx actor.Context, m *remotePresence) {
 			st.events = append(st.events, presenceEvent{key: e.Key, entry: e.Entry})
 		}
 	}
-	if len(m.members) == 0 {
-		delete(st.remote, m.node)
-	} else {
-		if st.remote == nil {
-			st.remote = make(map[string][]rooms.PresenceEntry)
-		}
-		st.remote[m.node] = m.members
-	}
-	if len(st.events) > n {
+	if len(st.events) > n || st.remodeled {
 		a.presenceChanged(ctx)
 	}
 }
@@ -252,24 +259,14 @@ func (st *roomState) announce() {
 	_ = st.bp.Announce(st.name, list)
 }
 
-// appendRemote appends the other nodes' members to a JSON list being built,
-// ordered by node so that every listing is the same.
-func (st *roomState) appendRemote(p []byte, comma bool) []byte {
+// remoteNodes are the other nodes with members in the room, in order.
+func (st *roomState) remoteNodes() []string {
 	nodes := make([]string, 0, len(st.remote))
 	for n := range st.remote {
 		nodes = append(nodes, n)
 	}
 	sort.Strings(nodes)
-	for _, n := range nodes {
-		for _, e := range st.remote[n] {
-			if comma {
-				p = append(p, ',')
-			}
-			comma = true
-			p = append(p, e.Entry...)
-		}
-	}
-	return p
+	return nodes
 }
 
 // unfollow stops the feed and the presence watch, and tells the other nodes

@@ -42,6 +42,15 @@ type roomState struct {
 	presenceTimer *time.Timer              // pending presence.diff flush
 	localChanged  bool                     // this node's members changed since the last flush
 
+	// The presence mode (see presence.go).
+	limit     int  // Config.PresenceLimit (0: always listed)
+	counted   bool // counted mode, else listed
+	remodeled bool // the mode changed since the last flush
+	toldCount int  // the count the last presence.count told (counted mode)
+	// The least and greatest count room.joined told in counted mode since
+	// the last flush (joinedMin -1: none).
+	joinedMin, joinedMax int
+
 	// With a Backplane (see backplane.go); bp is nil without one.
 	bp        rooms.Backplane
 	feed      *rooms.Feed                      // the room's log, followed while the room runs
@@ -270,7 +279,7 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		st.fromSignal(msg)
 	case presenceFlush:
 		st.presenceTimer = nil
-		st.flushPresence()
+		st.flushPresence(true)
 	case *actor.Stopping:
 		a.stopping()
 		if st.presenceTimer != nil {
@@ -337,7 +346,7 @@ func (a *roomActor) left(ctx actor.Context, s *session.Session) {
 	}
 	if len(a.st.order) == 0 {
 		// Nobody left to tell.
-		a.st.events, a.st.joinedAt = nil, nil
+		a.st.resetPresence()
 	} else {
 		a.st.notePresence(s, false, nil) // before meta goes: the entry carries it
 		a.presenceChanged(ctx)

@@ -276,6 +276,8 @@ func (sv *supervisor) spawn(ctx actor.Context, name string) *roomRef {
 	st := &roomState{name: name, members: make(map[string]*session.Session)}
 	if m.cfg.Protocol {
 		st.proto = true
+		st.limit = m.cfg.PresenceLimit
+		st.joinedMin = -1
 		st.meta = make(map[string]json.RawMessage)
 		st.setHistory(m, m.newHistory(name))
 		if st.bp = m.cfg.Backplane; st.bp == nil {

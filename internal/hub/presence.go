@@ -1,0 +1,281 @@
+package hub
+
+import (
+	"bytes"
+
+	"github.com/troupehq/troupe/internal/session"
+	"github.com/troupehq/troupe/internal/wire"
+)
+
+// Presence under the room protocol has two modes.
+//
+// Listed, while the room is small: room.joined lists every member, and
+// every join and leave reaches every member in a presence.diff, gathered
+// per presence window.
+//
+// Counted, once the room has more than Config.PresenceLimit members (of
+// every node, as this node knows them): in a room of N members a join
+// storm would otherwise write N copies of a diff that names every joiner
+// of the window (bytes growing as N x joins), and room.joined would list
+// all N to every joiner. In counted mode room.joined carries the count and
+// a first page of presencePage members (in join order), nobody gets a diff, and at most
+// once per presence window, when the count changed, every member gets one
+// shared presence.count: the work of a window is one small frame per
+// member, whatever the number of joins. The switch to counted mode sends
+// every member a presence.count (its list is no longer kept current); the
+// room goes back to listed mode only once it has fallen to half the limit,
+// so that a room at the edge does not flap, and every member then gets one
+// presence.list with every member, after which diffs resume. Mode
+// switches, like diffs, go out before the next room.message.
+
+// presencePage is how many members room.joined lists in counted mode (or
+// the limit, if it is smaller).
+const presencePage = 100
+
+// DefaultPresenceLimit is the default of Config.PresenceLimit.
+const DefaultPresenceLimit = 1000
+
+// presenceEvent is a join or leave not yet told to the other members: of a
+// member of this node or, with a Backplane, of another node.
+type presenceEvent struct {
+	key   string // the member's session ID
+	join  bool
+	entry []byte // {"id","meta"} as the others see it
+}
+
+// count is the room's members as this node knows them: its own and those
+// the other nodes announced.
+func (st *roomState) count() int {
+	n := len(st.order)
+	for _, l := range st.remote {
+		n += len(l)
+	}
+	return n
+}
+
+// checkMode switches the presence mode when the count crossed the limit
+// (more than it: counted) or half of it (at most that: listed). The
+// events gathered so far are dropped: the next flush tells every member
+// the room's state in the new mode instead.
+func (st *roomState) checkMode() {
+	if st.limit <= 0 {
+		return
+	}
+	n := st.count()
+	switch {
+	case !st.counted && n > st.limit:
+		st.counted = true
+	case st.counted && n <= st.limit/2:
+		st.counted = false
+	default:
+		return
+	}
+	st.remodeled = true
+	st.events, st.joinedAt = nil, nil
+}
+
+// resetPresence forgets the presence state of a room that has no member
+// left on this node.
+func (st *roomState) resetPresence() {
+	st.events, st.joinedAt = nil, nil
+	st.counted, st.remodeled, st.toldCount, st.joinedMin, st.joinedMax = false, false, 0, -1, 0
+}
+
+// noteJoinedCount notes the count a room.joined told in counted mode: the
+// next flush tells the count if it is not what every member was told.
+func (st *roomState) noteJoinedCount(n int) {
+	if st.joinedMin < 0 || n < st.joinedMin {
+		st.joinedMin = n
+	}
+	st.joinedMax = max(st.joinedMax, n)
+}
+
+// countKnown says whether every member was told the count n: the last
+// presence.count, and every room.joined since, said n.
+func (st *roomState) countKnown(n int) bool {
+	return st.toldCount == n && (st.joinedMin < 0 || st.joinedMin == n && st.joinedMax == n)
+}
+
+// notePresence records a join or leave for the next presence.diff; entry
+// is the member's as the others see it, or nil to encode it now. In
+// counted mode nothing is recorded: the count is the room's.
+func (st *roomState) notePresence(s *session.Session, join bool, entry []byte) {
+	st.localChanged = true
+	st.checkMode()
+	if st.counted {
+		return
+	}
+	if join {
+		if st.joinedAt == nil {
+			st.joinedAt = make(map[*session.Session]int)
+		}
+		st.joinedAt[s] = len(st.events)
+	} else {
+		delete(st.joinedAt, s)
+	}
+	if entry == nil {
+		entry = st.appendMember(nil, s)
+	}
+	st.events = append(st.events, presenceEvent{key: s.ID(), join: join, entry: entry})
+}
+
+// flushPresence tells the members the presence changes since the last
+// flush. It runs when the presence window ends (due) and before every
+// room.message, so that no member sees a message from someone it has not
+// been told about. In counted mode members are told of nobody, so a
+// message does not wait for the count: it waits for its window, and a
+// chatty room does not get a count before every message.
+func (st *roomState) flushPresence(due bool) {
+	if st.counted && !st.remodeled && !due {
+		return
+	}
+	if st.presenceTimer != nil {
+		st.presenceTimer.Stop()
+		st.presenceTimer = nil
+	}
+	if st.localChanged && st.bp != nil {
+		st.announce()
+	}
+	st.localChanged = false
+	events, joinedAt, remodeled := st.events, st.joinedAt, st.remodeled
+	st.events, st.joinedAt, st.remodeled = nil, nil, false
+	n := st.count()
+	known := st.countKnown(n)
+	st.joinedMin, st.joinedMax = -1, 0
+	if len(st.order) == 0 {
+		return
+	}
+	switch {
+	case st.counted:
+		if remodeled || !known {
+			st.toldCount = n
+			st.fanoutPresence(st.countFrame(n))
+		}
+	case remodeled:
+		st.fanoutPresence(st.listFrame())
+	default:
+		st.flushDiffs(events, joinedAt)
+	}
+}
+
+// fanoutPresence queues a presence frame, room traffic, on every member.
+func (st *roomState) fanoutPresence(sh *session.Shared) {
+	for _, m := range st.order {
+		_ = session.SendShared(m, sh)
+	}
+}
+
+// countFrame is presence.count: the room's count, in counted mode.
+func (st *roomState) countFrame(n int) *session.Shared {
+	p := append(make([]byte, 0, 32+len(st.name)), `{"room":`...)
+	p = wire.AppendString(p, st.name)
+	p = append(p, `,"count":`...)
+	p = wire.AppendUint(p, uint64(n))
+	p = append(p, '}')
+	return st.sharePresence(wire.Envelope(nil, "presence.count", nil, p))
+}
+
+// listFrame is presence.list: every member, as the room goes back to
+// listed mode.
+func (st *roomState) listFrame() *session.Shared {
+	p := append(make([]byte, 0, 48+len(st.name)+st.membersSize(-1)), `{"room":`...)
+	p = wire.AppendString(p, st.name)
+	p = append(p, `,"count":`...)
+	p = wire.AppendUint(p, uint64(st.count()))
+	p = append(p, `,"members":`...)
+	p = st.appendMembers(p, -1)
+	p = append(p, '}')
+	return st.sharePresence(wire.Envelope(nil, "presence.list", nil, p))
+}
+
+// flushDiffs sends the presence.diffs of events. Diffs are gathered
+// (Config.PresenceWindow) so that a burst of joins costs each member a few
+// frames, not one per joiner, and they are exact: each client is told the
+// difference between the members it knew and the members now. Members
+// from before the window share one diff; a member that joined inside the
+// window knew the members of its room.joined, so it gets the changes after
+// its own join. A member that joins and leaves inside one window is never
+// announced to those who never saw it.
+//
+// The diffs of every suffix a member needs come from one pass from the
+// window's end: walking back, each event becomes the first of its member
+// in the suffix that starts there (and the one it replaces no longer is),
+// and the last of its member is the one met first. A suffix's diff is then
+// read off its members' first and last events.
+func (st *roomState) flushDiffs(events []presenceEvent, joinedAt map[*session.Session]int) {
+	if len(events) == 0 {
+		return
+	}
+	// need[i]: some member knew the room as of events[:i] (before the
+	// window: 0).
+	need := make([]bool, len(events)+1)
+	need[0] = true
+	for _, p := range joinedAt {
+		need[p+1] = true
+	}
+	diffs := make([]*session.Shared, len(events)+1)
+	// first[j]: events[j] is its member's first in the current suffix,
+	// whose last is events[last[j]].
+	first := make([]bool, len(events))
+	last := make([]int, len(events))
+	seen := make(map[string]int, len(events)) // member -> its first event in the suffix
+	for i := len(events) - 1; i >= 0; i-- {
+		k := events[i].key
+		if j, ok := seen[k]; ok {
+			first[j] = false
+			last[i] = last[j]
+		} else {
+			last[i] = i
+		}
+		first[i] = true
+		seen[k] = i
+		if need[i] {
+			diffs[i] = st.diffFrom(events, i, first, last)
+		}
+	}
+	for _, m := range st.order {
+		p, isNew := joinedAt[m]
+		if !isNew {
+			p = -1
+		}
+		if d := diffs[p+1]; d != nil {
+			_ = session.SendShared(m, d)
+		}
+	}
+}
+
+// diffFrom encodes the net change that events[from:] make: a member whose
+// first event is a join was absent before them, one whose first is a leave
+// was present; its last event says whether it is present now. It returns
+// nil if nothing changed.
+func (st *roomState) diffFrom(events []presenceEvent, from int, first []bool, last []int) *session.Shared {
+	var joins, leaves [][]byte
+	for j := from; j < len(events); j++ {
+		if !first[j] {
+			continue
+		}
+		f, l := events[j], events[last[j]]
+		was, is := !f.join, l.join
+		switch {
+		case !was && is:
+			joins = append(joins, l.entry)
+		case was && !is:
+			leaves = append(leaves, l.entry)
+		case was && is && !bytes.Equal(f.entry, l.entry):
+			// Left and came back with other meta: replace the entry.
+			leaves = append(leaves, f.entry)
+			joins = append(joins, l.entry)
+		}
+	}
+	if len(joins)+len(leaves) == 0 {
+		return nil
+	}
+	p := append(make([]byte, 0, 64), `{"room":`...)
+	p = wire.AppendString(p, st.name)
+	p = append(p, `,"joins":`...)
+	p = appendList(p, joins)
+	p = append(p, `,"leaves":`...)
+	p = appendList(p, leaves)
+	p = append(p, '}')
+	return st.sharePresence(wire.Envelope(nil, "presence.diff", nil, p))
+}
