@@ -36,6 +36,10 @@ const smallHistory = 5
 // tested: it holds every message those tests publish.
 const resyncHistory = 10000
 
+// presenceLimit is the PresenceLimit of the server on which counted
+// presence is tested.
+const presenceLimit = 4
+
 // maxTestDelay caps test.delay, so that no handler outlives its test.
 const maxTestDelay = 5 * time.Second
 
@@ -237,6 +241,8 @@ func TestNode(t *testing.T) {
 		HistoryMessages: resyncHistory,
 		Settings:        troupe.Settings{MaxQueuedMessages: 128},
 	}, smallSendBuffers())
+	// A server that counts the members of rooms above presenceLimit.
+	presence := startNodeServer(t, troupe.Config{PresenceLimit: presenceLimit})
 	// The primary server behind a proxy that refuses WebSocket upgrades:
 	// clients there fall back to SSE and POST.
 	refusing := startRefusingProxy(t, primary.ts.URL)
@@ -247,6 +253,8 @@ func TestNode(t *testing.T) {
 		"TROUPE_SMALL_HISTORY_URL="+small.url,
 		"TROUPE_SMALL_HISTORY="+strconv.Itoa(smallHistory),
 		"TROUPE_CLUSTER_URLS="+strings.Join(nodeURLs, ","),
+		"TROUPE_COUNTED_URL="+presence.url,
+		"TROUPE_COUNTED_LIMIT="+strconv.Itoa(presenceLimit),
 	)
 	for _, file := range files {
 		name := strings.TrimSuffix(filepath.Base(file), ".test.mjs")

@@ -56,7 +56,7 @@ func TestPresenceCountedAboveLimit(t *testing.T) {
 		j := p.joinRoom(t, room, nil, nil)
 		in = append(in, p)
 		if j.Count == nil || *j.Count != len(in) {
-			t.Fatalf("%s: room.joined count %v, want %d", p.name, j.Count, len(in))
+			t.Fatalf("%s: room.joined count %v, want %d", p.name, deref(j.Count), len(in))
 		}
 		return j
 	}
@@ -212,7 +212,7 @@ func TestClusterPresenceCounted(t *testing.T) {
 		j := p.joinRoom(t, room, nil, nil)
 		far = append(far, p)
 		if i == limit-1 && (j.Presence != "count" || j.Count == nil || *j.Count != limit+1) {
-			t.Fatalf("join %d across nodes: room.joined presence %q, count %v, want counted with %d", limit+1, j.Presence, j.Count, limit+1)
+			t.Fatalf("join %d across nodes: room.joined presence %q, count %v, want counted with %d", limit+1, j.Presence, deref(j.Count), limit+1)
 		}
 	}
 	// alice, alone on her node, is told the room's count.
@@ -245,4 +245,12 @@ func TestClusterPresenceCounted(t *testing.T) {
 	if v := far[0].view(room); v.frames[len(v.frames)-1] != "presence.diff" {
 		t.Errorf("far-0: carol's join came as %s, want presence.diff", v.frames[len(v.frames)-1])
 	}
+}
+
+// deref shows what a pointer from a decoded payload holds ("<nil>" if nothing).
+func deref[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }

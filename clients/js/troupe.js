@@ -4,14 +4,15 @@
 //
 // It speaks Troupe's envelope protocol ({"type","payload","id"}) and its
 // built-in room protocol (room.join, room.publish, room.leave, room.history,
-// room.message, presence.diff, room.resync), and it keeps a connection
-// alive: heartbeats with a deadline, reconnection with exponential backoff
-// and jitter, and rooms that rejoin with the last sequence number they saw,
-// so that a reconnect loses and repeats no message; a room the server
-// resyncs (it dropped messages this client did not read in time) catches
-// up from the history by itself. Where a proxy refuses WebSocket upgrades
-// it falls back by itself to the server's HTTP fallback (Server-Sent Events
-// down, POST up), and moves back to a WebSocket once one opens again.
+// room.message, presence.diff, presence.count, presence.list, room.resync),
+// and it keeps a connection alive: heartbeats with a deadline,
+// reconnection with exponential backoff and jitter, and rooms that rejoin
+// with the last sequence number they saw, so that a reconnect loses and
+// repeats no message; a room the server resyncs (it dropped messages this
+// client did not read in time) catches up from the history by itself.
+// Where a proxy refuses WebSocket upgrades it falls back by itself to the
+// server's HTTP fallback (Server-Sent Events down, POST up), and moves back
+// to a WebSocket once one opens again.
 
 /** The subprotocol under which the server may pack several envelopes,
  * separated by newlines, into one frame. */
@@ -750,6 +751,8 @@ export class Room {
     this.meta = undefined;
     this._events = new Emitter();
     this._members = [];
+    this._count = 0; // the room's member count, as the server last told it
+    this._counted = false; // the server counts the members: _members is a first page, not kept current
     this._lastSeq = null; // newest seq seen; null before the first join
     this._want = false; // the application wants to be a member
     this._leaving = 0; // room.leave requests in flight
@@ -780,14 +783,38 @@ export class Room {
     return this._lastSeq;
   }
 
-  /** The members, [{id, meta}], as of the last room.joined and presence.diff. */
+  /**
+   * The members, [{id, meta}], as of the last room.joined, presence.diff
+   * and presence.list. In a room the server counts (see counted) only a
+   * first page of them, not kept current.
+   */
   get members() {
     return this._members.map((m) => ({ ...m }));
   }
 
   /**
+   * The number of members: as the server last told it (room.joined,
+   * presence.count, presence.list), or the length of the list as diffs
+   * keep it.
+   */
+  get count() {
+    return this._counted ? this._count : this._members.length;
+  }
+
+  /**
+   * Whether the server counts the room's members instead of listing them
+   * (a room above the server's PresenceLimit): members is then a first
+   * page, and only count follows the room. A presence.list lists them
+   * again.
+   */
+  get counted() {
+    return this._counted;
+  }
+
+  /**
    * Subscribes to a room event: "message" (the room.message payload {room,
-   * seq, from, body}), "presence" (members, {joins, leaves}), "joined" (the
+   * seq, from, body}), "presence" (members, {joins, leaves, count,
+   * counted, reset}), "joined" (the
    * room.joined payload plus {rejoin}), "recover" ({recovered, since, seq},
    * after a reconnect), "left", "error" (a TroupeError: a rejoin refused);
    * or, by its envelope type, an application event whose payload names
@@ -948,7 +975,7 @@ export class Room {
       w.reject(err);
     }
     if (!this._joined && !this._joining) {
-      this._members = [];
+      this._clearMembers();
       return;
     }
     this._leaving++;
@@ -961,7 +988,7 @@ export class Room {
     }
     if (!this._want) {
       this._joined = false;
-      this._members = [];
+      this._clearMembers();
     }
   }
 
@@ -1051,6 +1078,18 @@ export class Room {
       case 'presence.diff':
         if (this._joined) this._onPresence(p);
         break;
+      case 'presence.count':
+        if (this._joined && p && typeof p.count === 'number') {
+          // The room counts its members now: the list stops following it.
+          this._counted = true;
+          this._count = p.count;
+          this._emitPresence({ joins: [], leaves: [] });
+        }
+        break;
+      case 'presence.list':
+        // The room lists its members again: the whole list, as at a join.
+        if (this._joined) this._resetMembers(p);
+        break;
       case 'room.resync':
         this._onResync(p);
         break;
@@ -1059,7 +1098,7 @@ export class Room {
         // logic kept failing): not rejoined until join() is called.
         if (p && p.reason !== undefined) this._want = false;
         this._joined = false;
-        this._members = [];
+        this._clearMembers();
         this._endCatchUp();
         this._events.emit('left', p);
         break;
@@ -1090,7 +1129,7 @@ export class Room {
     const since = this._joining ? this._joining.since : null;
     const rejoin = since !== null;
     this._joined = true;
-    this._members = Array.isArray(p.members) ? p.members.map((m) => ({ ...m })) : [];
+    this._setMembers(p);
     const seq = typeof p.seq === 'number' ? p.seq : 0;
     if (typeof p.epoch === 'string') this._epoch = p.epoch;
     // On a resume the missed messages follow (since < seq <= p.seq), so the
@@ -1099,7 +1138,7 @@ export class Room {
     this._lastSeq = rejoin ? Math.min(since, seq) : seq;
     const recovered = p.recovered === true;
     this._events.emit('joined', { ...p, rejoin });
-    this._events.emit('presence', this.members, { joins: this.members, leaves: [], reset: true });
+    this._emitPresence({ joins: this.members, leaves: [], reset: true });
     for (const w of this._joinWaiters.splice(0)) {
       clearTimeout(w.timer);
       w.resolve({ ...p, members: this.members });
@@ -1258,10 +1297,7 @@ export class Room {
     // Cut off by the connection's end: the rooms' _onDisconnect, which
     // runs next, ends the catch-up, and the rejoin reports again.
     if (err && (err.code === 'disconnected' || err.code === 'closed')) return;
-    if (!err) {
-      this._members = Array.isArray(p.members) ? p.members.map((m) => ({ ...m })) : [];
-      this._events.emit('presence', this.members, { joins: this.members, leaves: [], reset: true });
-    }
+    if (!err) this._resetMembers(p);
     const cu = this._catch;
     if (!cu || !cu.confirming) return;
     cu.confirming = false;
@@ -1302,7 +1338,31 @@ export class Room {
       if (i < 0) i = this._members.findIndex((x) => x.id === m.id);
       if (i >= 0) this._members.splice(i, 1);
     }
-    this._events.emit('presence', this.members, { joins, leaves });
+    this._emitPresence({ joins, leaves });
+  }
+
+  // _setMembers takes the member list (and count, and mode) of a
+  // room.joined or presence.list.
+  _setMembers(p) {
+    this._members = Array.isArray(p.members) ? p.members.map((m) => ({ ...m })) : [];
+    this._counted = p.presence === 'count';
+    this._count = typeof p.count === 'number' ? p.count : this._members.length;
+  }
+
+  // _resetMembers replaces the member list, and says so.
+  _resetMembers(p) {
+    this._setMembers(p);
+    this._emitPresence({ joins: this.members, leaves: [], reset: true });
+  }
+
+  _clearMembers() {
+    this._members = [];
+    this._counted = false;
+    this._count = 0;
+  }
+
+  _emitPresence(change) {
+    this._events.emit('presence', this.members, { ...change, count: this.count, counted: this._counted });
   }
 }
 
