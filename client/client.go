@@ -513,7 +513,7 @@ func (c *Client) dispatch(data []byte) {
 		return
 	}
 	switch env.Type {
-	case "room.joined", "room.message", "presence.diff", "room.left", "room.resync":
+	case "room.joined", "room.message", "presence.diff", "presence.count", "presence.list", "room.left", "room.resync":
 		if r := c.roomOfLocked(env.Payload); r != nil {
 			r.onEnvelopeLocked(&env)
 		}

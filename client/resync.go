@@ -3,7 +3,6 @@ package client
 import (
 	"encoding/json"
 	"errors"
-	"slices"
 	"time"
 )
 
@@ -225,11 +224,7 @@ func (r *Room) onRefreshLocked(p Joined, err error) {
 		return
 	}
 	if err == nil {
-		r.members = slices.Clone(p.Members)
-		if fn := r.onPresence; fn != nil {
-			ev := Presence{Room: r.name, Members: slices.Clone(r.members), Joins: slices.Clone(r.members), Reset: true}
-			r.c.post(func() { fn(ev) })
-		}
+		r.resetMembersLocked(p.Members, p.Count, p.Presence == "count")
 	}
 	cu := r.catch
 	if cu == nil || !cu.confirming {

@@ -37,20 +37,35 @@ type Joined struct {
 	Seq uint64 `json:"seq"`
 	// Epoch names the room's numbering (a room forgotten and started anew
 	// numbers from 1 with a new epoch).
-	Epoch   string   `json:"epoch,omitempty"`
+	Epoch string `json:"epoch,omitempty"`
+	// Members lists the members, or, in a room the server counts
+	// (Presence "count"), the first of them.
 	Members []Member `json:"members"`
+	// Count is the number of members (of every server node).
+	Count int `json:"count"`
+	// Presence is "count" when the room has more members than the
+	// server's PresenceLimit: Members is a first page and only the count
+	// follows the room; "partial" when other nodes' members may be
+	// missing from Members (they follow as presence); else empty.
+	Presence string `json:"presence,omitempty"`
 	// Recovered is true on a rejoin when every missed message follows.
 	Recovered bool `json:"recovered"`
 }
 
 // Presence is a change of a room's members: the list after it, and what
-// changed. Reset is true for the whole list of a (re)join.
+// changed. Reset is true for the whole list of a (re)join, or of a room
+// that the server lists again. Count is the number of members; Counted
+// is true while the server counts the room's members instead of listing
+// them (a room above its PresenceLimit): Members is then a first page,
+// not kept current, and only Count changes.
 type Presence struct {
 	Room    string
 	Members []Member
 	Joins   []Member
 	Leaves  []Member
 	Reset   bool
+	Count   int
+	Counted bool
 }
 
 // Recover is what a rejoin after a reconnect recovered. Recovered true:
@@ -85,6 +100,8 @@ type Room struct {
 	catch     *catchUp     // a resync in progress (resync.go)
 	leaving   int          // room.leave requests in flight
 	members   []Member
+	count     int  // the members, as the server last told (when counted)
+	counted   bool // the server counts the members: members is a first page
 	waiters   []chan joinResult
 
 	onMessage  func(Message)
@@ -127,7 +144,9 @@ func (r *Room) Name() string { return r.name }
 func (r *Room) OnMessage(fn func(Message)) { r.set(func() { r.onMessage = fn }) }
 
 // OnPresence sets the function called after each (re)join with the whole
-// member list (Reset) and after each presence.diff.
+// member list (Reset), after each presence.diff, and with each count the
+// server tells of a room it counts (presence.count) or lists again
+// (presence.list, Reset).
 func (r *Room) OnPresence(fn func(Presence)) { r.set(func() { r.onPresence = fn }) }
 
 // OnRecover sets the function told, after each rejoin that follows a
@@ -154,13 +173,63 @@ func (r *Room) LastSeq() uint64 {
 	return r.lastSeq
 }
 
-// Members returns the members as of the last room.joined and
-// presence.diff. Several sessions may share one identity, so an id may
-// appear more than once.
+// Members returns the members as of the last room.joined, presence.diff
+// and presence.list; in a room the server counts (Counted), the first
+// page room.joined listed. Several sessions may share one identity, so an
+// id may appear more than once.
 func (r *Room) Members() []Member {
 	r.c.mu.Lock()
 	defer r.c.mu.Unlock()
 	return slices.Clone(r.members)
+}
+
+// Count returns the number of members: as the server last told it in a
+// room it counts, else the length of the list that diffs keep.
+func (r *Room) Count() int {
+	r.c.mu.Lock()
+	defer r.c.mu.Unlock()
+	return r.countLocked()
+}
+
+// Counted reports whether the server counts the room's members instead
+// of listing them (a room above the server's PresenceLimit): Members is
+// then a first page, and only Count follows the room.
+func (r *Room) Counted() bool {
+	r.c.mu.Lock()
+	defer r.c.mu.Unlock()
+	return r.counted
+}
+
+func (r *Room) countLocked() int {
+	if r.counted {
+		return r.count
+	}
+	return len(r.members)
+}
+
+// setMembersLocked takes the member list, count and mode of a room.joined
+// or presence.list.
+func (r *Room) setMembersLocked(members []Member, count int, counted bool) {
+	r.members = slices.Clone(members)
+	r.count, r.counted = count, counted
+}
+
+// resetMembersLocked replaces the member list and reports it whole.
+func (r *Room) resetMembersLocked(members []Member, count int, counted bool) {
+	r.setMembersLocked(members, count, counted)
+	r.presenceLocked(Presence{Joins: slices.Clone(r.members), Reset: true})
+}
+
+// presenceLocked reports a change of the members to OnPresence.
+func (r *Room) presenceLocked(ev Presence) {
+	if fn := r.onPresence; fn != nil {
+		ev.Room, ev.Members, ev.Count, ev.Counted = r.name, slices.Clone(r.members), r.countLocked(), r.counted
+		r.c.post(func() { fn(ev) })
+	}
+}
+
+func (r *Room) clearMembersLocked() {
+	r.members, r.count, r.counted = nil, 0, false
 }
 
 // Joined reports whether the room is joined on the current connection.
@@ -231,7 +300,11 @@ func (r *Room) Join(ctx context.Context, meta any) (Joined, error) {
 }
 
 func (r *Room) snapshotLocked() Joined {
-	return Joined{Room: r.name, Seq: r.lastSeq, Epoch: r.epoch, Members: slices.Clone(r.members), Recovered: true}
+	j := Joined{Room: r.name, Seq: r.lastSeq, Epoch: r.epoch, Members: slices.Clone(r.members), Count: r.countLocked(), Recovered: true}
+	if r.counted {
+		j.Presence = "count"
+	}
+	return j
 }
 
 // Leave leaves the room: no more messages, no rejoin after a reconnect.
@@ -245,7 +318,7 @@ func (r *Room) Leave(ctx context.Context) error {
 	r.endCatchUpLocked()
 	r.failWaitersLocked(ErrLeft)
 	if !r.joined && r.joining == nil {
-		r.members = nil
+		r.clearMembersLocked()
 		c.mu.Unlock()
 		return nil
 	}
@@ -258,7 +331,7 @@ func (r *Room) Leave(ctx context.Context) error {
 	r.leaving--
 	if !r.want {
 		r.joined = false
-		r.members = nil
+		r.clearMembersLocked()
 	}
 	c.mu.Unlock()
 	var e *Error
@@ -380,6 +453,22 @@ func (r *Room) onEnvelopeLocked(env *envelope) {
 		if r.joined && json.Unmarshal(env.Payload, &p) == nil {
 			r.onPresenceLocked(p.Joins, p.Leaves)
 		}
+	case "presence.count", "presence.list":
+		var p struct {
+			Count   int      `json:"count"`
+			Members []Member `json:"members"`
+		}
+		if !r.joined || json.Unmarshal(env.Payload, &p) != nil {
+			break
+		}
+		if env.Type == "presence.list" {
+			// The room is listed again: the whole list, as at a join.
+			r.resetMembersLocked(p.Members, p.Count, false)
+			break
+		}
+		// The room is counted: the list stops following it.
+		r.count, r.counted = p.Count, true
+		r.presenceLocked(Presence{})
 	case "room.resync":
 		r.onResyncLocked(env.Payload)
 	case "room.left":
@@ -392,7 +481,7 @@ func (r *Room) onEnvelopeLocked(env *envelope) {
 			r.want = false
 		}
 		r.joined = false
-		r.members = nil
+		r.clearMembersLocked()
 		r.endCatchUpLocked()
 	case "error", "reply":
 	default:
@@ -447,7 +536,7 @@ func (r *Room) onJoinedLocked(p Joined) {
 	}
 	rejoin := att != nil && att.rejoin
 	r.joined = true
-	r.members = slices.Clone(p.Members)
+	r.setMembersLocked(p.Members, p.Count, p.Presence == "count")
 	if p.Epoch != "" {
 		r.epoch = p.Epoch
 	}
@@ -460,10 +549,7 @@ func (r *Room) onJoinedLocked(p Joined) {
 		r.lastSeq = p.Seq
 	}
 	r.hasSeq = true
-	if fn := r.onPresence; fn != nil {
-		ev := Presence{Room: r.name, Members: slices.Clone(r.members), Joins: slices.Clone(r.members), Reset: true}
-		c.post(func() { fn(ev) })
-	}
+	r.presenceLocked(Presence{Joins: slices.Clone(r.members), Reset: true})
 	j := p
 	j.Members = slices.Clone(p.Members)
 	for _, w := range r.waiters {
@@ -531,10 +617,7 @@ func (r *Room) onPresenceLocked(joins, leaves []Member) {
 			r.members = slices.Delete(r.members, i, i+1)
 		}
 	}
-	if fn := r.onPresence; fn != nil {
-		ev := Presence{Room: r.name, Members: slices.Clone(r.members), Joins: joins, Leaves: leaves}
-		r.c.post(func() { fn(ev) })
-	}
+	r.presenceLocked(Presence{Joins: joins, Leaves: leaves})
 }
 
 func sameJSON(a, b json.RawMessage) bool {
