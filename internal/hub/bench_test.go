@@ -100,7 +100,8 @@ func BenchmarkPublish(b *testing.B) {
 // a storm. Besides the time of the join itself it reports, per join, once
 // every presence frame the storm caused has been written:
 //   - cpu-ns/join: the process's CPU time (user and system), the presence
-//     flushes and the writes to the members included;
+//     flushes and the writes to the members included, less what the
+//     process uses idle over as long a wait (measured just before);
 //   - wire-B/join and frames/join: what was written to every connection,
 //     room.joined and presence frames alike.
 func BenchmarkJoin(b *testing.B) {
@@ -141,6 +142,11 @@ func BenchmarkJoin(b *testing.B) {
 				return frames, bytes
 			}
 			frames0, bytes0 := settle()
+			idle0 := cpuTime()
+			if f, _ := settle(); f != frames0 {
+				b.Fatalf("%d frames written while idle", f-frames0)
+			}
+			idle := cpuTime() - idle0
 			cpu0 := cpuTime()
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -155,7 +161,7 @@ func BenchmarkJoin(b *testing.B) {
 			}
 			b.StopTimer()
 			frames1, bytes1 := settle()
-			cpu := cpuTime() - cpu0
+			cpu := cpuTime() - cpu0 - idle
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/join")
 			b.ReportMetric(float64(bytes1-bytes0)/float64(b.N), "wire-B/join")
 			b.ReportMetric(float64(frames1-frames0)/float64(b.N), "frames/join")
