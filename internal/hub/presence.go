@@ -213,7 +213,30 @@ func (st *roomState) flushDiffs(events []presenceEvent, joinedAt map[*session.Se
 	for _, p := range joinedAt {
 		need[p+1] = true
 	}
-	diffs := make([]*session.Shared, len(events)+1)
+	diffs := st.suffixDiffs(events, need)
+	shares := make(map[int]*session.Shared, len(diffs))
+	for _, m := range st.order {
+		p, isNew := joinedAt[m]
+		if !isNew {
+			p = -1
+		}
+		d := diffs[p+1]
+		if d == nil {
+			continue
+		}
+		sh := shares[p+1]
+		if sh == nil {
+			sh = st.sharePresence(d)
+			shares[p+1] = sh
+		}
+		_ = session.SendShared(m, sh)
+	}
+}
+
+// suffixDiffs returns the presence.diff of events[i:] for each i that
+// need marks (nil where nothing changed).
+func (st *roomState) suffixDiffs(events []presenceEvent, need []bool) [][]byte {
+	diffs := make([][]byte, len(events)+1)
 	// first[j]: events[j] is its member's first in the current suffix,
 	// whose last is events[last[j]].
 	first := make([]bool, len(events))
@@ -233,22 +256,14 @@ func (st *roomState) flushDiffs(events []presenceEvent, joinedAt map[*session.Se
 			diffs[i] = st.diffFrom(events, i, first, last)
 		}
 	}
-	for _, m := range st.order {
-		p, isNew := joinedAt[m]
-		if !isNew {
-			p = -1
-		}
-		if d := diffs[p+1]; d != nil {
-			_ = session.SendShared(m, d)
-		}
-	}
+	return diffs
 }
 
 // diffFrom encodes the net change that events[from:] make: a member whose
 // first event is a join was absent before them, one whose first is a leave
 // was present; its last event says whether it is present now. It returns
 // nil if nothing changed.
-func (st *roomState) diffFrom(events []presenceEvent, from int, first []bool, last []int) *session.Shared {
+func (st *roomState) diffFrom(events []presenceEvent, from int, first []bool, last []int) []byte {
 	var joins, leaves [][]byte
 	for j := from; j < len(events); j++ {
 		if !first[j] {
@@ -267,6 +282,11 @@ func (st *roomState) diffFrom(events []presenceEvent, from int, first []bool, la
 			joins = append(joins, l.entry)
 		}
 	}
+	return st.diffEnvelope(joins, leaves)
+}
+
+// diffEnvelope encodes a presence.diff, or returns nil if it is empty.
+func (st *roomState) diffEnvelope(joins, leaves [][]byte) []byte {
 	if len(joins)+len(leaves) == 0 {
 		return nil
 	}
@@ -277,5 +297,5 @@ func (st *roomState) diffFrom(events []presenceEvent, from int, first []bool, la
 	p = append(p, `,"leaves":`...)
 	p = appendList(p, leaves)
 	p = append(p, '}')
-	return st.sharePresence(wire.Envelope(nil, "presence.diff", nil, p))
+	return wire.Envelope(nil, "presence.diff", nil, p)
 }

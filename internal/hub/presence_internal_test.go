@@ -1,0 +1,69 @@
+package hub
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// The diffs of every suffix of a window, found in one pass from its end,
+// are what each suffix's net change is, worked out on its own: for random
+// windows of joins, leaves and rejoins with other meta.
+func TestSuffixDiffsAreEachSuffixsNetChange(t *testing.T) {
+	st := &roomState{name: "r"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 500 {
+		present := map[string]bool{}
+		var events []presenceEvent
+		for range rng.IntN(40) {
+			k := fmt.Sprint("m", rng.IntN(8))
+			join := !present[k]
+			if present[k] && rng.IntN(3) == 0 {
+				join = true // meta changed on another node: leave and join again
+				events = append(events, presenceEvent{key: k, entry: []byte(`{"id":"` + k + `"}`)})
+			}
+			present[k] = join
+			events = append(events, presenceEvent{key: k, join: join, entry: fmt.Appendf(nil, `{"id":%q,"meta":%d}`, k, rng.IntN(2))})
+		}
+		need := make([]bool, len(events)+1)
+		for i := range need {
+			need[i] = true
+		}
+		got := st.suffixDiffs(events, need)
+		for i := range need {
+			if want := st.netDiff(events[i:]); !bytes.Equal(got[i], want) {
+				t.Fatalf("round %d, events %+v from %d: diff %s, want %s", round, events, i, got[i], want)
+			}
+		}
+	}
+}
+
+// netDiff is the net change of events, worked out with a map of its own.
+func (st *roomState) netDiff(events []presenceEvent) []byte {
+	type span struct{ first, last int }
+	var order []string
+	spans := map[string]*span{}
+	for i, e := range events {
+		if s := spans[e.key]; s != nil {
+			s.last = i
+		} else {
+			spans[e.key] = &span{i, i}
+			order = append(order, e.key)
+		}
+	}
+	var joins, leaves [][]byte
+	for _, k := range order {
+		f, l := events[spans[k].first], events[spans[k].last]
+		switch was, is := !f.join, l.join; {
+		case !was && is:
+			joins = append(joins, l.entry)
+		case was && !is:
+			leaves = append(leaves, l.entry)
+		case was && is && !bytes.Equal(f.entry, l.entry):
+			leaves = append(leaves, f.entry)
+			joins = append(joins, l.entry)
+		}
+	}
+	return st.diffEnvelope(joins, leaves)
+}
