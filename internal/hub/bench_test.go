@@ -101,7 +101,7 @@ func BenchmarkPublish(b *testing.B) {
 // every presence frame the storm caused has been written:
 //   - cpu-ns/join: the process's CPU time (user and system), the presence
 //     flushes and the writes to the members included, less what the
-//     process uses idle over as long a wait (measured just before);
+//     process uses idle (measured just before) over as long;
 //   - wire-B/join and frames/join: what was written to every connection,
 //     room.joined and presence frames alike.
 func BenchmarkJoin(b *testing.B) {
@@ -132,22 +132,30 @@ func BenchmarkJoin(b *testing.B) {
 			}
 			conns = append(conns, joiners...)
 			// The setup's presence frames go out within the presence
-			// window (a second at most): before the clock starts.
-			settle := func() (frames, bytes int) {
-				time.Sleep(1200 * time.Millisecond)
-				for _, c := range conns {
-					frames += c.Count()
-					bytes += c.Bytes()
+			// window (a second at most): before the clock starts. settle
+			// waits until no frame has been written for longer than that.
+			var frames, bytes int
+			settle := func() {
+				for {
+					time.Sleep(1200 * time.Millisecond)
+					f, n := 0, 0
+					for _, c := range conns {
+						f += c.Count()
+						n += c.Bytes()
+					}
+					if f == frames && n == bytes {
+						return
+					}
+					frames, bytes = f, n
 				}
-				return frames, bytes
 			}
-			frames0, bytes0 := settle()
-			idle0 := cpuTime()
-			if f, _ := settle(); f != frames0 {
-				b.Fatalf("%d frames written while idle", f-frames0)
-			}
-			idle := cpuTime() - idle0
-			cpu0 := cpuTime()
+			settle()
+			frames0, bytes0 := frames, bytes
+			// What the process uses idle (timers, the runtime), per second.
+			idle0, idleAt := cpuTime(), time.Now()
+			time.Sleep(time.Second)
+			idleRate := float64(cpuTime()-idle0) / float64(time.Since(idleAt))
+			cpu0, start := cpuTime(), time.Now()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i, c := range joiners {
@@ -160,11 +168,11 @@ func BenchmarkJoin(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			frames1, bytes1 := settle()
-			cpu := cpuTime() - cpu0 - idle
-			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/join")
-			b.ReportMetric(float64(bytes1-bytes0)/float64(b.N), "wire-B/join")
-			b.ReportMetric(float64(frames1-frames0)/float64(b.N), "frames/join")
+			settle()
+			cpu := float64(cpuTime()-cpu0) - idleRate*float64(time.Since(start))
+			b.ReportMetric(cpu/float64(b.N), "cpu-ns/join")
+			b.ReportMetric(float64(bytes-bytes0)/float64(b.N), "wire-B/join")
+			b.ReportMetric(float64(frames-frames0)/float64(b.N), "frames/join")
 			for _, s := range all {
 				session.Finish(s, session.CloseNormal, "")
 			}
