@@ -271,7 +271,7 @@ func (a *roomActor) evict(reason string) {
 		delete(st.meta, s.ID())
 		_ = s.SendText(f)
 	}
-	st.events, st.joinedAt = nil, nil
+	st.resetPresence()
 }
 
 // roomTimer is a timer of one incarnation of a room (Room.After,
