@@ -73,9 +73,9 @@ func decodeFast(data []byte, e *Envelope) bool {
 func (e *Envelope) setField(key, v []byte) bool {
 	switch {
 	case foldEq(key, "type"):
-		return setString(&e.Type, v)
+		return setString(&e.Type, v, intern)
 	case foldEq(key, "room"):
-		return setString(&e.Room, v)
+		return setString(&e.Room, v, func(b []byte) string { return string(b) })
 	case foldEq(key, "payload"):
 		e.Payload = v
 	case foldEq(key, "id"):
@@ -86,7 +86,7 @@ func (e *Envelope) setField(key, v []byte) bool {
 
 // setString stores a JSON string without escapes or non-ASCII bytes (the
 // ones encoding/json would rewrite); null leaves s as it is, as there.
-func setString(s *string, v []byte) bool {
+func setString(s *string, v []byte, str func([]byte) string) bool {
 	if string(v) == "null" {
 		return true
 	}
@@ -98,7 +98,7 @@ func setString(s *string, v []byte) bool {
 			return false
 		}
 	}
-	*s = intern(v[1 : len(v)-1])
+	*s = str(v[1 : len(v)-1])
 	return true
 }
 

@@ -99,9 +99,9 @@ func TestDecodeFastTakesCommonEnvelopes(t *testing.T) {
 	}
 }
 
-// A client that sends a new type (or room) in every message makes the
-// decoder keep at most maxInterned short names; every envelope still reads
-// as its own, and a long name is never kept.
+// A client that sends a new type in every message makes the decoder keep
+// at most maxInterned short names; every envelope still reads as its own,
+// and a long name or a room is never kept.
 func TestInternedNamesAreBounded(t *testing.T) {
 	long := strings.Repeat("l", maxInternLen+1)
 	for i := range 2*maxInterned + 1 {
@@ -116,9 +116,12 @@ func TestInternedNamesAreBounded(t *testing.T) {
 	}
 	m := interned.Load()
 	if m == nil || len(*m) > maxInterned {
-		t.Fatalf("%d names kept, want at most %d", len(*m), maxInterned)
+		t.Fatalf("names kept: %v, want at most %d", m != nil, maxInterned)
 	}
 	if _, kept := (*m)[long]; kept {
 		t.Error("a name longer than maxInternLen was kept")
+	}
+	if _, kept := (*m)["rflood.0"]; kept {
+		t.Error("a room was kept")
 	}
 }

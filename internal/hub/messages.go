@@ -39,6 +39,7 @@ type deliver struct {
 // still on its way to the room.
 type roomEmpty struct {
 	name  string
+	pid   string // the room actor's PID.Id: a room's successor has another
 	joins uint64
 }
 

@@ -427,6 +427,6 @@ func (st *roomState) trimHistory(m *Manager, max int) {
 
 func (a *roomActor) checkEmpty(ctx actor.Context) {
 	if len(a.st.order) == 0 {
-		ctx.Send(ctx.Parent(), &roomEmpty{name: a.st.name, joins: a.st.joins})
+		ctx.Send(ctx.Parent(), &roomEmpty{name: a.st.name, pid: ctx.Self().Id, joins: a.st.joins})
 	}
 }

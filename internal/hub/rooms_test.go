@@ -1159,3 +1159,57 @@ func TestCallsAfterShutdown(t *testing.T) {
 		t.Errorf("Rooms() after Shutdown = %q, want none", got)
 	}
 }
+
+// panicOnLeave is room logic whose OnLeave always panics.
+type panicOnLeave struct{ hub.NopHandler }
+
+func (panicOnLeave) OnLeave(*hub.Room, *session.Session) { panic("leave") }
+
+// A room whose OnLeave panics says it is empty twice, on the leave and
+// again after the restart: the second word, which may reach the supervisor
+// after the room was stopped and a successor started for the next join,
+// must not stop that successor with the join in its mailbox.
+func TestStaleEmptyRoomWordStopsNoSuccessor(t *testing.T) {
+	sys := session.NewSystem(nil)
+	m := hub.New(sys, hub.Config{
+		Encode:     encodeJSON,
+		NewHandler: func(string) hub.Handler { return panicOnLeave{} },
+		OnError:    func(string, error) {},
+	})
+	const n, cycles = 4, 500
+	ss := make([]*session.Session, n)
+	for i := range ss {
+		ss[i] = sys.NewSession(session.NewMemConn(), session.Info{ID: fmt.Sprint("s", i)}, session.Options{})
+	}
+	defer func() {
+		for _, s := range ss {
+			session.Finish(s, session.CloseNormal, "")
+		}
+		_ = m.Shutdown(context.Background())
+		sys.Shutdown()
+	}()
+	errs := make(chan error, n)
+	for i, s := range ss {
+		room := fmt.Sprint("r", i)
+		go func() {
+			for c := range cycles {
+				ctx, cancel := context.WithTimeout(context.Background(), wait)
+				err := m.Join(ctx, room, s)
+				if err == nil {
+					err = m.Leave(ctx, room, s)
+				}
+				cancel()
+				if err != nil {
+					errs <- fmt.Errorf("%s, cycle %d: %w", room, c, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -17,8 +17,8 @@ import (
 
 // roomRef is the supervisor's record of a room actor.
 type roomRef struct {
-	pid       *actor.PID
-	st        *roomState
+	pid *actor.PID
+	st  *roomState
 	// sent counts the joins sent to the room, by the supervisor and
 	// straight from Manager.JoinWith; closing is set while the supervisor
 	// decides to stop it, and for good once it does: a join sent
@@ -28,8 +28,8 @@ type roomRef struct {
 	sent     atomic.Uint64
 	closing  atomic.Bool
 	stopping bool // empty and told to stop; waiting for its Terminated
-	pending   []*joinReq
-	failures  []time.Time // of its logic, within Config.RestartWindow
+	pending  []*joinReq
+	failures []time.Time // of its logic, within Config.RestartWindow
 }
 
 // dormant is the state of a stopped room kept for resume under the room
@@ -86,7 +86,10 @@ func (sv *supervisor) Receive(ctx actor.Context) {
 		}
 	case *roomEmpty:
 		ref := sv.rooms[msg.name]
-		if ref != nil && !ref.stopping && ref.sent.Load() == msg.joins {
+		// A roomEmpty of an earlier incarnation (one sent on a leave,
+		// then again on the restart that followed, say) counts another
+		// room's joins: only the live actor's own is heard.
+		if ref != nil && ref.pid.Id == msg.pid && !ref.stopping && ref.sent.Load() == msg.joins {
 			ref.closing.Store(true)
 			if ref.sent.Load() != msg.joins {
 				// A join on its way straight to the room: the room

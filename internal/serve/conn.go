@@ -248,7 +248,7 @@ func (c *conn) read() {
 // (rate limit, invalid UTF-8).
 func (c *conn) received(binary bool, data []byte) {
 	h := c.h
-	if !c.lazyTouch || c.unseen == 0 || c.unseen >= touchEvery {
+	if !c.lazyTouch || c.unseen == 0 || c.unseen >= touchEvery || c.hb.probe.Load() {
 		c.hb.touch()
 		c.unseen = 0
 	}
@@ -382,8 +382,10 @@ func (c *conn) resume() {
 // one after a wait, then every touchEvery while the read loop reads without
 // waiting, not at each one (a clock read per message was 2 % of an echo
 // server's time); before it waits again, for the client or for room in the
-// inbound queue, it tells it once more, so the time it knows is at most
-// that many messages old.
+// inbound queue, it tells it once more. A client whose frames keep arriving
+// in pieces may have the read loop waiting inside a message, never between
+// two: the heartbeat then finds the connection idle, and before closing it
+// asks to be told of the next message at once (heartbeat.probe).
 const touchEvery = 32
 
 // longWait is how long a wait for the client makes the read loop move to a

@@ -46,20 +46,34 @@ func (w *corkWriter) Write(p []byte) (int, error) {
 		w.wake = nil
 	}
 	if err := w.put(p); err != nil {
+		// The frame will not be finished: no batch waits for it.
+		w.shutLocked()
 		return 0, err
 	}
 	return len(p), nil
 }
 
+// closed reports whether the connection is closed (or broke under a
+// write).
+func (w *corkWriter) closed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.shut
+}
+
 // close marks the connection closed, waking a batch waiting in frames.
 func (w *corkWriter) close() {
 	w.mu.Lock()
+	w.shutLocked()
+	w.mu.Unlock()
+}
+
+func (w *corkWriter) shutLocked() {
 	w.shut = true
 	if w.wake != nil {
 		close(w.wake)
 		w.wake = nil
 	}
-	w.mu.Unlock()
 }
 
 // put writes p, or keeps it in the buffer while corked; called with mu held.

@@ -41,11 +41,11 @@ type frameScan struct {
 	// while a header is read, its payload length as its bytes come.
 	left   uint64
 	got    uint8 // header bytes seen of the frame being started
-	need   uint8  // header bytes that frame has (2 until its second byte)
-	extLen uint8  // bytes of its extended length (0, 2 or 8)
-	first  uint8  // its first byte: FIN, RSV and opcode
-	odd    bool   // something not a server's control frame was seen
-	close  bool   // a close frame was seen: nothing may follow it
+	need   uint8 // header bytes that frame has (2 until its second byte)
+	extLen uint8 // bytes of its extended length (0, 2 or 8)
+	first  uint8 // its first byte: FIN, RSV and opcode
+	odd    bool  // something not a server's control frame was seen
+	close  bool  // a close frame was seen: nothing may follow it
 }
 
 // boundary reports whether the stream is between two frames.
@@ -120,13 +120,37 @@ func frameHeader(p []byte, binaryFrame bool, n int) []byte {
 }
 
 // frames writes msgs as data frames, corked; with ndjson, each run of
-// joinable text messages as one frame of lines. It returns errNotDirect,
-// having written nothing, if coder/websocket's writes stopped looking as
-// they should (see above).
-func (w *corkWriter) frames(msgs []transport.Message, ndjson bool) error {
+// joinable text messages as one frame of lines. It returns how many
+// messages it wrote, and errNotDirect if coder/websocket's writes stopped
+// looking as they should (see above): the rest go through it.
+//
+// The lock is taken for one frame at a time, as coder/websocket takes its
+// own: a ping or pong it writes meanwhile (with a deadline of its own, past
+// which it drops the connection) goes in between two frames of a long
+// batch, not after it.
+func (w *corkWriter) frames(msgs []transport.Message, ndjson bool) (int, error) {
+	var hdr [10]byte
+	for i := 0; i < len(msgs); {
+		j := i + 1
+		size := len(msgs[i].Data)
+		if ndjson && joinable(msgs[i]) {
+			for ; j < len(msgs) && joinable(msgs[j]); j++ {
+				size += 1 + len(msgs[j].Data)
+			}
+		}
+		if err := w.frame(hdr[:0], msgs[i:j], size); err != nil {
+			return i, err
+		}
+		i = j
+	}
+	return len(msgs), nil
+}
+
+// frame writes msgs as one frame of size payload bytes, their lines.
+func (w *corkWriter) frame(hdr []byte, msgs []transport.Message, size int) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for !w.scan.boundary() && !w.shut {
+	for !w.scan.odd && !w.scan.boundary() && !w.shut {
 		// coder/websocket is in the middle of a frame: its next write,
 		// which finishes it, wakes us.
 		if w.wake == nil {
@@ -143,30 +167,18 @@ func (w *corkWriter) frames(msgs []transport.Message, ndjson bool) error {
 	case w.shut || w.scan.close:
 		return net.ErrClosed
 	}
-	var hdr [10]byte
-	for i := 0; i < len(msgs); {
-		m := msgs[i]
-		j := i + 1
-		size := len(m.Data)
-		if ndjson && joinable(m) {
-			for ; j < len(msgs) && joinable(msgs[j]); j++ {
-				size += 1 + len(msgs[j].Data)
-			}
-		}
-		if err := w.put(frameHeader(hdr[:0], m.Binary, size)); err != nil {
-			return err
-		}
-		for k := i; k < j; k++ {
-			if k > i {
-				if err := w.put(newline); err != nil {
-					return err
-				}
-			}
-			if err := w.put(msgs[k].Data); err != nil {
+	if err := w.put(frameHeader(hdr, msgs[0].Binary, size)); err != nil {
+		return err
+	}
+	for k, m := range msgs {
+		if k > 0 {
+			if err := w.put(newline); err != nil {
 				return err
 			}
 		}
-		i = j
+		if err := w.put(m.Data); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,7 +127,7 @@ func TestDirectFramesWaitForAFrameWrittenInPieces(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		w.cork()
-		err := w.frames([]transport.Message{{Data: []byte("m1")}, {Data: []byte("m2")}}, false)
+		_, err := w.frames([]transport.Message{{Data: []byte("m1")}, {Data: []byte("m2")}}, false)
 		if e := w.uncork(); err == nil {
 			err = e
 		}
@@ -154,7 +157,7 @@ func TestDirectFramesEndWithTheConnection(t *testing.T) {
 	if _, err := w.Write(controlFrame(0x8, "\x03\xe8")); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.frames([]transport.Message{{Data: []byte("late")}}, false); !errors.Is(err, net.ErrClosed) {
+	if _, err := w.frames([]transport.Message{{Data: []byte("late")}}, false); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("after the close frame: %v, want net.ErrClosed", err)
 	}
 
@@ -163,7 +166,7 @@ func TestDirectFramesEndWithTheConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- w.frames([]transport.Message{{Data: []byte("late")}}, false) }()
+	go func() { _, err := w.frames([]transport.Message{{Data: []byte("late")}}, false); done <- err }()
 	time.Sleep(10 * time.Millisecond)
 	w.close()
 	if err := <-done; !errors.Is(err, net.ErrClosed) {
@@ -192,5 +195,95 @@ func TestDirectFramingFallsBackWhenCoderWritesData(t *testing.T) {
 	want := []wireFrame{{false, "a"}, {false, "b"}, {false, "c"}, {false, "d"}}
 	if got := readFrames(t, client, len(want)); !equalFrames(got, want) {
 		t.Fatalf("frames on the wire:\n got %v\nwant %v", got, want)
+	}
+}
+
+// slowReadConn is a client connection that reads 8 KiB every 20 ms.
+type slowReadConn struct{ net.Conn }
+
+func (c slowReadConn) Read(p []byte) (int, error) {
+	time.Sleep(20 * time.Millisecond)
+	return c.Conn.Read(p[:min(len(p), 8<<10)])
+}
+
+// A ping written while a long batch goes out to a slow client goes in
+// between two of its frames: coder/websocket gives its control frames a
+// deadline of their own and drops the connection past it, so a ping (or a
+// pong) must not wait for the whole batch.
+func TestPingGoesOutInsideALongBatch(t *testing.T) {
+	bothFramings(t, testPingGoesOutInsideALongBatch)
+}
+
+func testPingGoesOutInsideALongBatch(t *testing.T, direct bool) {
+	server := make(chan *wsConn, 1)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hc := &hijackCapture{ResponseWriter: w}
+		ws, err := websocket.Accept(hc, r, nil)
+		if err != nil {
+			t.Errorf("accept: %v", err)
+			close(server)
+			return
+		}
+		_ = hc.conn.(*net.TCPConn).SetWriteBuffer(8 << 10)
+		server <- &wsConn{ws: ws, raw: hc.conn, cork: hc.cork, cc: hc.cc, direct: direct}
+	}))
+	t.Cleanup(ts.Close)
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		_ = c.(*net.TCPConn).SetReadBuffer(8 << 10)
+		return slowReadConn{c}, nil
+	}}
+	var frames, framesAtPing atomic.Int32
+	framesAtPing.Store(-1)
+	client, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(ts.URL, "http"),
+		&websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}, OnPingReceived: func(context.Context, []byte) bool {
+			framesAtPing.CompareAndSwap(-1, frames.Load())
+			return true
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := <-server
+	if c == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { _ = client.CloseNow(); _ = c.CloseNow() })
+	go func() {
+		for {
+			if _, _, err := client.Read(context.Background()); err != nil {
+				return
+			}
+			frames.Add(1)
+		}
+	}()
+
+	const n = 64
+	var batch []transport.Message
+	for range n {
+		batch = append(batch, transport.Message{Data: bytes.Repeat([]byte{'x'}, 4<<10)})
+	}
+	written := make(chan error, 1)
+	go func() { written <- c.Write(batch, time.Now().Add(time.Minute)) }()
+	time.Sleep(100 * time.Millisecond) // the batch is under way
+	ctx, cancel := context.WithCancel(context.Background())
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		_ = c.ws.Ping(ctx) // nothing reads the pong here: only its writing counts
+	}()
+	if err := <-written; err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for framesAtPing.Load() < 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-pinged
+	if at := framesAtPing.Load(); at < 0 || at >= n {
+		t.Fatalf("the client got the ping after %d of the batch's %d frames: it waited for the whole batch", at, n)
 	}
 }

@@ -18,7 +18,10 @@ type heartbeat struct {
 	ws       *wsConn
 	s        *session.Session
 	lastRead atomic.Int64 // unix nanoseconds of the last message or ping read
-	lastPing time.Time    // only touched by the timer callback
+	// probe: the connection looked idle at the last check; the read loop
+	// tells of its next message at once.
+	probe    atomic.Bool
+	lastPing time.Time // only touched by the timer callback
 
 	mu      sync.Mutex
 	timer   *time.Timer
@@ -37,6 +40,11 @@ func (h *heartbeat) start(cfg *Config, ws *wsConn, s *session.Session) {
 	h.arm(now)
 }
 
+// probeWait is how long a connection found idle is given to show a message
+// it sent: a client silent for IdleTimeout is closed at most this much
+// later.
+func probeWait(idle time.Duration) time.Duration { return min(idle/16, time.Second) }
+
 // touch records that the client sent something: a message, or a ping
 // (wsConn.pinged). Pongs, which only answer our pings, do not count.
 func (h *heartbeat) touch() { h.touchAt(time.Now()) }
@@ -45,13 +53,19 @@ func (h *heartbeat) touch() { h.touchAt(time.Now()) }
 func (h *heartbeat) touchAt(t time.Time) { h.lastRead.Store(t.UnixNano()) }
 
 // arm schedules the next check, unless the heartbeat was stopped.
-func (h *heartbeat) arm(now time.Time) {
+func (h *heartbeat) arm(now time.Time) { h.armIn(now, -1) }
+
+// armIn is arm with the idle check due in idleIn instead, if not negative.
+func (h *heartbeat) armIn(now time.Time, idleIn time.Duration) {
 	var next time.Duration = -1
 	if h.pings() {
 		next = h.lastPing.Add(h.cfg.PingInterval).Sub(now)
 	}
 	if h.cfg.IdleTimeout > 0 {
 		idle := time.Unix(0, h.lastRead.Load()).Add(h.cfg.IdleTimeout).Sub(now)
+		if idleIn >= 0 {
+			idle = idleIn
+		}
 		if next < 0 || idle < next {
 			next = idle
 		}
@@ -88,9 +102,17 @@ func (h *heartbeat) fire() {
 	}
 	now := time.Now()
 	if h.cfg.IdleTimeout > 0 && now.Sub(time.Unix(0, h.lastRead.Load())) >= h.cfg.IdleTimeout {
+		if !h.probe.Swap(true) {
+			// The read loop does not tell of every message (see
+			// touchEvery): one it read since it last did would not
+			// show yet. Asked now, it tells of the next one at once.
+			h.armIn(now, probeWait(h.cfg.IdleTimeout))
+			return
+		}
 		_ = h.s.CloseWith(session.ClosePolicyViolation, "idle timeout")
 		return
 	}
+	h.probe.Store(false)
 	if h.pings() && now.Sub(h.lastPing) >= h.cfg.PingInterval {
 		h.lastPing = now
 		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PongTimeout)

@@ -100,10 +100,18 @@ func (c *wsConn) Write(msgs []transport.Message, deadline time.Time) (err error)
 		}()
 	}
 	if c.direct {
-		if err = c.cork.frames(msgs, c.ndjson); err != errNotDirect {
+		var n int
+		n, err = c.cork.frames(msgs, c.ndjson)
+		if err != errNotDirect {
+			if err != nil && c.cork.closed() {
+				// As through coder/websocket: a connection closed
+				// under the batch is closed, whatever the write saw.
+				err = net.ErrClosed
+			}
 			return err
 		}
 		c.direct = false // for good: see frames.go
+		msgs = msgs[n:]
 	}
 	for i := 0; i < len(msgs); {
 		m := msgs[i]
