@@ -18,10 +18,10 @@ import (
 // storm would otherwise write N copies of a diff that names every joiner
 // of the window (bytes growing as N x joins), and room.joined would list
 // all N to every joiner. In counted mode room.joined carries the count and
-// a first page of presencePage members (in join order), nobody gets a diff, and at most
-// once per presence window, when the count changed, every member gets one
-// shared presence.count: the work of a window is one small frame per
-// member, whatever the number of joins. The switch to counted mode sends
+// a first page of presencePage members (in join order), nobody gets a
+// diff, and at most once per presence window, when the count changed,
+// every member gets one shared presence.count: the work of a window is one
+// small frame per member, whatever the number of joins. The switch to counted mode sends
 // every member a presence.count (its list is no longer kept current); the
 // room goes back to listed mode only once it has fallen to half the limit,
 // so that a room at the edge does not flap, and every member then gets one
