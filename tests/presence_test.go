@@ -254,3 +254,33 @@ func deref[T any](p *T) any {
 	}
 	return *p
 }
+
+// TestPresenceLimitOfOneListsAgain: with a limit of 1, half the limit is
+// no member at all; a room counted at two members lists again once one is
+// left, rather than staying counted until it empties.
+func TestPresenceLimitOfOneListsAgain(t *testing.T) {
+	const room = "pair"
+	h := startServer(t, troupe.Config{
+		RoomProtocol:  true,
+		PresenceLimit: 1,
+		Authorize:     func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
+	})
+	a := h.dialPeer(t, "a", "user-a")
+	a.joinRoom(t, room, nil, nil)
+	b := h.dialPeer(t, "b", "user-b")
+	if j := b.joinRoom(t, room, nil, nil); j.Presence != "count" {
+		t.Fatalf("second member: room.joined presence %q, want count", j.Presence)
+	}
+	waitCount(t, a, room, 2)
+	mark := len(a.view(room).frames)
+	if e := b.request(t, "room.leave", map[string]string{"room": room}); e.Type != "room.left" {
+		t.Fatalf("leave answered %s %s", e.Type, e.Payload)
+	}
+	a.waitSeq(t, room, a.publish(t, room, "alone"))
+	if got := framesSince(a, room, mark); !slices.Contains(got, "presence.list") {
+		t.Fatalf("the member left alone got %v, want presence.list before the message", got)
+	}
+	if v := a.view(room); v.counted {
+		t.Error("the room of one member is still counted")
+	}
+}

@@ -1005,7 +1005,9 @@ export class Room {
   }
 
   _snapshot() {
-    return { room: this.name, seq: this._lastSeq, members: this.members, recovered: true };
+    const snap = { room: this.name, seq: this._lastSeq, members: this.members, count: this.count, recovered: true };
+    if (this._counted) snap.presence = 'count';
+    return snap;
   }
 
   _sendJoin(rejoin, refresh = false) {

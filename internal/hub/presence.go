@@ -14,19 +14,20 @@ import (
 // per presence window.
 //
 // Counted, once the room has more than Config.PresenceLimit members (of
-// every node, as this node knows them): in a room of N members a join
-// storm would otherwise write N copies of a diff that names every joiner
-// of the window (bytes growing as N x joins), and room.joined would list
-// all N to every joiner. In counted mode room.joined carries the count and
-// a first page of presencePage members (in join order), nobody gets a
-// diff, and at most once per presence window, when the count changed,
-// every member gets one shared presence.count: the work of a window is one
-// small frame per member, whatever the number of joins. The switch to counted mode sends
+// every node, as this node knows them): in a room of N members a join storm
+// would otherwise write N copies of a diff that names every joiner of the
+// window (bytes growing as N x joins), and room.joined would list all N to
+// every joiner. In counted mode room.joined carries the count and a first
+// page of presencePage members (in join order), nobody gets a diff, and at
+// most once per presence window, when the count changed, every member gets
+// one shared presence.count: the work of a window is one small frame per
+// member, whatever the number of joins. The switch to counted mode sends
 // every member a presence.count (its list is no longer kept current); the
-// room goes back to listed mode only once it has fallen to half the limit,
-// so that a room at the edge does not flap, and every member then gets one
-// presence.list with every member, after which diffs resume. Mode
-// switches, like diffs, go out before the next room.message.
+// room goes back to listed mode only once it has fallen to half the limit
+// (one member at least), so that a room at the edge does not flap, and
+// every member then gets one presence.list with every member, after which
+// diffs resume. Mode switches, like diffs, go out before the next
+// room.message.
 
 // presencePage is how many members room.joined lists in counted mode (or
 // the limit, if it is smaller).
@@ -65,7 +66,7 @@ func (st *roomState) checkMode() {
 	switch {
 	case !st.counted && n > st.limit:
 		st.counted = true
-	case st.counted && n <= st.limit/2:
+	case st.counted && n <= max(st.limit/2, 1):
 		st.counted = false
 	default:
 		return
@@ -127,6 +128,12 @@ func (st *roomState) notePresence(s *session.Session, join bool, entry []byte) {
 // chatty room does not get a count before every message.
 func (st *roomState) flushPresence(due bool) {
 	if st.counted && !st.remodeled && !due {
+		// The count waits for its window; the other nodes are told of
+		// this node's changes before the message, as in listed mode.
+		if st.localChanged && st.bp != nil {
+			st.announce()
+			st.localChanged = false
+		}
 		return
 	}
 	if st.presenceTimer != nil {

@@ -44,6 +44,11 @@ test('a room above the limit is counted, and listed again at half of it', async 
   assert.deepEqual(names(joined.members), ['ann', 'bob', 'cy', 'dan'], 'the first page, as long as the limit');
   assert.equal(rooms.eve.counted, true);
   assert.equal(rooms.eve.count, 5);
+  // Joining again answers from what the room knows: the same count, and
+  // that the list is a page.
+  const again = await rooms.eve.join();
+  assert.equal(again.count, 5);
+  assert.equal(again.presence, 'count');
   // The others hear of the count, not of eve.
   await presenceWhere(ann, (c) => c.counted && c.count === 5, 'ann to see the room counted with 5');
   assert.equal(ann.count, 5);
