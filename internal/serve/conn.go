@@ -203,6 +203,7 @@ func (c *conn) read() {
 	h, ws := c.h, c.ws.ws
 	idle := c.ws.idle()
 	c.lazyTouch = idle != nil
+	c.hb.lazy.Store(c.lazyTouch)
 	for {
 		if idle != nil && !idle.ready() {
 			now := time.Now()
@@ -211,6 +212,7 @@ func (c *conn) read() {
 				c.hb.touchAt(now)
 				c.unseen = 0
 			}
+			c.hb.between.Store(true) // until waitSince returns
 			if c.moveOn {
 				if !c.h.poll.park(c) {
 					c.parkedAt = now
@@ -384,8 +386,9 @@ func (c *conn) resume() {
 // server's time); before it waits again, for the client or for room in the
 // inbound queue, it tells it once more. A client whose frames keep arriving
 // in pieces may have the read loop waiting inside a message, never between
-// two: the heartbeat then finds the connection idle, and before closing it
-// asks to be told of the next message at once (heartbeat.probe).
+// two: the heartbeat then finds the connection idle while its read loop is
+// not waiting between messages, and before closing it asks to be told of
+// the next message at once (heartbeat.probe).
 const touchEvery = 32
 
 // longWait is how long a wait for the client makes the read loop move to a
@@ -402,6 +405,7 @@ const earlyWaits = 8
 // notes whether the next wait should move.
 func (c *conn) waitSince(start time.Time) {
 	c.ws.idle().wait()
+	c.hb.between.Store(false)
 	now := time.Now() // not a touch: what woke it may be a pong
 	if c.waits < earlyWaits {
 		c.waits++

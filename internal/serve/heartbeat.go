@@ -19,9 +19,12 @@ type heartbeat struct {
 	s        *session.Session
 	lastRead atomic.Int64 // unix nanoseconds of the last message or ping read
 	// probe: the connection looked idle at the last check; the read loop
-	// tells of its next message at once.
-	probe    atomic.Bool
-	lastPing time.Time // only touched by the timer callback
+	// tells of its next message at once. lazy: the read loop tells of
+	// messages only now and then (conn.touchEvery); between: it is
+	// waiting for the client between two messages, having told of all it
+	// read, so an idle look is the truth.
+	probe, lazy, between atomic.Bool
+	lastPing             time.Time // only touched by the timer callback
 
 	mu      sync.Mutex
 	timer   *time.Timer
@@ -40,10 +43,11 @@ func (h *heartbeat) start(cfg *Config, ws *wsConn, s *session.Session) {
 	h.arm(now)
 }
 
-// probeWait is how long a connection found idle is given to show a message
-// it sent: a client silent for IdleTimeout is closed at most this much
-// later.
-func probeWait(idle time.Duration) time.Duration { return min(idle/16, time.Second) }
+// probeWait is how long a connection found idle while its read loop is in
+// the middle of a message (or busy) is given to show one: a client whose
+// messages are each read whole only when the next arrives is seen as long
+// as they come more often than this.
+func probeWait(idle time.Duration) time.Duration { return idle / 2 }
 
 // touch records that the client sent something: a message, or a ping
 // (wsConn.pinged). Pongs, which only answer our pings, do not count.
@@ -102,7 +106,7 @@ func (h *heartbeat) fire() {
 	}
 	now := time.Now()
 	if h.cfg.IdleTimeout > 0 && now.Sub(time.Unix(0, h.lastRead.Load())) >= h.cfg.IdleTimeout {
-		if !h.probe.Swap(true) {
+		if h.lazy.Load() && !h.between.Load() && !h.probe.Swap(true) {
 			// The read loop does not tell of every message (see
 			// touchEvery): one it read since it last did would not
 			// show yet. Asked now, it tells of the next one at once.

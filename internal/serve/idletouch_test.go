@@ -71,7 +71,7 @@ func TestClientSendingInPiecesIsNotIdle(t *testing.T) {
 			}
 		}
 	}()
-	// Ten idle timeouts' worth of messages, one every sixth of it.
+	// Six idle timeouts' worth of messages, one every tenth of it.
 	for i := range 60 {
 		if err := ws.Write(context.Background(), websocket.MessageText, []byte(fmt.Sprint("m", i))); err != nil {
 			t.Fatalf("write %d: %v", i, err)
@@ -79,7 +79,7 @@ func TestClientSendingInPiecesIsNotIdle(t *testing.T) {
 		select {
 		case err := <-ended:
 			t.Fatalf("closed after %d messages: %v", i, err)
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(30 * time.Millisecond):
 		}
 	}
 }
