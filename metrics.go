@@ -203,12 +203,16 @@ const maxObservers = 256
 
 // observer returns the latency histogram of typ.
 func (m *metrics) observer(typ string) prometheus.Observer {
-	if cache := m.observers.Load(); cache != nil {
+	cache := m.observers.Load()
+	if cache != nil {
 		if o, ok := (*cache)[typ]; ok {
 			return o
 		}
 	}
 	o := m.latency.WithLabelValues(typ)
+	if cache != nil && len(*cache) >= maxObservers {
+		return o // full for good: no lock to find that out
+	}
 	m.obsMu.Lock()
 	defer m.obsMu.Unlock()
 	var next map[string]prometheus.Observer

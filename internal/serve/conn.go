@@ -38,11 +38,9 @@ type conn struct {
 	moveOn bool          // the next wait for the client leaves this goroutine
 	waits  uint8         // waits so far, up to earlyWaits
 
-	// lazyTouch: the read loop waits for the client outside Read and
-	// tells the heartbeat at each wait, so a message only touches it
-	// every touchEvery; unseen counts the messages read since.
-	lazyTouch bool
-	unseen    int
+	// unseen counts the messages read since the heartbeat was last told
+	// (see touchEvery; heartbeat.lazy says whether it is told of each).
+	unseen int
 
 	token      uint64    // the poller's name for this connection; 0 until parked
 	registered bool      // the socket is in the poller's epoll set
@@ -202,8 +200,7 @@ func (c *conn) readLoop() {
 func (c *conn) read() {
 	h, ws := c.h, c.ws.ws
 	idle := c.ws.idle()
-	c.lazyTouch = idle != nil
-	c.hb.lazy.Store(c.lazyTouch)
+	c.hb.lazy.Store(idle != nil)
 	for {
 		if idle != nil && !idle.ready() {
 			now := time.Now()
@@ -250,7 +247,7 @@ func (c *conn) read() {
 // (rate limit, invalid UTF-8).
 func (c *conn) received(binary bool, data []byte) {
 	h := c.h
-	if !c.lazyTouch || c.unseen == 0 || c.unseen >= touchEvery || c.hb.probe.Load() {
+	if !c.hb.lazy.Load() || c.unseen == 0 || c.unseen >= touchEvery || c.hb.probe.Load() {
 		c.hb.touch()
 		c.unseen = 0
 	}

@@ -67,10 +67,8 @@ func (f *frameScan) feed(p []byte) {
 		case f.got == 1:
 			f.first, f.need, f.left, f.extLen = b, 2, 0, 0
 		case f.got == 2:
-			if b&0x80 != 0 {
-				f.odd = true // masked: not a server's frame
-				f.need += 4
-			}
+			f.need = uint8(headerLen(f.first, b)) // closegate.go's
+			f.odd = f.odd || b&0x80 != 0          // masked: not a server's frame
 			switch n := b & 0x7f; n {
 			case 126:
 				f.extLen = 2
@@ -79,7 +77,6 @@ func (f *frameScan) feed(p []byte) {
 			default:
 				f.left = uint64(n)
 			}
-			f.need += f.extLen
 		case f.got <= 2+f.extLen:
 			f.left = f.left<<8 | uint64(b)
 		}
@@ -129,7 +126,6 @@ func frameHeader(p []byte, binaryFrame bool, n int) []byte {
 // which it drops the connection) goes in between two frames of a long
 // batch, not after it.
 func (w *corkWriter) frames(msgs []transport.Message, ndjson bool) (int, error) {
-	var hdr [10]byte
 	for i := 0; i < len(msgs); {
 		j := i + 1
 		size := len(msgs[i].Data)
@@ -138,7 +134,7 @@ func (w *corkWriter) frames(msgs []transport.Message, ndjson bool) (int, error) 
 				size += 1 + len(msgs[j].Data)
 			}
 		}
-		if err := w.frame(hdr[:0], msgs[i:j], size); err != nil {
+		if err := w.frame(msgs[i:j], size); err != nil {
 			return i, err
 		}
 		i = j
@@ -147,7 +143,7 @@ func (w *corkWriter) frames(msgs []transport.Message, ndjson bool) (int, error) 
 }
 
 // frame writes msgs as one frame of size payload bytes, their lines.
-func (w *corkWriter) frame(hdr []byte, msgs []transport.Message, size int) error {
+func (w *corkWriter) frame(msgs []transport.Message, size int) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for !w.scan.odd && !w.scan.boundary() && !w.shut {
@@ -167,8 +163,15 @@ func (w *corkWriter) frame(hdr []byte, msgs []transport.Message, size int) error
 	case w.shut || w.scan.close:
 		return net.ErrClosed
 	}
-	if err := w.put(frameHeader(hdr, msgs[0].Binary, size)); err != nil {
-		return err
+	if b := w.buf; w.corked && b != nil && len(*b)+maxHeader <= maxCork {
+		// Straight into the cork buffer: a header of our own would be
+		// an allocation per batch (put's conn.Write keeps it escaping).
+		*b = frameHeader(*b, msgs[0].Binary, size)
+	} else {
+		var hdr [maxHeader]byte
+		if err := w.put(frameHeader(hdr[:0], msgs[0].Binary, size)); err != nil {
+			return err
+		}
 	}
 	for k, m := range msgs {
 		if k > 0 {
