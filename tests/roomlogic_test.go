@@ -549,10 +549,10 @@ func (slowCrash) boom(_ slowCrash, _ *troupe.Room, _ *troupe.Session, _ struct{ 
 	panic("boom")
 }
 
-// Requests still waiting in a room's mailbox when the restart limit drops
-// its logic are answered, not left to time out: every request gets exactly
-// one answer.
-func TestRoomStoppedByRestartLimitAnswersWaitingRequests(t *testing.T) {
+// startSlowCrashServer serves rooms whose logic crashes slowly on "boom",
+// with a restart limit of one.
+func startSlowCrashServer(t *testing.T) *testServer {
+	t.Helper()
 	h := startServer(t, troupe.Config{
 		RoomProtocol:      true,
 		MaxRoomRestarts:   1,
@@ -560,6 +560,14 @@ func TestRoomStoppedByRestartLimitAnswersWaitingRequests(t *testing.T) {
 		NewRoomHandler:    func(string) troupe.RoomHandler { return slowCrash{} },
 	})
 	troupe.HandleRoom(h.srv, "boom", slowCrash{}.boom)
+	return h
+}
+
+// Requests still waiting in a room's mailbox when the restart limit drops
+// its logic are answered, not left to time out: every request gets exactly
+// one answer.
+func TestRoomStoppedByRestartLimitAnswersWaitingRequests(t *testing.T) {
+	h := startSlowCrashServer(t)
 	c := h.dial(t, "a")
 	c.startReading()
 	c.write(t, mustEnvelope(t, "room.join", map[string]string{"room": "r"}, json.RawMessage(`"j"`)))
@@ -594,13 +602,7 @@ func TestRoomStoppedByRestartLimitAnswersWaitingRequests(t *testing.T) {
 // drops is answered: the joiner becomes a member of the room, run by
 // fresh logic.
 func TestRoomJoinWaitingAtRestartLimitIsAnswered(t *testing.T) {
-	h := startServer(t, troupe.Config{
-		RoomProtocol:      true,
-		MaxRoomRestarts:   1,
-		RoomRestartWindow: time.Minute,
-		NewRoomHandler:    func(string) troupe.RoomHandler { return slowCrash{} },
-	})
-	troupe.HandleRoom(h.srv, "boom", slowCrash{}.boom)
+	h := startSlowCrashServer(t)
 	a, b := h.dial(t, "a"), h.dial(t, "b")
 	a.startReading()
 	b.startReading()
