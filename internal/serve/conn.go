@@ -219,6 +219,12 @@ func (c *conn) read() {
 			}
 			c.waitSince(now)
 		}
+		if idle != nil {
+			if bin, data, ok := idle.take(h.cfg.MaxMessageSize); ok {
+				c.received(bin, data)
+				continue
+			}
+		}
 		typ, data, err := readMessage(ws, h.cfg.MaxMessageSize)
 		if err == nil && idle != nil && idle.takeFake() {
 			continue

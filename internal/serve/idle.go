@@ -41,6 +41,9 @@ type idleReader interface {
 	// takeFake reports whether the message Read just returned was the
 	// frame reader's own, and forgets it.
 	takeFake() bool
+	// take returns the next message if it lies whole in the buffer and
+	// may be taken without coder/websocket (direct.go).
+	take(maxSize int64) (bin bool, data []byte, ok bool)
 	// lockReads and unlockReads surround a Close, which reads too.
 	lockReads()
 	unlockReads()

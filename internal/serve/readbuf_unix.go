@@ -4,6 +4,7 @@ package serve
 
 import (
 	"bufio"
+	"encoding/binary"
 	"io"
 	"net"
 	"sync"
@@ -39,6 +40,8 @@ type lendingReader struct {
 	before int                   // bytes to serve before the empty message; 0: none planned
 	fake   []byte                // what is left of the empty message to serve
 	faked  bool                  // the empty message was served; the read loop drops it
+
+	fg *frameGate // the gate coder/websocket reads through, above br's source (direct.go)
 }
 
 // lendBufferSize is the size of the borrowed buffers: how much one read(2)
@@ -71,6 +74,7 @@ func newFrameReader(br *bufio.Reader, cc *corkedConn) *bufio.Reader {
 	}
 	cc.in = l
 	cc.idle = l
+	l.fg = &cc.gate
 	cc.rc = rc
 	l.br = bufio.NewReaderSize(cc, 16)
 	return l.br
@@ -241,6 +245,32 @@ func (l *lendingReader) waitRaw(fd uintptr) bool {
 		l.before = controlPrefix((*l.buf)[:l.n])
 	}
 	return true
+}
+
+// take returns the next message when direct reading may take it from the
+// buffer (direct.go); ok is false when the read loop must read it through
+// coder/websocket.
+func (l *lendingReader) take(maxSize int64) (bin bool, data []byte, ok bool) {
+	if !l.gate.TryLock() {
+		return false, nil, false // Close is reading
+	}
+	defer l.gate.Unlock()
+	if l.buf == nil || l.before > 0 || l.fake != nil || l.held != nil || l.br.Buffered() > 0 || !l.fg.atBoundary() {
+		return false, nil, false
+	}
+	b := (*l.buf)[l.r:l.w]
+	hl, n, bin, ok := wholeFrame(b, maxSize)
+	if !ok {
+		return false, nil, false
+	}
+	data = make([]byte, n)
+	unmaskInto(data, b[hl:hl+int(n)], binary.LittleEndian.Uint32(b[hl-4:hl]))
+	l.r += hl + int(n)
+	if l.r == l.w {
+		lendPool.Put(l.buf)
+		l.buf, l.r, l.w = nil, 0, 0
+	}
+	return bin, data, true
 }
 
 func (l *lendingReader) takeFake() bool {
