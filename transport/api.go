@@ -27,7 +27,9 @@ type Conn interface {
 	// Write sends msgs in order, and must have sent them or failed by
 	// deadline. It is one batch: a transport may send the messages
 	// together (one system call, one frame of newline-separated text
-	// messages, one flush).
+	// messages, one flush). Like io.Writer's p, msgs is the caller's again
+	// once Write returns: keep the messages' Data if needed, not the
+	// slice, which the session reuses for its next batch.
 	Write(msgs []Message, deadline time.Time) error
 	// Close ends the connection with a close code (1000-4999) and reason,
 	// with the transport's closing handshake if it has one, bounded by its

@@ -3,6 +3,7 @@ package serve
 import (
 	"net"
 	"sync"
+	"time"
 )
 
 // corkWriter sits under coder/websocket's bufio.Writer. coder/websocket
@@ -27,6 +28,13 @@ type corkWriter struct {
 	scan   frameScan
 	corked bool
 	shut   bool // the connection is closed
+
+	// A batch's deadline is set on the socket only once a write of the
+	// batch would wait (send); raw is nil where that cannot be told.
+	raw      *rawWriter
+	deadline time.Time // the batch's, while lazy
+	lazy     bool      // the batch has a deadline not yet set
+	armed    bool      // the batch set its deadline on the socket
 }
 
 // maxCork bounds the bytes held back; past it the buffer is written out
@@ -84,18 +92,57 @@ func (w *corkWriter) put(p []byte) error {
 	}
 	b := *w.buf
 	if len(b)+len(p) > maxCork && len(b) > 0 {
-		if _, err := w.conn.Write(b); err != nil {
+		if err := w.send(b); err != nil {
 			return err
 		}
 		b = b[:0]
 	}
 	if len(p) > maxCork {
 		*w.buf = b
-		_, err := w.conn.Write(p)
-		return err
+		return w.send(p)
 	}
 	*w.buf = append(b, p...)
 	return nil
+}
+
+// send writes b for a batch; called with mu held. Under a lazy deadline
+// it first writes what the socket takes at once, and sets the deadline
+// only if some is left, for the write that then waits: setting a deadline
+// and clearing it after each batch were two timer updates in the runtime,
+// 6 % of a fan-out profile, and a client that reads keeps room in its
+// socket's buffer.
+func (w *corkWriter) send(b []byte) error {
+	if w.lazy {
+		b = b[w.raw.try(b):]
+		if len(b) == 0 {
+			return nil
+		}
+		w.lazy, w.armed = false, true
+		_ = w.conn.SetWriteDeadline(w.deadline)
+	}
+	_, err := w.conn.Write(b)
+	return err
+}
+
+// corkUntil corks for a batch that must be out by deadline, which it sets
+// on the socket only if a write would wait (send). Only where raw is set.
+func (w *corkWriter) corkUntil(deadline time.Time) {
+	w.cork()
+	w.mu.Lock()
+	w.deadline, w.lazy = deadline, true
+	w.mu.Unlock()
+}
+
+// disarm ends the batch's deadline: it clears the one set on the socket,
+// if send set it.
+func (w *corkWriter) disarm() {
+	w.mu.Lock()
+	armed := w.armed
+	w.lazy, w.armed = false, false
+	w.mu.Unlock()
+	if armed {
+		_ = w.conn.SetWriteDeadline(time.Time{})
+	}
 }
 
 func (w *corkWriter) cork() {
@@ -117,7 +164,7 @@ func (w *corkWriter) uncork() error {
 	}
 	var err error
 	if b := *w.buf; len(b) > 0 {
-		_, err = w.conn.Write(b)
+		err = w.send(b)
 	}
 	*w.buf = (*w.buf)[:0]
 	if cap(*w.buf) <= 4*maxCork {

@@ -78,12 +78,14 @@ var joinPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // messages is written as a single text frame, the messages separated by
 // '\n': one frame, however many messages were waiting.
 func (c *wsConn) Write(msgs []transport.Message, deadline time.Time) (err error) {
-	if c.raw != nil {
+	// The deadline is the connection's, so it is cleared afterwards: the
+	// pings and pongs coder/websocket writes between batches (bounded by
+	// contexts of their own) would otherwise fail once it had passed. The
+	// cork sets it only if a write of the batch would wait (corkUntil);
+	// one already passed is set at once, and fails the batch.
+	lazy := c.cork != nil && c.cork.raw != nil && time.Now().Before(deadline)
+	if c.raw != nil && !lazy {
 		_ = c.raw.SetWriteDeadline(deadline)
-		// Cleared afterwards: the deadline is the connection's, and
-		// the pings and pongs coder/websocket writes between batches
-		// (bounded by contexts of their own) would otherwise fail once
-		// it had passed.
 		defer func() { _ = c.raw.SetWriteDeadline(time.Time{}) }()
 	}
 	defer func() {
@@ -92,10 +94,17 @@ func (c *wsConn) Write(msgs []transport.Message, deadline time.Time) (err error)
 		}
 	}()
 	if c.cork != nil {
-		c.cork.cork()
+		if lazy {
+			c.cork.corkUntil(deadline)
+		} else {
+			c.cork.cork()
+		}
 		defer func() {
 			if e := c.cork.uncork(); err == nil {
 				err = e
+			}
+			if lazy {
+				c.cork.disarm()
 			}
 		}()
 	}
@@ -292,7 +301,7 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return c, brw, err
 	}
 	h.conn = c
-	h.cork = &corkWriter{conn: c}
+	h.cork = &corkWriter{conn: c, raw: newRawWriter(c)}
 	cc := &corkedConn{Conn: c, cork: h.cork}
 	h.cc = cc
 	bw := bufio.NewWriterSize(h.cork, writeBufferSize)

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -209,5 +210,62 @@ func TestReadIsNotUsed(t *testing.T) {
 	c, _ := wsPair(t, false)
 	if _, err := c.Read(context.Background()); !errors.Is(err, errReadUnused) {
 		t.Fatalf("Read: got %v, want errReadUnused", err)
+	}
+}
+
+// A batch sets its deadline on the socket only when a write would wait
+// (corkWriter.send). A client that stops reading must still fail the batch
+// that fills its socket, by the deadline; and once it reads again, a later
+// batch is not failed by the deadline the stuck one set.
+func TestWriteToAClientThatStopsReadingFailsByTheDeadline(t *testing.T) {
+	bothFramings(t, testWriteToAClientThatStopsReading)
+}
+
+func testWriteToAClientThatStopsReading(t *testing.T, direct bool) {
+	c, _ := wsPair(t, false)
+	c.direct = direct
+	if c.cork.raw == nil {
+		t.Fatal("no raw writer on a TCP connection: batches would not defer their deadline")
+	}
+	big := []transport.Message{{Data: bytes.Repeat([]byte("x"), 256<<10)}}
+	var err error
+	start := time.Now()
+	for i := 0; i < 200 && err == nil; i++ {
+		err = c.Write(big, time.Now().Add(200*time.Millisecond))
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("writes to a client that does not read: got %v, want an error wrapping %v", err, os.ErrDeadlineExceeded)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("the stuck write took %v", d)
+	}
+}
+
+func TestDeadlineOfAStuckBatchIsCleared(t *testing.T) {
+	c, client := wsPair(t, false)
+	// Fill the socket while the client reads nothing, so that the batch
+	// sets its deadline on the socket, then let the client read.
+	big := []transport.Message{{Data: bytes.Repeat([]byte("y"), 8<<20)}}
+	done := make(chan error, 1)
+	go func() { done <- c.Write(big, time.Now().Add(time.Second)) }()
+	time.Sleep(300 * time.Millisecond)
+	client.SetReadLimit(-1)
+	go func() {
+		for {
+			if _, _, err := client.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("the batch the client read within its deadline: %v", err)
+	}
+	// Past that deadline, what coder/websocket writes by itself, outside
+	// a batch (pings, pongs, here a message), must not find it still set.
+	time.Sleep(time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.ws.Write(ctx, websocket.MessageText, []byte("after")); err != nil {
+		t.Fatalf("a write after a batch that waited for its client: %v", err)
 	}
 }
