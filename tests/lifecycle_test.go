@@ -529,8 +529,13 @@ func TestSessionDescribesItsConnection(t *testing.T) {
 	if got := s.Header().Get("X-Custom"); got != "custom-value" {
 		t.Errorf("Header().Get(X-Custom) = %q", got)
 	}
-	if got := s.Header().Get("Upgrade"); !strings.EqualFold(got, "websocket") {
-		t.Errorf("Header().Get(Upgrade) = %q, want the upgrade request's header", got)
+	if got := s.Header().Get("User-Agent"); got == "" {
+		t.Error("Header().Get(User-Agent) is empty, want the upgrade request's")
+	}
+	for _, k := range []string{"Upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Version"} {
+		if got := s.Header().Get(k); got != "" {
+			t.Errorf("Header().Get(%s) = %q: the handshake's own fields are not kept", k, got)
+		}
 	}
 	if got := s.RemoteAddr(); !strings.HasPrefix(got, "127.0.0.1:") {
 		t.Errorf("RemoteAddr() = %q, want 127.0.0.1:port", got)

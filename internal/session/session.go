@@ -59,7 +59,7 @@ type Session struct {
 	pid    *actor.PID
 	conn   transport.Conn
 	opts   *Options
-	header http.Header
+	header packedHeader
 	remote string
 	proto  string
 
@@ -109,8 +109,13 @@ type Info struct {
 // ID returns the session's identifier, a UUID unless the transport chose one.
 func (s *Session) ID() string { return s.id }
 
-// Header returns the header of the HTTP upgrade request. Do not modify it.
-func (s *Session) Header() http.Header { return s.header }
+// Header returns the header of the HTTP upgrade request (cookies, origin,
+// user agent, an application's own fields), without the WebSocket
+// handshake's fields (Connection, Upgrade, Sec-WebSocket-Key, -Version,
+// -Extensions). The session keeps it packed, which costs an idle
+// connection only the bytes of its fields: each call builds a new copy, so
+// read what you need once (in OnOpen) rather than in every handler.
+func (s *Session) Header() http.Header { return s.header.unpack() }
 
 // RemoteAddr returns the peer's network address.
 func (s *Session) RemoteAddr() string { return s.remote }

@@ -103,7 +103,7 @@ func (sys *System) NewSession(conn transport.Conn, info Info, opts Options) *Ses
 		sys:    sys,
 		conn:   conn,
 		opts:   opts.withDefaults(),
-		header: info.Header,
+		header: packHeader(info.Header),
 		remote: info.RemoteAddr,
 		proto:  info.Subprotocol,
 		ctx:    ctx,
