@@ -63,7 +63,9 @@ func (e *CloseError) Error() string {
 // Info describes a connection to the server that will serve it.
 type Info struct {
 	// Header and RemoteAddr are those of the request that opened the
-	// connection (Session.Header, Session.RemoteAddr).
+	// connection (Session.Header, Session.RemoteAddr; the session keeps
+	// the header without Connection, Upgrade and Sec-WebSocket-Key,
+	// -Version and -Extensions).
 	Header     http.Header
 	RemoteAddr string
 	// Subprotocol is what the client and server agreed on, if anything

@@ -35,6 +35,9 @@ type corkWriter struct {
 	deadline time.Time // the batch's, while lazy
 	lazy     bool      // the batch has a deadline not yet set
 	armed    bool      // the batch set its deadline on the socket
+	// until is the lazy batch's deadline as its own goroutine knows it,
+	// without mu: only that goroutine reads or writes it (lockBatch).
+	until time.Time
 }
 
 // maxCork bounds the bytes held back; past it the buffer is written out
@@ -127,22 +130,66 @@ func (w *corkWriter) send(b []byte) error {
 // corkUntil corks for a batch that must be out by deadline, which it sets
 // on the socket only if a write would wait (send). Only where raw is set.
 func (w *corkWriter) corkUntil(deadline time.Time) {
-	w.cork()
-	w.mu.Lock()
-	w.deadline, w.lazy = deadline, true
+	w.until = deadline
+	w.lockBatch()
+	w.deadline, w.lazy = deadline, !w.armed
+	w.corked = true
+	if w.buf == nil {
+		w.buf = corkPool.Get().(*[]byte)
+	}
 	w.mu.Unlock()
 }
 
-// disarm ends the batch's deadline: it clears the one set on the socket,
-// if send set it.
-func (w *corkWriter) disarm() {
+// lockBatch takes mu, on the goroutine writing a batch. If mu is held, the
+// holder may be a write of coder/websocket's (a ping, a pong) stuck on the
+// full socket of a client that stopped reading: under a lazy deadline the
+// batch's deadline then goes on the socket before the wait, as it would
+// have from the batch's start, so that it ends that write, and the wait,
+// in time.
+func (w *corkWriter) lockBatch() {
+	if w.mu.TryLock() {
+		return
+	}
+	if w.until.IsZero() {
+		w.mu.Lock()
+		return
+	}
+	_ = w.conn.SetWriteDeadline(w.until)
 	w.mu.Lock()
+	w.lazy, w.armed = false, true
+}
+
+// armLocked sets a lazy batch's deadline on the socket now, before the
+// batch waits for coder/websocket to finish a frame (frame): its next
+// write may be stuck on a full socket. Called with mu held.
+func (w *corkWriter) armLocked() {
+	if w.lazy {
+		w.lazy, w.armed = false, true
+		_ = w.conn.SetWriteDeadline(w.deadline)
+	}
+}
+
+// disarm ends the batch's deadline: it clears the one set on the socket,
+// if the batch set it.
+func (w *corkWriter) disarm() {
+	w.lockBatch()
 	armed := w.armed
 	w.lazy, w.armed = false, false
 	w.mu.Unlock()
+	w.until = time.Time{}
 	if armed {
 		_ = w.conn.SetWriteDeadline(time.Time{})
 	}
+}
+
+// closeBy bounds what is left to write, by Close, with deadline: a batch
+// still under way stops deferring its own, which could be later.
+func (w *corkWriter) closeBy(deadline time.Time) {
+	_ = w.conn.SetWriteDeadline(deadline) // first: it ends a write stuck under mu
+	w.mu.Lock()
+	w.lazy = false
+	_ = w.conn.SetWriteDeadline(deadline) // again: a batch may have set its own meanwhile
+	w.mu.Unlock()
 }
 
 func (w *corkWriter) cork() {
@@ -157,6 +204,16 @@ func (w *corkWriter) cork() {
 // uncork writes out what the batch collected and returns the buffer.
 func (w *corkWriter) uncork() error {
 	w.mu.Lock()
+	return w.uncorkLocked()
+}
+
+// uncorkBatch is uncork on the goroutine writing the batch (lockBatch).
+func (w *corkWriter) uncorkBatch() error {
+	w.lockBatch()
+	return w.uncorkLocked()
+}
+
+func (w *corkWriter) uncorkLocked() error {
 	defer w.mu.Unlock()
 	w.corked = false
 	if w.buf == nil {

@@ -144,18 +144,20 @@ func (w *corkWriter) frames(msgs []transport.Message, ndjson bool) (int, error) 
 
 // frame writes msgs as one frame of size payload bytes, their lines.
 func (w *corkWriter) frame(msgs []transport.Message, size int) error {
-	w.mu.Lock()
+	w.lockBatch()
 	defer w.mu.Unlock()
 	for !w.scan.odd && !w.scan.boundary() && !w.shut {
 		// coder/websocket is in the middle of a frame: its next write,
-		// which finishes it, wakes us.
+		// which finishes it, wakes us. That write may wait for the
+		// socket: the batch's deadline bounds it.
+		w.armLocked()
 		if w.wake == nil {
 			w.wake = make(chan struct{})
 		}
 		wake := w.wake
 		w.mu.Unlock()
 		<-wake
-		w.mu.Lock()
+		w.lockBatch()
 	}
 	switch {
 	case w.scan.odd:

@@ -18,8 +18,10 @@ import (
 // coder/websocket then reads through a minimal bufio.Reader (16 bytes) on
 // top of this one. A read of a whole buffer or more skips the buffer.
 //
-// It is only used from the goroutine that holds coder/websocket's read
-// lock, like the bufio.Reader above it.
+// Read is only called from the goroutine that holds coder/websocket's read
+// lock, like the bufio.Reader above it. ready, wait and take are the read
+// loop's, outside Read: they touch the buffers only under gate, which
+// Close, the other goroutine that reads, holds while it reads.
 type lendingReader struct {
 	rc   syscall.RawConn
 	buf  *[]byte // borrowed; nil when empty

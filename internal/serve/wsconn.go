@@ -100,7 +100,7 @@ func (c *wsConn) Write(msgs []transport.Message, deadline time.Time) (err error)
 			c.cork.cork()
 		}
 		defer func() {
-			if e := c.cork.uncork(); err == nil {
+			if e := c.cork.uncorkBatch(); err == nil {
 				err = e
 			}
 			if lazy {
@@ -370,7 +370,7 @@ func (c *corkedConn) Close() error {
 	if o := c.owner.Load(); o != nil {
 		o.h.poll.unpark(o) // a closed socket leaves epoll without a word
 	}
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+	c.cork.closeBy(time.Now().Add(time.Second))
 	_ = c.cork.uncork()
 	c.cork.close()
 	return c.Conn.Close()
