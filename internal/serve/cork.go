@@ -38,6 +38,22 @@ type corkWriter struct {
 	// until is the lazy batch's deadline as its own goroutine knows it,
 	// without mu: only that goroutine reads or writes it (lockBatch).
 	until time.Time
+
+	// Every deadline the cork sets goes through setDeadline, under dmu
+	// (never held across a write). Once Close has set its own (closeBy),
+	// it stands: a batch neither extends it nor clears it.
+	dmu     sync.Mutex
+	closing bool
+}
+
+// setDeadline sets the socket's write deadline, unless Close has set its
+// own.
+func (w *corkWriter) setDeadline(t time.Time) {
+	w.dmu.Lock()
+	defer w.dmu.Unlock()
+	if !w.closing {
+		_ = w.conn.SetWriteDeadline(t)
+	}
 }
 
 // maxCork bounds the bytes held back; past it the buffer is written out
@@ -121,7 +137,7 @@ func (w *corkWriter) send(b []byte) error {
 			return nil
 		}
 		w.lazy, w.armed = false, true
-		_ = w.conn.SetWriteDeadline(w.deadline)
+		w.setDeadline(w.deadline)
 	}
 	_, err := w.conn.Write(b)
 	return err
@@ -132,12 +148,19 @@ func (w *corkWriter) send(b []byte) error {
 func (w *corkWriter) corkUntil(deadline time.Time) {
 	w.until = deadline
 	w.lockBatch()
-	w.deadline, w.lazy = deadline, !w.armed
+	w.deadline, w.lazy = deadline, !w.armed && !w.closingNow()
 	w.corked = true
 	if w.buf == nil {
 		w.buf = corkPool.Get().(*[]byte)
 	}
 	w.mu.Unlock()
+}
+
+// closingNow reports whether Close has set its deadline.
+func (w *corkWriter) closingNow() bool {
+	w.dmu.Lock()
+	defer w.dmu.Unlock()
+	return w.closing
 }
 
 // lockBatch takes mu, on the goroutine writing a batch. If mu is held, the
@@ -154,7 +177,7 @@ func (w *corkWriter) lockBatch() {
 		w.mu.Lock()
 		return
 	}
-	_ = w.conn.SetWriteDeadline(w.until)
+	w.setDeadline(w.until)
 	w.mu.Lock()
 	w.lazy, w.armed = false, true
 }
@@ -165,7 +188,7 @@ func (w *corkWriter) lockBatch() {
 func (w *corkWriter) armLocked() {
 	if w.lazy {
 		w.lazy, w.armed = false, true
-		_ = w.conn.SetWriteDeadline(w.deadline)
+		w.setDeadline(w.deadline)
 	}
 }
 
@@ -178,17 +201,21 @@ func (w *corkWriter) disarm() {
 	w.mu.Unlock()
 	w.until = time.Time{}
 	if armed {
-		_ = w.conn.SetWriteDeadline(time.Time{})
+		w.setDeadline(time.Time{})
 	}
 }
 
-// closeBy bounds what is left to write, by Close, with deadline: a batch
-// still under way stops deferring its own, which could be later.
+// closeBy bounds what is left to write, for Close, by deadline, and keeps
+// it: a batch still under way neither defers it (lazy), nor extends it
+// (lockBatch, send), nor clears it (disarm), which would leave a write
+// stuck on a full socket with nothing to end it.
 func (w *corkWriter) closeBy(deadline time.Time) {
-	_ = w.conn.SetWriteDeadline(deadline) // first: it ends a write stuck under mu
+	w.dmu.Lock()
+	w.closing = true
+	_ = w.conn.SetWriteDeadline(deadline) // without mu: it ends a write stuck under it
+	w.dmu.Unlock()
 	w.mu.Lock()
 	w.lazy = false
-	_ = w.conn.SetWriteDeadline(deadline) // again: a batch may have set its own meanwhile
 	w.mu.Unlock()
 }
 

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/troupehq/troupe/transport"
 )
 
 // stuckConn is a socket whose peer stopped reading: a write waits until the
@@ -94,4 +96,43 @@ func TestBatchBehindAStuckWriteSetsItsDeadline(t *testing.T) {
 		t.Errorf("the batch left its deadline on the socket: %v", left)
 	}
 	_ = w.uncork()
+}
+
+// Close (corkedConn.Close: closeBy, then uncork) writes what a batch
+// corked, on a full socket, bounded by its own short deadline. The batch,
+// framing on meanwhile, finds the lock held: the deadline it would set on
+// the socket then, later than Close's, must not replace Close's, nor its
+// disarm clear it.
+func TestCloseKeepsItsDeadlineOverABatchs(t *testing.T) {
+	sc := newStuckConn()
+	w := &corkWriter{conn: sc}
+	w.corkUntil(time.Now().Add(3 * time.Second))
+	if _, err := w.frames([]transport.Message{{Data: []byte("a")}}, false); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan time.Duration, 1)
+	start := time.Now()
+	go func() {
+		w.closeBy(time.Now().Add(200 * time.Millisecond))
+		_ = w.uncork()
+		w.close()
+		closed <- time.Since(start)
+	}()
+	for w.mu.TryLock() { // until Close's uncork holds the lock, stuck
+		w.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	_, _ = w.frames([]transport.Message{{Data: []byte("b")}}, false) // the batch goes on
+	_ = w.uncorkBatch()
+	w.disarm()
+	if d := <-closed; d > time.Second {
+		t.Errorf("Close's write, bounded at 200 ms, returned after %v: the batch's deadline replaced Close's", d.Round(time.Millisecond))
+	}
+	sc.mu.Lock()
+	left := sc.deadline
+	sc.mu.Unlock()
+	if left.IsZero() {
+		t.Error("the batch's disarm cleared Close's deadline")
+	}
 }

@@ -17,17 +17,35 @@ type rawWriter struct {
 }
 
 func newRawWriter(c net.Conn) *rawWriter {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	rc := socketOf(c)
+	if rc == nil {
 		return nil
 	}
 	r := &rawWriter{rc: rc}
 	r.fn = r.write
 	return r
+}
+
+// socketOf returns the socket under c when c is the standard library's
+// own TCP or Unix connection, nil otherwise. A type of another package
+// that merely offers SyscallConn (one that embeds *net.TCPConn to count,
+// limit or copy what goes through its Read and Write, say) is not read or
+// written around: its methods are what it is for.
+func socketOf(c net.Conn) syscall.RawConn {
+	var rc syscall.RawConn
+	var err error
+	switch c := c.(type) {
+	case *net.TCPConn:
+		rc, err = c.SyscallConn()
+	case *net.UnixConn:
+		rc, err = c.SyscallConn()
+	default:
+		return nil
+	}
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // try writes what of b the socket takes at once, and reports how much.

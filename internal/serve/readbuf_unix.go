@@ -58,12 +58,8 @@ var lendPool = sync.Pool{New: func() any { b := make([]byte, lendBufferSize); re
 // it also holds the bytes net/http had read past the handshake (a client
 // may send its first frame right behind it).
 func newFrameReader(br *bufio.Reader, cc *corkedConn) *bufio.Reader {
-	sc, ok := cc.Conn.(syscall.Conn)
-	if !ok {
-		return smallReader(br, cc)
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil || br.Buffered() > lendBufferSize {
+	rc := socketOf(cc.Conn)
+	if rc == nil || br.Buffered() > lendBufferSize {
 		return smallReader(br, cc)
 	}
 	l := &lendingReader{rc: rc}

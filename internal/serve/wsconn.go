@@ -68,6 +68,16 @@ func (c *wsConn) Read(context.Context) (transport.Message, error) {
 	return transport.Message{}, errReadUnused
 }
 
+// setDeadline sets the write deadline of the raw connection, through the
+// cork where there is one (it keeps Close's: corkWriter.closeBy).
+func (c *wsConn) setDeadline(t time.Time) {
+	if c.cork != nil {
+		c.cork.setDeadline(t)
+		return
+	}
+	_ = c.raw.SetWriteDeadline(t)
+}
+
 // joinPool holds the buffers that ndjson batches are joined in, so an idle
 // connection keeps none.
 var joinPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -85,8 +95,8 @@ func (c *wsConn) Write(msgs []transport.Message, deadline time.Time) (err error)
 	// one already passed is set at once, and fails the batch.
 	lazy := c.cork != nil && c.cork.raw != nil && time.Now().Before(deadline)
 	if c.raw != nil && !lazy {
-		_ = c.raw.SetWriteDeadline(deadline)
-		defer func() { _ = c.raw.SetWriteDeadline(time.Time{}) }()
+		c.setDeadline(deadline)
+		defer c.setDeadline(time.Time{})
 	}
 	defer func() {
 		if err != nil && !c.isClosing() {
@@ -168,7 +178,7 @@ func (c *wsConn) Close(code int, reason string) error {
 	defer c.markClosed()
 	if c.raw != nil {
 		// The last batch's deadline may have passed long ago.
-		_ = c.raw.SetWriteDeadline(time.Now().Add(closeTimeout))
+		c.setDeadline(time.Now().Add(closeTimeout))
 	}
 	if idle := c.idle(); idle != nil {
 		// Close reads the peer's close frame: not while the read loop
@@ -362,8 +372,8 @@ func (c *corkedConn) drop() {
 	if o := c.owner.Load(); o != nil {
 		o.h.poll.unpark(o)
 	}
+	_ = c.Conn.Close() // first: it ends a write stuck on the socket, which holds the cork
 	c.cork.close()
-	_ = c.Conn.Close()
 }
 
 func (c *corkedConn) Close() error {
