@@ -18,11 +18,33 @@ type stuckConn struct {
 	mu       sync.Mutex
 	deadline time.Time
 	changed  chan struct{}
+	waiting  int // writes waiting now
+}
+
+// stuck waits until a write waits on the socket.
+func (c *stuckConn) stuck() {
+	for {
+		c.mu.Lock()
+		n := c.waiting
+		c.mu.Unlock()
+		if n > 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func newStuckConn() *stuckConn { return &stuckConn{changed: make(chan struct{})} }
 
 func (c *stuckConn) Write([]byte) (int, error) {
+	c.mu.Lock()
+	c.waiting++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.waiting--
+		c.mu.Unlock()
+	}()
 	for {
 		c.mu.Lock()
 		d, changed := c.deadline, c.changed
@@ -62,10 +84,7 @@ func TestBatchBehindAStuckWriteSetsItsDeadline(t *testing.T) {
 	w := &corkWriter{conn: sc}
 	pong := make(chan error, 1)
 	go func() { _, err := w.Write([]byte{0x8a, 0}); pong <- err }()
-	for w.mu.TryLock() { // until the pong holds the lock
-		w.mu.Unlock()
-		time.Sleep(time.Millisecond)
-	}
+	sc.stuck() // the pong waits on the socket, holding the lock
 
 	corked := make(chan struct{})
 	go func() {
@@ -105,6 +124,8 @@ func TestBatchBehindAStuckWriteSetsItsDeadline(t *testing.T) {
 // disarm clear it.
 func TestCloseKeepsItsDeadlineOverABatchs(t *testing.T) {
 	sc := newStuckConn()
+	// No raw writer: nothing here gets as far as a write of the batch's
+	// own (Close's uncork is not lazy, and the batch's lock is contended).
 	w := &corkWriter{conn: sc}
 	w.corkUntil(time.Now().Add(3 * time.Second))
 	if _, err := w.frames([]transport.Message{{Data: []byte("a")}}, false); err != nil {
@@ -118,11 +139,7 @@ func TestCloseKeepsItsDeadlineOverABatchs(t *testing.T) {
 		w.close()
 		closed <- time.Since(start)
 	}()
-	for w.mu.TryLock() { // until Close's uncork holds the lock, stuck
-		w.mu.Unlock()
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(20 * time.Millisecond)
+	sc.stuck() // Close's uncork waits on the socket, holding the lock
 	_, _ = w.frames([]transport.Message{{Data: []byte("b")}}, false) // the batch goes on
 	_ = w.uncorkBatch()
 	w.disarm()
