@@ -139,7 +139,7 @@ func TestCloseKeepsItsDeadlineOverABatchs(t *testing.T) {
 		w.close()
 		closed <- time.Since(start)
 	}()
-	sc.stuck() // Close's uncork waits on the socket, holding the lock
+	sc.stuck()                                                       // Close's uncork waits on the socket, holding the lock
 	_, _ = w.frames([]transport.Message{{Data: []byte("b")}}, false) // the batch goes on
 	_ = w.uncorkBatch()
 	w.disarm()
