@@ -139,8 +139,10 @@ func TestCloseKeepsItsDeadlineOverABatchs(t *testing.T) {
 		w.close()
 		closed <- time.Since(start)
 	}()
-	sc.stuck()                                                       // Close's uncork waits on the socket, holding the lock
-	_, _ = w.frames([]transport.Message{{Data: []byte("b")}}, false) // the batch goes on
+	// Close's uncork waits on the socket, holding the lock; the batch
+	// goes on.
+	sc.stuck()
+	_, _ = w.frames([]transport.Message{{Data: []byte("b")}}, false)
 	_ = w.uncorkBatch()
 	w.disarm()
 	if d := <-closed; d > time.Second {
