@@ -219,7 +219,7 @@ func (c *conn) read() {
 			}
 			c.waitSince(now)
 		}
-		if idle != nil {
+		if idle != nil && directReading {
 			if bin, data, ok := idle.take(h.cfg.MaxMessageSize); ok {
 				c.received(bin, data)
 				continue
