@@ -57,40 +57,33 @@ func packHeader(h http.Header) packedHeader {
 	return packedHeader(b)
 }
 
-// unpack builds the header anew; its strings share the packed bytes.
+// unpack builds the header anew; its strings share the packed bytes. It
+// runs when an application asks (Session.Header), not per message.
 func (p packedHeader) unpack() http.Header {
 	h := make(http.Header)
 	s := string(p)
-	var n uint64
+	length := func() uint64 {
+		n, k := binary.Uvarint([]byte(s[:min(len(s), binary.MaxVarintLen64)]))
+		if k <= 0 {
+			s = "" // not what packHeader wrote: stop
+			return 0
+		}
+		s = s[k:]
+		return min(n, uint64(len(s)))
+	}
+	field := func() string {
+		n := length()
+		v := s[:n]
+		s = s[n:]
+		return v
+	}
 	for len(s) > 0 {
-		var key string
-		key, s = field(s)
-		n, s = uvarint(s)
-		vs := make([]string, min(n, uint64(len(s))))
+		key := field()
+		vs := make([]string, length())
 		for i := range vs {
-			vs[i], s = field(s)
+			vs[i] = field()
 		}
 		h[key] = vs
 	}
 	return h
-}
-
-// field reads a length-prefixed string off s.
-func field(s string) (string, string) {
-	n, s := uvarint(s)
-	n = min(n, uint64(len(s)))
-	return s[:n], s[n:]
-}
-
-// uvarint reads binary.AppendUvarint's encoding off s.
-func uvarint(s string) (uint64, string) {
-	var x uint64
-	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
-		b := s[i]
-		x |= uint64(b&0x7f) << (7 * i)
-		if b < 0x80 {
-			return x, s[i+1:]
-		}
-	}
-	return 0, ""
 }
