@@ -382,12 +382,20 @@ type rawClient struct {
 // handshake request.
 func dialRaw(t *testing.T, addr string, first []byte) *rawClient {
 	t.Helper()
+	c, _ := dialRawWith(t, addr, "", first)
+	return c
+}
+
+// dialRawWith is dialRaw with header lines ("Name: value\r\n"...) added
+// to the upgrade request; it returns the upgrade's response too.
+func dialRawWith(t *testing.T, addr, header string, first []byte) (*rawClient, *http.Response) {
+	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + header + "\r\n"
 	if _, err := nc.Write(append([]byte(req), first...)); err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +415,7 @@ func dialRaw(t *testing.T, addr string, first []byte) *rawClient {
 		_ = nc.Close()
 		<-c.done
 	})
-	return c
+	return c, resp
 }
 
 func (c *rawClient) write(t *testing.T, b []byte) {

@@ -139,7 +139,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		identity = id
 	}
 
-	hc := &hijackCapture{ResponseWriter: w, fallback: h.fallback}
+	hc := &hijackCapture{ResponseWriter: w, fallback: h.fallback, hold: isNetHTTPResponse(w)}
 	conn := new(wsConn)
 	opts := &websocket.AcceptOptions{
 		OriginPatterns:     h.cfg.OriginPatterns,

@@ -271,10 +271,19 @@ type hijackCapture struct {
 	cork     *corkWriter
 	cc       *corkedConn
 	status   int // the status coder/websocket answered with, if it refused
+
+	// hold: the ResponseWriter is net/http's own, so a 101 is held back
+	// (held) for Hijack to write (upgrade.go).
+	hold, held bool
 }
 
 func (h *hijackCapture) WriteHeader(code int) {
 	h.status = code
+	if h.holdSwitching(code) {
+		h.held = true
+		return
+	}
+	h.release()
 	h.ResponseWriter.WriteHeader(code)
 }
 
@@ -306,7 +315,14 @@ const writeBufferSize = 64
 // (corkedConn.Close). coder/websocket has nothing else to write to: Hijack
 // is where it gets the connection.
 func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	var c net.Conn
+	var brw *bufio.ReadWriter
+	var err error
+	if h.held {
+		c, brw, err = h.hijackHeld()
+	} else {
+		c, brw, err = http.NewResponseController(h.ResponseWriter).Hijack()
+	}
 	if err != nil {
 		return c, brw, err
 	}
