@@ -139,7 +139,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		identity = id
 	}
 
-	hc := &hijackCapture{ResponseWriter: w, fallback: h.fallback, hold: isNetHTTPResponse(w)}
+	hc := &hijackCapture{ResponseWriter: w, fallback: h.fallback, hold: isNetHTTPResponse(w), timeout: h.cfg.HandshakeTimeout}
 	conn := new(wsConn)
 	opts := &websocket.AcceptOptions{
 		OriginPatterns:     h.cfg.OriginPatterns,

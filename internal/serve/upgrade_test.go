@@ -3,9 +3,17 @@ package serve
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/troupehq/troupe/internal/session"
 )
@@ -90,6 +98,9 @@ func TestAppendSwitchingKeepsFieldsApart(t *testing.T) {
 		"X-Note":      {"a\r\nSet-Cookie: stolen=1\r\n\r\nbody", "second\tvalue"},
 		"Bad Name":    {"x"},
 		"Bad\r\nName": {"y"},
+		// A middleware's: after a 101 the bytes are not a body.
+		"Content-Length":    {"5"},
+		"Transfer-Encoding": {"chunked"},
 	}
 	raw := appendSwitching(nil, hdr)
 	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), nil)
@@ -105,10 +116,89 @@ func TestAppendSwitchingKeepsFieldsApart(t *testing.T) {
 	if got := resp.Header.Values("X-Note"); len(got) != 2 || got[0] != "a  Set-Cookie: stolen=1    body" || got[1] != "second\tvalue" {
 		t.Errorf("X-Note: %q", got)
 	}
-	if len(resp.Header) != 2 {
+	if len(resp.Header) != 2 || resp.ContentLength > 0 || len(resp.TransferEncoding) > 0 {
 		t.Errorf("fields %v, want Upgrade and X-Note", resp.Header)
 	}
 	if !bytes.HasSuffix(raw, []byte("\r\n\r\n")) || bytes.Count(raw, []byte("\r\n\r\n")) != 1 {
 		t.Errorf("the response does not end once, at its end: %q", raw)
 	}
+}
+
+// The handler's 101 goes out under the handshake's deadline: net/http
+// cleared the connection's at the hijack, and a client that does not read
+// must not hold the handshake's goroutine.
+func TestSwitchingWriteHasADeadline(t *testing.T) {
+	srv, cli := net.Pipe() // a write waits for a read that never comes
+	defer cli.Close()
+	defer srv.Close()
+	h := &hijackCapture{ResponseWriter: httptest.NewRecorder(), timeout: 20 * time.Millisecond}
+	h.ResponseWriter.Header().Set("Upgrade", "websocket")
+	done := make(chan error, 1)
+	go func() { done <- h.writeSwitching(srv, nil, bufio.NewWriter(srv)) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("write: %v, want the deadline's error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the 101's write waits for a client that does not read")
+	}
+}
+
+// A 101 whose write fails leaves the request answered: coder/websocket's
+// error reply after it goes nowhere, and net/http logs nothing.
+func TestFailedSwitchingWriteIsQuiet(t *testing.T) {
+	_, h := serve(t, "adopted", Config{}, Hooks{})
+	var logs bytes.Buffer
+	ts := httptest.NewUnstartedServer(h)
+	ts.Config.ErrorLog = log.New(&syncWriter{w: &logs}, "", 0)
+	ts.Listener = failingWrites{ts.Listener}
+	ts.Start()
+	defer ts.Close()
+	nc, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_, _ = nc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := nc.Read(make([]byte, 64)); err == nil || n > 0 {
+		t.Errorf("read %d bytes (%v), want the connection closed with nothing written", n, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.Shutdown(ctx); err != nil { // waits for ServeHTTP to return
+		t.Fatal(err)
+	}
+	if s := logs.String(); s != "" {
+		t.Errorf("net/http logged %q", s)
+	}
+}
+
+// failingWrites is a listener whose connections fail every write.
+type failingWrites struct{ net.Listener }
+
+func (l failingWrites) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return failingConn{c}, nil
+}
+
+type failingConn struct{ net.Conn }
+
+func (failingConn) Write([]byte) (int, error) { return 0, errors.New("made to fail") }
+
+// syncWriter serialises writes to w, for a logger written from handlers.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

@@ -273,11 +273,19 @@ type hijackCapture struct {
 	status   int // the status coder/websocket answered with, if it refused
 
 	// hold: the ResponseWriter is net/http's own, so a 101 is held back
-	// (held) for Hijack to write (upgrade.go).
+	// (held) for Hijack to write (upgrade.go), within timeout.
 	hold, held bool
+	timeout    time.Duration
+	// hijacked: the connection is coder/websocket's; what it writes to
+	// the ResponseWriter after, say the error of a failed 101, goes
+	// nowhere (net/http would log each such call).
+	hijacked bool
 }
 
 func (h *hijackCapture) WriteHeader(code int) {
+	if h.hijacked {
+		return
+	}
 	h.status = code
 	if h.holdSwitching(code) {
 		h.held = true
@@ -315,19 +323,23 @@ const writeBufferSize = 64
 // (corkedConn.Close). coder/websocket has nothing else to write to: Hijack
 // is where it gets the connection.
 func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	var c net.Conn
-	var brw *bufio.ReadWriter
-	var err error
-	if h.held {
-		c, brw, err = h.hijackHeld()
-	} else {
-		c, brw, err = http.NewResponseController(h.ResponseWriter).Hijack()
-	}
+	held := h.held
+	h.held = false
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
 	if err != nil {
+		// Nothing was written, a held 101 neither: the caller answers.
 		return c, brw, err
 	}
+	h.hijacked = true
+	raw := newRawWriter(c)
+	if held {
+		if err := h.writeSwitching(c, raw, brw.Writer); err != nil {
+			_ = c.Close()
+			return nil, nil, err
+		}
+	}
 	h.conn = c
-	h.cork = &corkWriter{conn: c, raw: newRawWriter(c)}
+	h.cork = &corkWriter{conn: c, raw: raw}
 	cc := &corkedConn{Conn: c, cork: h.cork}
 	h.cc = cc
 	bw := bufio.NewWriterSize(h.cork, writeBufferSize)
