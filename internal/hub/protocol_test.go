@@ -864,22 +864,26 @@ func span(from, to uint64) []uint64 {
 
 // A room whose presence keeps changing is paced: one member joining and
 // leaving in a loop costs the others at most one presence.diff per ten
-// presence windows, after the first, and their lists still end exact.
+// presence windows, and their lists still end exact; after a quiet spell,
+// a change is told within its window again.
 func TestPresenceChurnIsPaced(t *testing.T) {
-	const window = 10 * time.Millisecond
+	const window = 20 * time.Millisecond
 	const gap = 10 * window // the pacing under test
 	f := newProtoFixture(t, hub.Config{PresenceWindow: window})
 	a, b := f.session("a"), f.session("b")
 	f.join("r", a, nil, "", "")
 	start := time.Now()
-	for time.Since(start) < 4*gap {
+	for time.Since(start) < 3*gap {
 		f.join("r", b, nil, "", "")
 		f.leave("r", b)
 	}
-	// Until a flush still due has come: nothing new for a gap and more.
-	for n := -1; n != a.c.Count(); {
-		n = a.c.Count()
-		time.Sleep(gap + 2*window)
+	// b is gone: a's list says so once the window still due is out.
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Equal(presenceView(t, a.c.Frames()), []string{"a"}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a sees %v, want [a]: %s", presenceView(t, a.c.Frames()), dump(a.c.Frames()))
+		}
+		time.Sleep(window)
 	}
 	elapsed := time.Since(start)
 	diffs := 0
@@ -888,12 +892,27 @@ func TestPresenceChurnIsPaced(t *testing.T) {
 			diffs++
 		}
 	}
-	// Flushes run at least gap apart: elapsed/gap + 1 of them at most.
+	// Windows end at least gap apart: elapsed/gap + 1 of them at most.
 	if most := int(elapsed/gap) + 1; diffs > most {
 		t.Errorf("a got %d presence.diffs in %v of churn, want at most %d", diffs, elapsed.Round(time.Millisecond), most)
 	}
-	if got := presenceView(t, a.c.Frames()); !slices.Equal(got, []string{"a"}) {
-		t.Errorf("a sees %v at the end, want [a]", got)
-	}
 	t.Logf("%d presence.diffs in %v", diffs, elapsed.Round(time.Millisecond))
+
+	// Quiet for longer than the gap: the next join is told within its
+	// window, not held for the gap (a bound far under the gap, far over
+	// the window).
+	time.Sleep(gap + window)
+	n := a.c.Count()
+	f.join("r", b, nil, "", "")
+	joined := time.Now()
+	if got := a.c.WaitCount(n+1, 10*time.Second); got <= n {
+		t.Fatal("a was not told of b's join")
+	}
+	if took := time.Since(joined); took > gap*3/4 {
+		t.Errorf("a was told of a join after a quiet spell in %v, want within its window (%v), well under the gap (%v)",
+			took.Round(time.Millisecond), window, gap)
+	}
+	if got := presenceView(t, a.c.Frames()); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("a sees %v, want [a b]", got)
+	}
 }
