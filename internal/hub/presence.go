@@ -270,39 +270,100 @@ func (st *roomState) suffixDiffs(events []presenceEvent, need []bool) [][]byte {
 // first event is a join was absent before them, one whose first is a leave
 // was present; its last event says whether it is present now. It returns
 // nil if nothing changed.
+//
+// It walks the events twice, once to size the frame and once to write it,
+// so that the frame is all it allocates: a window's suffix diffs add up to
+// the square of its joiners (each joiner of the window gets the joins
+// after its own), and building each through lists and a payload copied
+// into its envelope was five times the frames' own bytes.
 func (st *roomState) diffFrom(events []presenceEvent, from int, first []bool, last []int) []byte {
-	var joins, leaves [][]byte
+	size, changed := 0, false
 	for j := from; j < len(events); j++ {
 		if !first[j] {
 			continue
 		}
 		f, l := events[j], events[last[j]]
-		was, is := !f.join, l.join
-		switch {
-		case !was && is:
-			joins = append(joins, l.entry)
-		case was && !is:
-			leaves = append(leaves, l.entry)
-		case was && is && !bytes.Equal(f.entry, l.entry):
-			// Left and came back with other meta: replace the entry.
-			leaves = append(leaves, f.entry)
-			joins = append(joins, l.entry)
+		switch netChange(f, l) {
+		case memberJoined, memberLeft:
+			size += len(l.entry) + 1
+		case memberReplaced:
+			size += len(f.entry) + len(l.entry) + 2
+		default:
+			continue
 		}
+		changed = true
 	}
-	return st.diffEnvelope(joins, leaves)
-}
-
-// diffEnvelope encodes a presence.diff, or returns nil if it is empty.
-func (st *roomState) diffEnvelope(joins, leaves [][]byte) []byte {
-	if len(joins)+len(leaves) == 0 {
+	if !changed {
 		return nil
 	}
-	p := append(make([]byte, 0, 64), `{"room":`...)
+	p := make([]byte, 0, len(diffHead)+2*len(st.name)+len(diffMid)+size+len(diffTail)+8)
+	p = wire.EnvelopeStart(p, "presence.diff")
+	p = append(p, `{"room":`...)
 	p = wire.AppendString(p, st.name)
-	p = append(p, `,"joins":`...)
-	p = appendList(p, joins)
-	p = append(p, `,"leaves":`...)
-	p = appendList(p, leaves)
-	p = append(p, '}')
-	return wire.Envelope(nil, "presence.diff", nil, p)
+	p = append(p, `,"joins":[`...)
+	p = appendChanges(p, events, from, first, last, true)
+	p = append(p, `],"leaves":[`...)
+	p = appendChanges(p, events, from, first, last, false)
+	p = append(p, "]}"...)
+	return wire.EnvelopeEnd(p, nil)
+}
+
+// The fixed parts of a presence.diff, for sizing it.
+const (
+	diffHead = `{"type":"presence.diff","payload":{"room":`
+	diffMid  = `,"joins":[],"leaves":[`
+	diffTail = `]}}`
+)
+
+// appendChanges appends, comma-separated, the joins (or the leaves) of
+// events[from:] as diffFrom classifies them, in event order.
+func appendChanges(p []byte, events []presenceEvent, from int, first []bool, last []int, joins bool) []byte {
+	n := 0
+	add := func(entry []byte) {
+		if n > 0 {
+			p = append(p, ',')
+		}
+		p = append(p, entry...)
+		n++
+	}
+	for j := from; j < len(events); j++ {
+		if !first[j] {
+			continue
+		}
+		f, l := events[j], events[last[j]]
+		switch c := netChange(f, l); {
+		case joins && (c == memberJoined || c == memberReplaced):
+			add(l.entry)
+		case !joins && c == memberLeft:
+			add(l.entry)
+		case !joins && c == memberReplaced:
+			add(f.entry) // left with its old meta, back with the new
+		}
+	}
+	return p
+}
+
+// change is what a member's first and last events in a span make of it.
+type change uint8
+
+const (
+	memberSame     change = iota // present before and after with the same entry, or absent both times
+	memberJoined                 // absent before, present after
+	memberLeft                   // present before, absent after
+	memberReplaced               // present both times, with other meta: its entry is replaced
+)
+
+// netChange classifies a member's span of events from its first, f, and
+// its last, l: a first join means it was absent before the span.
+func netChange(f, l presenceEvent) change {
+	was, is := !f.join, l.join
+	switch {
+	case !was && is:
+		return memberJoined
+	case was && !is:
+		return memberLeft
+	case was && is && !bytes.Equal(f.entry, l.entry):
+		return memberReplaced
+	}
+	return memberSame
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/troupehq/troupe/internal/wire"
 )
 
 // The diffs of every suffix of a window, found in one pass from its end,
@@ -66,4 +68,20 @@ func (st *roomState) netDiff(events []presenceEvent) []byte {
 		}
 	}
 	return st.diffEnvelope(joins, leaves)
+}
+
+// diffEnvelope encodes a presence.diff of the given entries, or returns
+// nil if there are none: the reference's own encoder.
+func (st *roomState) diffEnvelope(joins, leaves [][]byte) []byte {
+	if len(joins)+len(leaves) == 0 {
+		return nil
+	}
+	p := append(make([]byte, 0, 64), `{"room":`...)
+	p = wire.AppendString(p, st.name)
+	p = append(p, `,"joins":`...)
+	p = appendList(p, joins)
+	p = append(p, `,"leaves":`...)
+	p = appendList(p, leaves)
+	p = append(p, '}')
+	return wire.Envelope(nil, "presence.diff", nil, p)
 }
