@@ -916,3 +916,37 @@ func TestPresenceChurnIsPaced(t *testing.T) {
 		t.Errorf("a sees %v, want [a b]", got)
 	}
 }
+
+// Pacing does not hold a window with many joiners (each gets a diff of its
+// own, so their diffs grow with the square of their number): a storm right
+// behind a flush is told at its window's own end, not the pacing's.
+func TestPresenceStormIsNotHeld(t *testing.T) {
+	const window = 20 * time.Millisecond
+	const gap = 10 * window
+	f := newProtoFixture(t, hub.Config{PresenceWindow: window})
+	a, b := f.session("a"), f.session("b")
+	f.join("r", a, nil, "", "")
+	f.join("r", b, nil, "", "")
+	want := []string{"a", "b"}
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Equal(presenceView(t, a.c.Frames()), want) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	flushed := time.Now() // a window just ended: the next one is paced
+	for i := range 24 {
+		s := f.session(fmt.Sprintf("s%02d", i))
+		f.join("r", s, nil, "", "")
+		want = append(want, s.s.ID())
+	}
+	slices.Sort(want)
+	for !slices.Equal(presenceView(t, a.c.Frames()), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a sees %v, want %v", presenceView(t, a.c.Frames()), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if took := time.Since(flushed); took > gap*3/4 {
+		t.Errorf("a was told of a storm of 24 joins after %v, want at its window's end (%v), well under the pacing's %v",
+			took.Round(time.Millisecond), window, gap)
+	}
+}
