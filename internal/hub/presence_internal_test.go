@@ -85,3 +85,23 @@ func (st *roomState) diffEnvelope(joins, leaves [][]byte) []byte {
 	p = append(p, '}')
 	return wire.Envelope(nil, "presence.diff", nil, p)
 }
+
+// BenchmarkSuffixDiffs measures the diffs of one window of a join storm:
+// 64 members join, each needs the joins after its own (and the members
+// from before the window all of them), 2,080 entries in 65 frames.
+func BenchmarkSuffixDiffs(b *testing.B) {
+	st := &roomState{name: "conns-42"}
+	events := make([]presenceEvent, 64)
+	for i := range events {
+		id := fmt.Sprintf("%08d-0000-4000-8000-000000000000", i)
+		events[i] = presenceEvent{key: id, join: true, entry: appendEntry(nil, id, nil)}
+	}
+	need := make([]bool, len(events)+1)
+	for i := range need {
+		need[i] = true
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		st.suffixDiffs(events, need)
+	}
+}
