@@ -43,8 +43,9 @@ type roomEmpty struct {
 	joins uint64
 }
 
-// presenceFlush asks a room to send its pending presence.diff.
-type presenceFlush struct{}
+// presenceFlush asks a room to send its pending presence.diff: the window
+// that timer gen closes, if it is still the pending one.
+type presenceFlush struct{ gen uint64 }
 
 // sessionGone tells a room that one of its members finished (see
 // Manager.sessionEnded).

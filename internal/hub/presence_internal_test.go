@@ -13,9 +13,10 @@ import (
 // are what each suffix's net change is, worked out on its own: for random
 // windows of joins, leaves and rejoins with other meta.
 func TestSuffixDiffsAreEachSuffixsNetChange(t *testing.T) {
-	st := &roomState{name: "r"}
+	names := []string{"r", `a"b\c`, "\x01\x02", "é<>&\u2028"} // some escaped
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := range 500 {
+		st := &roomState{name: names[round%len(names)]}
 		present := map[string]bool{}
 		var events []presenceEvent
 		for range rng.IntN(40) {

@@ -42,6 +42,7 @@ type roomState struct {
 	presenceTimer *time.Timer              // pending presence.diff flush
 	presenceDue   time.Time                // when the last window's flush ran
 	pacedUntil    time.Time                // the pending window's own end, while pacing holds it past it
+	presenceGen   uint64                   // the pending timer's generation (flushAfter)
 	localChanged  bool                     // this node's members changed since the last flush
 
 	// The presence mode (see presence.go).
@@ -280,12 +281,14 @@ func (a *roomActor) Receive(ctx actor.Context) {
 	case *signalMsg:
 		st.fromSignal(msg)
 	case presenceFlush:
-		if st.presenceTimer != nil {
-			// A window ended. (A flush whose timer a message's flush
-			// stopped too late finds none, and paces nothing.)
-			st.presenceDue = time.Now()
+		if st.presenceTimer == nil || msg.gen != st.presenceGen {
+			// Its timer was stopped too late to keep it from firing: a
+			// message's flush told its window, or a new timer replaced
+			// it (presenceChanged). That timer flushes, not this one.
+			break
 		}
 		st.presenceTimer = nil
+		st.presenceDue = time.Now()
 		st.flushPresence(true)
 	case *actor.Stopping:
 		a.stopping()
@@ -384,10 +387,12 @@ func (a *roomActor) presenceChanged(ctx actor.Context) {
 	st.presenceTimer = a.flushAfter(ctx, own)
 }
 
-// flushAfter has the room's presence flushed after d.
+// flushAfter has the room's presence flushed after d, by a timer of a new
+// generation: a flush of an earlier one is stale.
 func (a *roomActor) flushAfter(ctx actor.Context, d time.Duration) *time.Timer {
-	self, root := ctx.Self(), a.m.root
-	return time.AfterFunc(d, func() { root.Send(self, presenceFlush{}) })
+	a.st.presenceGen++
+	self, root, msg := ctx.Self(), a.m.root, presenceFlush{gen: a.st.presenceGen}
+	return time.AfterFunc(d, func() { root.Send(self, msg) })
 }
 
 // presenceWindow returns how long the next window gathers presence
@@ -400,21 +405,24 @@ func (a *roomActor) flushAfter(ctx actor.Context, d time.Duration) *time.Timer {
 // the configured window; larger ones wait proportionally longer, up to
 // maxPresenceWindow.
 //
-// And a room whose presence keeps changing ends a window at most once per
-// churnWindows windows: a change after a quiet spell is told within its
-// window, one right behind the last window's flush is held until
-// churnWindows windows after it. Between messages, churn such as one
-// client joining and leaving in a loop then costs each member at most two
-// frames a second (at the default 50 ms).
+// And a room whose presence keeps changing is paced: a change after a
+// quiet spell is told within its window, one within churnWindows windows
+// of the last window's flush is held until churnWindows windows after it.
+// Between messages, churn such as one client joining and leaving in a
+// loop then costs each member at most two frames a second (at the default
+// 50 ms).
 //
-// Pacing holds a window only while it has at most pacedJoiners joiners
-// (presenceChanged ends it at its own end after that): each joiner of a
-// window gets a diff of its own, the joins after its own, so a window's
-// diffs grow with the square of its joiners. Held through join storms,
-// windows gathered so many (measured, 10,000 clients joining 100 rooms:
-// about 1 KB more server memory per connection with no cap, 1.5 KB with
-// a cap of 32, none with 16) that the storm's fewer frames (1.05 diffs per
-// joiner of 5,000 instead of 2.2) were not worth it.
+// But a held window that gathers more than pacedJoiners joiners of this
+// node ends then, or at its own end if that is later (presenceChanged):
+// each joiner of a window gets a diff of its own, the joins after its
+// own, so a window's diffs grow with the square of its joiners. Held
+// through join storms, windows gathered so many (measured, 10,000 clients
+// joining 100 rooms: about 1 KB more server memory per connection with no
+// cap, 1.5 KB with a cap of 32, none with 16) that the storm's fewer
+// frames (1.05 diffs per joiner of 5,000 instead of 2.2) were not worth
+// it. Joins on other nodes and members of a counted room are no joiners
+// of this window's (they get no diff of their own): their windows stay
+// paced.
 //
 // Diffs still go out before any room.message, so no member sees a
 // message from someone it has not been told about: in a room that carries

@@ -69,8 +69,8 @@ func (h *hijackCapture) Flush() {
 
 // writeSwitching writes the held 101 on the hijacked connection c: what
 // the socket takes at once (all of it, on a fresh connection), and the
-// rest, if any, under the handshake's deadline, since net/http cleared the
-// connection's deadlines at the hijack. net/http's write buffer is empty
+// rest, if any, within HandshakeTimeout from then, since net/http cleared
+// the connection's deadlines at the hijack. net/http's write buffer is empty
 // after the hijack and dropped with it: the response is built in its
 // memory.
 func (h *hijackCapture) writeSwitching(c net.Conn, raw *rawWriter, bw *bufio.Writer) error {

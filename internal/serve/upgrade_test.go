@@ -202,3 +202,39 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+// On a TCP connection the 101 is tried without waiting first: a client that
+// reset the connection is an error there too, not a 101 taken as sent.
+func TestSwitchingWriteToAResetClientFails(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	raw := newRawWriter(srv)
+	if raw == nil {
+		t.Skip("no raw writes on this platform")
+	}
+	_ = cli.(*net.TCPConn).SetLinger(0) // close with a reset
+	_ = cli.Close()
+	h := &hijackCapture{ResponseWriter: httptest.NewRecorder(), timeout: time.Second}
+	h.ResponseWriter.Header().Set("Upgrade", "websocket")
+	var werr error
+	for range 3 { // the reset may still be on its way for the first write
+		if werr = h.writeSwitching(srv, raw, bufio.NewWriter(srv)); werr != nil {
+			break
+		}
+	}
+	if werr == nil {
+		t.Error("the 101 was written to a client that reset the connection")
+	}
+}
