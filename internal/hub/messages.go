@@ -47,6 +47,10 @@ type roomEmpty struct {
 // that timer gen closes, if it is still the pending one.
 type presenceFlush struct{ gen uint64 }
 
+// joinersFlush asks a room to tell the joiners of a window that pacing
+// holds what changed since they joined (roomState.flushJoiners).
+type joinersFlush struct{ gen uint64 }
+
 // sessionGone tells a room that one of its members finished (see
 // Manager.sessionEnded).
 type sessionGone struct{ s *session.Session }

@@ -72,13 +72,13 @@ func (st *roomState) checkMode() {
 		return
 	}
 	st.remodeled = true
-	st.events, st.joinedAt = nil, nil
+	st.events, st.joinedAt, st.toldAt = nil, nil, 0
 }
 
 // resetPresence forgets the presence state of a room that has no member
 // left on this node.
 func (st *roomState) resetPresence() {
-	st.events, st.joinedAt = nil, nil
+	st.events, st.joinedAt, st.toldAt = nil, nil, 0
 	st.counted, st.remodeled, st.toldCount, st.joinedMin, st.joinedMax = false, false, 0, -1, 0
 }
 
@@ -136,16 +136,13 @@ func (st *roomState) flushPresence(due bool) {
 		}
 		return
 	}
-	if st.presenceTimer != nil {
-		st.presenceTimer.Stop()
-		st.presenceTimer = nil
-	}
+	st.stopPresenceTimers()
 	if st.localChanged && st.bp != nil {
 		st.announce()
 	}
 	st.localChanged = false
 	events, joinedAt, remodeled := st.events, st.joinedAt, st.remodeled
-	st.events, st.joinedAt, st.remodeled = nil, nil, false
+	st.events, st.joinedAt, st.remodeled, st.toldAt = nil, nil, false, 0
 	n := st.count()
 	known := st.countKnown(n)
 	st.joinedMin, st.joinedMax = -1, 0
@@ -163,6 +160,63 @@ func (st *roomState) flushPresence(due bool) {
 	default:
 		st.flushDiffs(events, joinedAt)
 	}
+}
+
+// stopPresenceTimers stops the window's timers: it is flushed, or the room
+// stops. A flush of theirs that fires anyway is stale (roomActor.Receive).
+func (st *roomState) stopPresenceTimers() {
+	if st.presenceTimer != nil {
+		st.presenceTimer.Stop()
+		st.presenceTimer = nil
+	}
+	if st.joinersTimer != nil {
+		st.joinersTimer.Stop()
+		st.joinersTimer = nil
+	}
+	st.held = false
+}
+
+// flushJoiners tells the members that joined a window pacing holds (see
+// roomActor.presenceWindow), at the window's own end, the changes since
+// their join: each its own diff, as at any flush. They then know the
+// window's events so far, and at the pacing's end share one diff from
+// here, with those told at the same flush. The members from before the
+// window wait for the pacing's end.
+func (st *roomState) flushJoiners() {
+	n := len(st.events)
+	if st.counted || n == 0 {
+		return
+	}
+	need := make([]bool, n+1)
+	fresh := false
+	for _, p := range st.joinedAt {
+		if p >= st.toldAt {
+			need[p+1], fresh = true, true
+		}
+	}
+	if !fresh {
+		return
+	}
+	diffs := st.suffixDiffs(st.events, need)
+	shares := make(map[int]*session.Shared)
+	for _, m := range st.order {
+		p, ok := st.joinedAt[m]
+		if !ok || p < st.toldAt {
+			continue
+		}
+		st.joinedAt[m] = n - 1 // it now knows events[:n]
+		d := diffs[p+1]
+		if d == nil {
+			continue
+		}
+		sh := shares[p+1]
+		if sh == nil {
+			sh = st.sharePresence(d)
+			shares[p+1] = sh
+		}
+		_ = session.SendShared(m, sh)
+	}
+	st.toldAt = n
 }
 
 // fanoutPresence queues a presence frame, room traffic, on every member.

@@ -41,8 +41,11 @@ type roomState struct {
 	joinedAt      map[*session.Session]int // members that joined since then: their join's index in events
 	presenceTimer *time.Timer              // pending presence.diff flush
 	presenceDue   time.Time                // when the last window's flush ran
-	pacedUntil    time.Time                // the pending window's own end, while pacing holds it past it
-	presenceGen   uint64                   // the pending timer's generation (flushAfter)
+	presenceGen   uint64                   // the pending timer's generation: a flush of another is stale
+	held          bool                     // pacing holds the pending window past its own end
+	joinersTimer  *time.Timer              // pending flushJoiners of a held window
+	joinersGen    uint64                   // its generation
+	toldAt        int                      // len(events) at the held window's last flushJoiners
 	localChanged  bool                     // this node's members changed since the last flush
 
 	// The presence mode (see presence.go).
@@ -254,6 +257,7 @@ func (a *roomActor) Receive(ctx actor.Context) {
 			}
 			st.joined(msg.s, o, partial)
 			a.presenceChanged(ctx)
+			a.joinerWaiting(ctx)
 		}
 		msg.reply <- nil // in effect: acknowledge before user code runs
 		a.call(func(r *Room) { a.h.OnJoin(r, msg.s) })
@@ -290,12 +294,15 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		st.presenceTimer = nil
 		st.presenceDue = time.Now()
 		st.flushPresence(true)
+	case joinersFlush:
+		if st.joinersTimer == nil || msg.gen != st.joinersGen {
+			break // stale, as presenceFlush's
+		}
+		st.joinersTimer = nil
+		st.flushJoiners()
 	case *actor.Stopping:
 		a.stopping()
-		if st.presenceTimer != nil {
-			st.presenceTimer.Stop()
-			st.presenceTimer = nil
-		}
+		st.stopPresenceTimers()
 		if st.bp != nil {
 			st.dropParked()
 			st.unfollow()
@@ -368,31 +375,27 @@ func (a *roomActor) left(ctx actor.Context, s *session.Session) {
 func (a *roomActor) presenceChanged(ctx actor.Context) {
 	st := a.st
 	if st.presenceTimer != nil {
-		if st.pacedUntil.IsZero() || len(st.joinedAt) <= pacedJoiners {
-			return
-		}
-		// Held past its own end for pacing, the window now has many
-		// joiners: it ends at its own end after all (presenceWindow).
-		st.presenceTimer.Stop()
-		st.presenceTimer = a.flushAfter(ctx, time.Until(st.pacedUntil))
-		st.pacedUntil = time.Time{}
 		return
 	}
 	own, paced := a.presenceWindow()
-	st.pacedUntil = time.Time{}
-	if paced > own {
-		st.pacedUntil = time.Now().Add(own)
-		own = paced
-	}
-	st.presenceTimer = a.flushAfter(ctx, own)
+	st.held = paced > own
+	st.presenceGen++
+	self, root, msg := ctx.Self(), a.m.root, presenceFlush{gen: st.presenceGen}
+	st.presenceTimer = time.AfterFunc(max(own, paced), func() { root.Send(self, msg) })
 }
 
-// flushAfter has the room's presence flushed after d, by a timer of a new
-// generation: a flush of an earlier one is stale.
-func (a *roomActor) flushAfter(ctx actor.Context, d time.Duration) *time.Timer {
-	a.st.presenceGen++
-	self, root, msg := ctx.Self(), a.m.root, presenceFlush{gen: a.st.presenceGen}
-	return time.AfterFunc(d, func() { root.Send(self, msg) })
+// joinerWaiting has the joiners of a window that pacing holds told at the
+// window's own end, not the pacing's (flushJoiners): the first joiner
+// since the last such flush sets it.
+func (a *roomActor) joinerWaiting(ctx actor.Context) {
+	st := a.st
+	if !st.held || st.joinersTimer != nil || st.counted {
+		return
+	}
+	own, _ := a.presenceWindow()
+	st.joinersGen++
+	self, root, msg := ctx.Self(), a.m.root, joinersFlush{gen: st.joinersGen}
+	st.joinersTimer = time.AfterFunc(own, func() { root.Send(self, msg) })
 }
 
 // presenceWindow returns how long the next window gathers presence
@@ -412,17 +415,14 @@ func (a *roomActor) flushAfter(ctx actor.Context, d time.Duration) *time.Timer {
 // loop then costs each member at most two frames a second (at the default
 // 50 ms).
 //
-// But a held window that gathers more than pacedJoiners joiners of this
-// node ends then, or at its own end if that is later (presenceChanged):
-// each joiner of a window gets a diff of its own, the joins after its
-// own, so a window's diffs grow with the square of its joiners. Held
-// through join storms, windows gathered so many (measured, 10,000 clients
-// joining 100 rooms: about 1 KB more server memory per connection with no
-// cap, 1.5 KB with a cap of 32, none with 16) that the storm's fewer
-// frames (1.05 diffs per joiner of 5,000 instead of 2.2) were not worth
-// it. Joins on other nodes and members of a counted room are no joiners
-// of this window's (they get no diff of their own): their windows stay
-// paced.
+// Only the members from before a held window wait for the pacing: each
+// joiner of a window gets a diff of its own (the changes after its own
+// join), so a window's joiners' diffs grow with the square of their
+// number, and held through a join storm they would too (measured, 10,000
+// clients joining 100 rooms: about 1 KB more server memory per
+// connection). The joiners of a held window are told at the window's own
+// end instead (flushJoiners), and from then on share one diff per such
+// flush at the pacing's end.
 //
 // Diffs still go out before any room.message, so no member sees a
 // message from someone it has not been told about: in a room that carries
@@ -439,9 +439,6 @@ func (a *roomActor) presenceWindow() (own, paced time.Duration) {
 	}
 	return own, paced
 }
-
-// pacedJoiners is how many joiners a window held for pacing may gather.
-const pacedJoiners = 16
 
 // churnWindows is how many presence windows apart a room's flushes are
 // kept while its presence keeps changing.
