@@ -177,11 +177,12 @@ func (st *roomState) stopPresenceTimers() {
 }
 
 // flushJoiners tells the members that joined a window pacing holds (see
-// roomActor.presenceWindow), at the window's own end, the changes since
-// their join: each its own diff, as at any flush. They then know the
-// window's events so far, and at the pacing's end share one diff from
-// here, with those told at the same flush. The members from before the
-// window wait for the pacing's end.
+// roomActor.presenceWindow), about one window after the first of them
+// joined, the changes since their join: those who know the same events
+// share a diff, as at any flush. They then know the window's events so
+// far, and at the pacing's end share one diff from here with those told
+// at the same flush. The members from before the window wait for the
+// pacing's end.
 func (st *roomState) flushJoiners() {
 	n := len(st.events)
 	if st.counted || n == 0 {
@@ -255,8 +256,10 @@ func (st *roomState) listFrame() *session.Shared {
 // difference between the members it knew and the members now. Members
 // from before the window share one diff; a member that joined inside the
 // window knew the members of its room.joined, so it gets the changes after
-// its own join. A member that joins and leaves inside one window is never
-// announced to those who never saw it.
+// its own join, and one told at a flushJoiners the changes since that
+// flush (joinedAt holds the last event each knows). A member that joins
+// and leaves inside one window is never announced to those who never saw
+// it.
 //
 // The diffs of every suffix a member needs come from one pass from the
 // window's end: walking back, each event becomes the first of its member

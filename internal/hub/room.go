@@ -38,14 +38,14 @@ type roomState struct {
 	ents []memberEntry
 
 	events        []presenceEvent          // joins and leaves since the last presence.diff
-	joinedAt      map[*session.Session]int // members that joined since then: their join's index in events
+	joinedAt      map[*session.Session]int // members that joined since then: the index of the last event each knows
 	presenceTimer *time.Timer              // pending presence.diff flush
 	presenceDue   time.Time                // when the last window's flush ran
 	presenceGen   uint64                   // the pending timer's generation: a flush of another is stale
 	held          bool                     // pacing holds the pending window past its own end
 	joinersTimer  *time.Timer              // pending flushJoiners of a held window
 	joinersGen    uint64                   // its generation
-	toldAt        int                      // len(events) at the held window's last flushJoiners
+	toldAt        int                      // len(events) at the held window's last flushJoiners that told someone
 	localChanged  bool                     // this node's members changed since the last flush
 
 	// The presence mode (see presence.go).
@@ -202,6 +202,7 @@ func (a *roomActor) Receive(ctx actor.Context) {
 					st.joinedAt = make(map[*session.Session]int)
 				}
 				st.joinedAt[msg.s] = len(st.events) - 1
+				a.joinerWaiting(ctx)
 			}
 			msg.reply <- nil
 			return
@@ -286,9 +287,9 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		st.fromSignal(msg)
 	case presenceFlush:
 		if st.presenceTimer == nil || msg.gen != st.presenceGen {
-			// Its timer was stopped too late to keep it from firing: a
-			// message's flush told its window, or a new timer replaced
-			// it (presenceChanged). That timer flushes, not this one.
+			// Its timer was stopped too late to keep it from firing (a
+			// message's flush told its window), and a later change may
+			// have set another: that one flushes, not this one.
 			break
 		}
 		st.presenceTimer = nil
@@ -412,17 +413,19 @@ func (a *roomActor) joinerWaiting(ctx actor.Context) {
 // quiet spell is told within its window, one within churnWindows windows
 // of the last window's flush is held until churnWindows windows after it.
 // Between messages, churn such as one client joining and leaving in a
-// loop then costs each member at most two frames a second (at the default
-// 50 ms).
+// loop then costs each other member at most two frames a second (at the
+// default 50 ms).
 //
 // Only the members from before a held window wait for the pacing: each
 // joiner of a window gets a diff of its own (the changes after its own
 // join), so a window's joiners' diffs grow with the square of their
 // number, and held through a join storm they would too (measured, 10,000
 // clients joining 100 rooms: about 1 KB more server memory per
-// connection). The joiners of a held window are told at the window's own
-// end instead (flushJoiners), and from then on share one diff per such
-// flush at the pacing's end.
+// connection). The joiners of a held window are told instead about one
+// window after the first of them joined (joinerWaiting, flushJoiners),
+// and from then on share one diff per such flush at the pacing's end. A
+// join storm then costs 1.8 diffs per joiner (measured, 5,000 clients
+// joining 100 rooms: 3.0 without pacing, 1.05 with the joiners held too).
 //
 // Diffs still go out before any room.message, so no member sees a
 // message from someone it has not been told about: in a room that carries
