@@ -385,9 +385,9 @@ func (a *roomActor) presenceChanged(ctx actor.Context) {
 	st.presenceTimer = time.AfterFunc(max(own, paced), func() { root.Send(self, msg) })
 }
 
-// joinerWaiting has the joiners of a window that pacing holds told at the
-// window's own end, not the pacing's (flushJoiners): the first joiner
-// since the last such flush sets it.
+// joinerWaiting has the joiners of a window that pacing holds told about
+// one window after the first of them joined, not at the pacing's end
+// (flushJoiners): the first joiner since the last such flush sets it.
 func (a *roomActor) joinerWaiting(ctx actor.Context) {
 	st := a.st
 	if !st.held || st.joinersTimer != nil || st.counted {
