@@ -186,6 +186,13 @@ func (a *roomActor) Receive(ctx actor.Context) {
 		st.fanout(msg.frame, msg.except)
 	case *joinReq:
 		st.joins++
+		if st.bp != nil && st.failed != nil && len(st.order) == 0 {
+			// The room could not follow its log when it started, and this
+			// join reached it before its stop: it tries again, as the join
+			// would on the new room after the stop.
+			st.failed = nil
+			a.follow(ctx)
+		}
 		if st.bp != nil && st.failed == nil && st.feed != nil {
 			if err := a.catchUp(ctx, msg.s, msg.opts); err != nil {
 				msg.reply <- err
