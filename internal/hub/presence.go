@@ -206,16 +206,7 @@ func (st *roomState) flushJoiners() {
 			continue
 		}
 		st.joinedAt[m] = n - 1 // it now knows events[:n]
-		d := diffs[p+1]
-		if d == nil {
-			continue
-		}
-		sh := shares[p+1]
-		if sh == nil {
-			sh = st.sharePresence(d)
-			shares[p+1] = sh
-		}
-		_ = session.SendShared(m, sh)
+		st.sendSuffix(m, diffs, p+1, shares)
 	}
 	st.toldAt = n
 }
@@ -284,17 +275,24 @@ func (st *roomState) flushDiffs(events []presenceEvent, joinedAt map[*session.Se
 		if !isNew {
 			p = -1
 		}
-		d := diffs[p+1]
-		if d == nil {
-			continue
-		}
-		sh := shares[p+1]
-		if sh == nil {
-			sh = st.sharePresence(d)
-			shares[p+1] = sh
-		}
-		_ = session.SendShared(m, sh)
+		st.sendSuffix(m, diffs, p+1, shares)
 	}
+}
+
+// sendSuffix queues on m the diff of the events from i on (diffs[i]), if
+// anything changed there: one Shared per suffix, kept in shares for the
+// members that need the same.
+func (st *roomState) sendSuffix(m *session.Session, diffs [][]byte, i int, shares map[int]*session.Shared) {
+	d := diffs[i]
+	if d == nil {
+		return
+	}
+	sh := shares[i]
+	if sh == nil {
+		sh = st.sharePresence(d)
+		shares[i] = sh
+	}
+	_ = session.SendShared(m, sh)
 }
 
 // suffixDiffs returns the presence.diff of events[i:] for each i that
