@@ -394,9 +394,7 @@ func dialRawWith(t *testing.T, addr, header string, first []byte) (*rawClient, *
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + header + "\r\n"
-	if _, err := nc.Write(append([]byte(req), first...)); err != nil {
+	if _, err := nc.Write(append(upgradeRequest(header), first...)); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(nc)
@@ -416,6 +414,13 @@ func dialRawWith(t *testing.T, addr, header string, first []byte) (*rawClient, *
 		<-c.done
 	})
 	return c, resp
+}
+
+// upgradeRequest is a client's WebSocket upgrade request with RFC 6455's
+// example key, and header lines ("Name: value\r\n"...) added.
+func upgradeRequest(header string) []byte {
+	return []byte("GET / HTTP/1.1\r\nHost: troupe.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + header + "\r\n")
 }
 
 func (c *rawClient) write(t *testing.T, b []byte) {

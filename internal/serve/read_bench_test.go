@@ -37,20 +37,11 @@ func benchRead(b *testing.B) {
 	var seen atomic.Int64
 	done := make(chan struct{})
 	want := int64(b.N)
-	sys := session.NewSystem(nil)
-	defer sys.Shutdown()
-	h, err := NewHandler(sys, Config{
-		Limits: Limits{PingInterval: -1, RateLimit: -1},
-		Logger: slog.New(slog.DiscardHandler),
-	}, Hooks{OnFrame: func(*session.Session, bool, []byte) {
+	h := benchHandler(b, Hooks{OnFrame: func(*session.Session, bool, []byte) {
 		if seen.Add(1) == want {
 			close(done)
 		}
 	}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer h.Close()
 	ts := httptest.NewServer(h)
 	defer ts.Close()
 
@@ -59,9 +50,7 @@ func benchRead(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer nc.Close()
-	req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := nc.Write([]byte(req)); err != nil {
+	if _, err := nc.Write(upgradeRequest("")); err != nil {
 		b.Fatal(err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
@@ -89,4 +78,22 @@ func benchRead(b *testing.B) {
 	case <-time.After(time.Minute):
 		b.Fatalf("OnFrame saw %d of %d messages", seen.Load(), want)
 	}
+}
+
+// benchHandler is a handler for benchmarks: no pings, no rate limit, no
+// logs; it closes when b ends.
+func benchHandler(b *testing.B, hooks Hooks) *Handler {
+	sys := session.NewSystem(nil)
+	h, err := NewHandler(sys, Config{
+		Limits: Limits{PingInterval: -1, RateLimit: -1},
+		Logger: slog.New(slog.DiscardHandler),
+	}, hooks)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		h.Close()
+		sys.Shutdown()
+	})
+	return h
 }

@@ -2,13 +2,10 @@ package serve
 
 import (
 	"bufio"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
-
-	"github.com/troupehq/troupe/internal/session"
 )
 
 // BenchmarkUpgrade measures a WebSocket handshake over loopback, client
@@ -23,16 +20,7 @@ func BenchmarkUpgrade(b *testing.B) {
 		wrap bool
 	}{{"handler's 101", false}, {"net/http's 101", true}} {
 		b.Run(m.name, func(b *testing.B) {
-			sys := session.NewSystem(nil)
-			defer sys.Shutdown()
-			h, err := NewHandler(sys, Config{
-				Limits: Limits{PingInterval: -1, RateLimit: -1},
-				Logger: slog.New(slog.DiscardHandler),
-			}, Hooks{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer h.Close()
+			h := benchHandler(b, Hooks{})
 			var handler http.Handler = h
 			if m.wrap {
 				handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -42,8 +30,7 @@ func BenchmarkUpgrade(b *testing.B) {
 			ts := httptest.NewServer(handler)
 			defer ts.Close()
 			addr := ts.Listener.Addr().String()
-			req := []byte("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+			req := upgradeRequest("")
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {

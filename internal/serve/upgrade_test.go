@@ -160,8 +160,7 @@ func TestFailedSwitchingWriteIsQuiet(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	_, _ = nc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+	_, _ = nc.Write(upgradeRequest(""))
 	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := nc.Read(make([]byte, 64)); err == nil || n > 0 {
 		t.Errorf("read %d bytes (%v), want the connection closed with nothing written", n, err)
@@ -236,5 +235,28 @@ func TestSwitchingWriteToAResetClientFails(t *testing.T) {
 	}
 	if werr == nil {
 		t.Error("the 101 was written to a client that reset the connection")
+	}
+}
+
+// A held 101 is not lost when a caller writes or flushes instead of
+// hijacking: it goes to the ResponseWriter first, as net/http would have
+// sent it by then.
+func TestHeldSwitchingIsReleased(t *testing.T) {
+	for _, how := range []string{"write", "flush"} {
+		rec := httptest.NewRecorder()
+		h := &hijackCapture{ResponseWriter: rec, hold: true}
+		h.WriteHeader(http.StatusSwitchingProtocols)
+		if rec.Code != http.StatusOK || rec.Flushed || rec.Body.Len() > 0 {
+			t.Fatalf("%s: a held 101 reached the writer before anything else (code %d)", how, rec.Code)
+		}
+		switch how {
+		case "write":
+			_, _ = h.Write([]byte("x"))
+		case "flush":
+			h.Flush()
+		}
+		if rec.Code != http.StatusSwitchingProtocols {
+			t.Errorf("%s: the writer got status %d, want the held 101", how, rec.Code)
+		}
 	}
 }
