@@ -427,8 +427,8 @@ func (a *roomActor) joinerWaiting(ctx actor.Context) {
 // joiner of a window gets a diff of its own (the changes after its own
 // join), so a window's joiners' diffs grow with the square of their
 // number, and held through a join storm they would too (measured, 10,000
-// clients joining 100 rooms: about 1 KB more server memory per
-// connection). The joiners of a held window are told instead about one
+// clients joining 100 rooms: 13,600-15,300 bytes of server memory per
+// connection, against 11,400-12,400). The joiners of a held window are told instead about one
 // window after the first of them joined (joinerWaiting, flushJoiners),
 // and from then on share one diff per such flush at the pacing's end. A
 // join storm then costs 1.8 diffs per joiner (measured, 5,000 clients
