@@ -129,8 +129,17 @@ type memberInfo struct {
 type joinedInfo struct {
 	Room      string       `json:"room"`
 	Seq       uint64       `json:"seq"`
+	Count     int          `json:"count"`
 	Members   []memberInfo `json:"members"`
+	Presence  string       `json:"presence"`
 	Recovered *bool        `json:"recovered"`
+}
+
+// countInfo is presence.count, and presence.list with its members.
+type countInfo struct {
+	Room    string       `json:"room"`
+	Count   int          `json:"count"`
+	Members []memberInfo `json:"members"`
 }
 
 type messageInfo struct {
@@ -191,29 +200,68 @@ func jsonEqual(a, b []byte) bool {
 // someone already listed counts twice. It returns the member IDs, sorted.
 func presenceView(t *testing.T, fs []session.Frame) []string {
 	t.Helper()
-	var list []memberInfo
-	for _, f := range fs {
-		e := decodeProto(t, f)
-		switch e.Type {
-		case "room.joined":
-			list = slices.Clone(as[joinedInfo](t, e, e.Type).Members)
-		case "presence.diff":
-			d := as[diffInfo](t, e, e.Type)
-			list = append(list, d.Joins...)
-			for _, l := range d.Leaves {
-				i := slices.IndexFunc(list, func(m memberInfo) bool { return m.ID == l.ID })
-				if i >= 0 {
-					list = slices.Delete(list, i, i+1)
-				}
-			}
-		}
-	}
+	list := replayPresence(t, fs).members
 	ids := make([]string, 0, len(list))
 	for _, m := range list {
 		ids = append(ids, m.ID)
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// presenceState is what a client knows of a room's presence: in counted
+// mode (room.joined with "presence":"count", then presence.count) the
+// count, in listed mode the members.
+type presenceState struct {
+	counted bool
+	count   int
+	members []memberInfo
+}
+
+// entries is the listed members as "id meta" strings, sorted.
+func (p presenceState) entries() []string {
+	out := make([]string, 0, len(p.members))
+	for _, m := range p.members {
+		out = append(out, m.ID+" "+string(m.Meta))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// replayPresence replays every presence frame of the room protocol as the
+// JavaScript client does: room.joined and presence.list replace the list,
+// presence.count switches to counted mode, and a diff's leaves remove the
+// entry with the same ID and meta (else the first with the same ID).
+func replayPresence(t *testing.T, fs []session.Frame) presenceState {
+	t.Helper()
+	var p presenceState
+	for _, f := range fs {
+		e := decodeProto(t, f)
+		switch e.Type {
+		case "room.joined":
+			j := as[joinedInfo](t, e, e.Type)
+			p = presenceState{counted: j.Presence == "count", count: j.Count, members: slices.Clone(j.Members)}
+		case "presence.count":
+			p.counted, p.count = true, as[countInfo](t, e, e.Type).Count
+		case "presence.list":
+			l := as[countInfo](t, e, e.Type)
+			p = presenceState{count: l.Count, members: slices.Clone(l.Members)}
+		case "presence.diff":
+			d := as[diffInfo](t, e, e.Type)
+			p.members = append(p.members, d.Joins...)
+			for _, l := range d.Leaves {
+				i := slices.IndexFunc(p.members, func(m memberInfo) bool { return m.ID == l.ID && jsonEqual(m.Meta, l.Meta) })
+				if i < 0 {
+					i = slices.IndexFunc(p.members, func(m memberInfo) bool { return m.ID == l.ID })
+				}
+				if i >= 0 {
+					p.members = slices.Delete(p.members, i, i+1)
+				}
+			}
+			p.count = len(p.members)
+		}
+	}
+	return p
 }
 
 // typesOf lists the frames' types, for messages about unexpected frames.
@@ -979,47 +1027,160 @@ func waitViews(t *testing.T, members []member, want []string, deadline time.Time
 	}
 }
 
-// Whatever the timing of joins, leaves and rejoins against held windows,
-// every member's list ends as the room's members: random churn of eight
-// sessions with windows of 2 ms held up to 20 ms.
-func TestPresenceExactUnderPacing(t *testing.T) {
-	const window = 2 * time.Millisecond
-	f := newProtoFixture(t, hub.Config{PresenceWindow: window})
-	rng := rand.New(rand.NewPCG(3, 4))
-	var all []member
-	for i := range 8 {
-		all = append(all, f.session(fmt.Sprintf("m%d", i)))
+// A join from a member already in the room answers room.joined again and
+// keeps the meta it joined with; nobody is told of a change.
+func TestJoinAgainKeepsMeta(t *testing.T) {
+	f := newProtoFixture(t, hub.Config{PresenceWindow: time.Millisecond})
+	ann, bob := f.session("ann"), f.session("bob")
+	f.join("r", ann, nil, `{"v":"first"}`, "")
+	f.join("r", bob, nil, `{"v":"bob"}`, "")
+	frames(t, ann, 2) // room.joined, then the diff with bob
+	f.join("r", ann, nil, `{"v":"second"}`, "")
+	fs := frames(t, ann, 3)
+	want := []string{`ann {"v":"first"}`, `bob {"v":"bob"}`}
+	if got := replayPresence(t, fs).entries(); !slices.Equal(got, want) {
+		t.Fatalf("ann's list after joining again: %v, want %v: %s", got, want, dump(fs))
 	}
-	in := map[int]bool{}
-	for range 300 {
+	// A message flushes any presence still due before it reaches bob.
+	f.publish("r", bob, `"hi"`, "")
+	fs = framesUntil(t, bob, isMessage(`"hi"`))
+	if got := typesOf(t, fs); !slices.Equal(got, []string{"room.joined", "room.message"}) {
+		t.Errorf("bob got %v, want room.joined then the message: nothing of ann's second join", got)
+	}
+	if got := replayPresence(t, fs).entries(); !slices.Equal(got, want) {
+		t.Errorf("bob's list: %v, want %v", got, want)
+	}
+}
+
+// churn joins and leaves members of room "r" at random, ops times, now
+// and then pausing up to 3 ms; one time in four a member already in joins
+// again, with a meta of its own. It returns the members in at the end,
+// each with the meta of the join that made it a member: a join while in
+// answers room.joined again and leaves the meta as it was.
+func churn(f *protoFixture, all []member, rng *rand.Rand, ops int) map[int]string {
+	in := map[int]string{}
+	for range ops {
 		i := rng.IntN(len(all))
-		switch {
-		case !in[i] || rng.IntN(4) == 0: // join, or join again while in
-			f.join("r", all[i], nil, fmt.Sprintf(`{"v":%d}`, rng.IntN(2)), "")
-			in[i] = true
-		default:
+		if _, ok := in[i]; !ok || rng.IntN(4) == 0 {
+			meta := fmt.Sprintf(`{"v":%d}`, rng.IntN(2))
+			if _, ok := in[i]; !ok {
+				in[i] = meta
+			}
+			f.join("r", all[i], nil, meta, "")
+		} else {
 			f.leave("r", all[i])
-			in[i] = false
+			delete(in, i)
 		}
 		if rng.IntN(3) == 0 {
 			time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
 		}
 	}
-	var want []string
-	for i, ok := range in {
-		if ok {
-			want = append(want, all[i].s.ID())
+	return in
+}
+
+// waitPresence waits until every one of in's members, replaying its
+// frames, holds a state that ok accepts.
+func waitPresence(t *testing.T, all []member, in map[int]string, deadline time.Time, ok func(presenceState) bool) {
+	t.Helper()
+	for i := range in {
+		for st := replayPresence(t, all[i].c.Frames()); !ok(st); st = replayPresence(t, all[i].c.Frames()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: counted %v, count %d, members %v; the room's members %v: %s", all[i].s.ID(), st.counted, st.count, st.entries(), in, dump(all[i].c.Frames()))
+			}
+			time.Sleep(time.Millisecond)
 		}
+	}
+}
+
+// listedAs is the listed state of exactly in's members with their meta.
+func listedAs(all []member, in map[int]string) func(presenceState) bool {
+	var want []string
+	for i, meta := range in {
+		want = append(want, all[i].s.ID()+" "+meta)
 	}
 	slices.Sort(want)
-	var members []member
-	for i, ok := range in {
-		if ok {
-			members = append(members, all[i])
-		}
+	return func(st presenceState) bool { return !st.counted && slices.Equal(st.entries(), want) }
+}
+
+// Whatever the timing of joins, leaves and rejoins against held windows,
+// every member's list ends as the room's members, each with its meta:
+// random churn of eight sessions with windows of 2 ms held up to
+// 20 ms.
+func TestPresenceExactUnderPacing(t *testing.T) {
+	const window = 2 * time.Millisecond
+	f := newProtoFixture(t, hub.Config{PresenceWindow: window})
+	var all []member
+	for i := range 8 {
+		all = append(all, f.session(fmt.Sprintf("m%d", i)))
 	}
+	in := churn(f, all, rand.New(rand.NewPCG(3, 4)), 300)
 	deadline := time.Now().Add(10 * time.Second)
-	waitViews(t, members, want, deadline)
+	waitPresence(t, all, in, deadline, listedAs(all, in))
 	time.Sleep(12 * window) // past a pacing still due
-	waitViews(t, members, want, deadline)
+	waitPresence(t, all, in, deadline, listedAs(all, in))
+}
+
+// The same churn across PresenceLimit: with a limit of 4 the room of
+// eight sessions keeps switching to counted (above 4 members) and back
+// to listed (at 2), under pacing. Every member ends with the room as it
+// is: in counted mode its count, back in listed mode every member with
+// its meta.
+func TestPresenceExactAcrossTheLimit(t *testing.T) {
+	const window = 2 * time.Millisecond
+	for _, tc := range []struct {
+		name   string
+		end    func(f *protoFixture, all []member, in map[int]string)
+		listed bool
+	}{
+		{"ends counted", func(f *protoFixture, all []member, in map[int]string) {
+			for i := range all {
+				if _, ok := in[i]; !ok {
+					in[i] = `{"v":2}`
+					f.join("r", all[i], nil, in[i], "")
+				}
+			}
+			// A change of the count once the room is counted: only a
+			// presence.count can tell it.
+			time.Sleep(12 * window)
+			f.leave("r", all[0])
+			delete(in, 0)
+		}, false},
+		{"ends listed", func(f *protoFixture, all []member, in map[int]string) {
+			for i := range in {
+				if len(in) <= 2 {
+					break
+				}
+				f.leave("r", all[i])
+				delete(in, i)
+			}
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newProtoFixture(t, hub.Config{PresenceWindow: window, PresenceLimit: 4})
+			var all []member
+			for i := range 8 {
+				all = append(all, f.session(fmt.Sprintf("m%d", i)))
+			}
+			in := churn(f, all, rand.New(rand.NewPCG(5, 6)), 300)
+			tc.end(f, all, in)
+			ok := listedAs(all, in)
+			if !tc.listed {
+				ok = func(st presenceState) bool { return st.counted && st.count == len(in) }
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			waitPresence(t, all, in, deadline, ok)
+			time.Sleep(12 * window) // past a pacing still due
+			waitPresence(t, all, in, deadline, ok)
+			// The churn crossed the limit both ways.
+			seen := map[string]bool{}
+			for _, mb := range all {
+				for _, typ := range typesOf(t, mb.c.Frames()) {
+					seen[typ] = true
+				}
+			}
+			if !seen["presence.count"] || !seen["presence.list"] {
+				t.Errorf("frame types %v: want presence.count and presence.list among them", seen)
+			}
+		})
+	}
 }
