@@ -2,10 +2,10 @@
 // room.join and bench.echo on net/http and coder/websocket: it upgrades,
 // then replies to each frame from the connection's own goroutine, and keeps
 // nothing (no rooms, no members, no writer of its own). It is not a server
-// anyone should run; it measures what the two libraries cost on their own,
-// the floor under any server built on them, Troupe and bench/baseline
-// included, so that a connection's cost can be split into the handshake's
-// and the server's (BENCHMARKS.md, "The floor under connect + join").
+// anyone should run; it measures what the two libraries cost used plainly
+// with nothing on top, so that a connection's cost in a real server on
+// them (Troupe, bench/baseline) can be split into theirs and the server's
+// (BENCHMARKS.md, "The floor under connect + join").
 //
 //	go run ./bench/floor -addr 127.0.0.1:9200
 //
