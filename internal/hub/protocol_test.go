@@ -1054,20 +1054,28 @@ func TestJoinAgainKeepsMeta(t *testing.T) {
 
 // churn joins and leaves members of room "r" at random, ops times, now
 // and then pausing up to 3 ms; one time in four a member already in joins
-// again, with a meta of its own. It returns the members in at the end,
-// each with the meta of the join that made it a member: a join while in
-// answers room.joined again and leaves the meta as it was.
+// again, with a meta of its own, and one leave in eight is its session
+// ending instead (a new session takes its place in all). It returns the
+// members in at the end, each with the meta of the join that made it a
+// member: a join while in answers room.joined again and leaves the meta
+// as it was.
 func churn(f *protoFixture, all []member, rng *rand.Rand, ops int) map[int]string {
 	in := map[int]string{}
-	for range ops {
+	for op := range ops {
 		i := rng.IntN(len(all))
-		if _, ok := in[i]; !ok || rng.IntN(4) == 0 {
+		_, ok := in[i]
+		switch {
+		case !ok || rng.IntN(4) == 0:
 			meta := fmt.Sprintf(`{"v":%d}`, rng.IntN(2))
-			if _, ok := in[i]; !ok {
+			if !ok {
 				in[i] = meta
 			}
 			f.join("r", all[i], nil, meta, "")
-		} else {
+		case rng.IntN(8) == 0:
+			session.Finish(all[i].s, session.CloseNormal, "")
+			all[i] = f.session(fmt.Sprintf("m%d-%d", i, op))
+			delete(in, i)
+		default:
 			f.leave("r", all[i])
 			delete(in, i)
 		}
@@ -1104,8 +1112,8 @@ func listedAs(all []member, in map[int]string) func(presenceState) bool {
 
 // Whatever the timing of joins, leaves and rejoins against held windows,
 // every member's list ends as the room's members, each with its meta:
-// random churn of eight sessions with windows of 2 ms held up to
-// 20 ms.
+// random churn of eight members (joins, joins again, leaves, sessions
+// ending) with windows of 2 ms held up to 20 ms.
 func TestPresenceExactUnderPacing(t *testing.T) {
 	const window = 2 * time.Millisecond
 	f := newProtoFixture(t, hub.Config{PresenceWindow: window})
