@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # bench/floor.sh: connect + join (5,000 connections into 100 rooms) against
-# five servers in alternation, each run on a fresh server and port:
+# six servers in alternation, each run on a fresh server and port:
 #
 #   centrifuge-hist  the centrifuge peer with -history, measured with cfload
 #   floor            bench/floor: net/http + coder/websocket and nothing else
 #   baseline         bench/baseline: a plain hand-written hub on the same two
+#   troupe-plain     examples/benchserver -plain: Troupe with no rooms (a
+#                    typed handler answers room.join)
 #   troupe           examples/benchserver (the room protocol: members, presence)
 #   troupe-counted   the same with TROUPE_PRESENCE_LIMIT=1 (rooms count
 #                    their members instead of listing them)
@@ -70,6 +72,7 @@ for r in $(seq "$ROUNDS"); do
 	run centrifuge-hist cfload "$bin/centrifuge" -history
 	run floor wsload "$bin/floor"
 	run baseline wsload "$bin/baseline"
+	run troupe-plain wsload "$bin/troupe" -plain
 	run troupe wsload "$bin/troupe"
 	run troupe-counted wsload env TROUPE_PRESENCE_LIMIT=1 "$bin/troupe"
 done
@@ -86,8 +89,8 @@ med = {n: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v
 peer = med["centrifuge-hist"]
 print(f"{'server':16} {'conns/s':>9} {'vs peer':>8} {'per CPU-s':>10} {'vs peer':>8} {'failed':>7} {'not alive':>10}")
 for n, (rate, per_cpu) in med.items():
-    # The floor keeps no rooms: wsload's liveness broadcast after the
-    # hold (a room.publish) reaches nobody there.
-    dead = "-" if n == "floor" else lost[n][1]
+    # The floor and troupe-plain keep no rooms: wsload's liveness
+    # broadcast after the hold (a room.publish) reaches nobody there.
+    dead = "-" if n in ("floor", "troupe-plain") else lost[n][1]
     print(f"{n:16} {rate:9.0f} {rate / peer[0]:7.2f}x {per_cpu:10.0f} {per_cpu / peer[1]:7.2f}x {lost[n][0]:7d} {dead:>10}")
 PY

@@ -18,6 +18,10 @@
 // is one node of several whose rooms live in NATS JetStream, as the chat
 // example's nodes are; bench/cluster.sh measures three such nodes against
 // one.
+//
+// With -plain it has no rooms: a typed handler answers room.join with
+// room.joined and joins nothing, so that bench/floor.sh can tell the cost
+// of Troupe's connections and sessions from that of its rooms.
 package main
 
 import (
@@ -46,6 +50,7 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file until the server stops")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (for example 127.0.0.1:6060)")
 	memRate := flag.Int("memprofilerate", 0, "set runtime.MemProfileRate (1 records every allocation, for exact heap profiles from -pprof); 0 leaves the default")
+	plain := flag.Bool("plain", false, "no rooms: a typed handler answers room.join with room.joined and joins nothing, to measure Troupe's connections and sessions without its rooms (bench/floor.sh)")
 	var cluster nats.Flags
 	cluster.Register(flag.CommandLine)
 	flag.Parse()
@@ -79,7 +84,7 @@ func main() {
 	if _, set := os.LookupEnv("WEBSOCKET_MAX_CONNECTIONS"); !set {
 		cfg.Settings.MaxConnections = 200000
 	}
-	cfg.RoomProtocol = true
+	cfg.RoomProtocol = !*plain
 	var bp *nats.Backplane
 	if cluster.Enabled() {
 		opts, err := cluster.Options()
@@ -99,6 +104,9 @@ func main() {
 		log.Fatal(err)
 	}
 	register(srv)
+	if *plain {
+		registerPlain(srv)
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle("/ws", srv)
@@ -134,5 +142,20 @@ func main() {
 func register(srv *troupe.Server) {
 	troupe.Handle(srv, "bench.echo", func(c *troupe.Context, _ json.RawMessage) error {
 		return c.Reply("bench.echo", c.Payload())
+	})
+}
+
+// registerPlain answers room.join and room.leave as the bench protocol
+// asks, with no room behind them: what is left of a connect + join is
+// Troupe's handshake, session and typed dispatch.
+func registerPlain(srv *troupe.Server) {
+	type roomPayload struct {
+		Room string `json:"room"`
+	}
+	troupe.Handle(srv, "room.join", func(c *troupe.Context, p roomPayload) error {
+		return c.Reply("room.joined", p)
+	})
+	troupe.Handle(srv, "room.leave", func(c *troupe.Context, p roomPayload) error {
+		return c.Reply("room.left", p)
 	})
 }
