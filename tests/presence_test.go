@@ -62,9 +62,7 @@ func TestPresenceCountedAboveLimit(t *testing.T) {
 	}
 	leave := func(p *peer) {
 		t.Helper()
-		if e := p.request(t, "room.leave", map[string]string{"room": room}); e.Type != "room.left" {
-			t.Fatalf("%s: leave answered %s %s", p.name, e.Type, e.Payload)
-		}
+		p.leaveRoom(t, room)
 		in = slices.DeleteFunc(in, func(q *peer) bool { return q == p })
 	}
 	// publish has the first member publish and every member take in
@@ -223,9 +221,7 @@ func TestClusterPresenceCounted(t *testing.T) {
 
 	// Down to half the limit: listed again on both nodes, with both.
 	for _, p := range far[1:] {
-		if e := p.request(t, "room.leave", map[string]string{"room": room}); e.Type != "room.left" {
-			t.Fatalf("%s: leave answered %s %s", p.name, e.Type, e.Payload)
-		}
+		p.leaveRoom(t, room)
 	}
 	want := []string{"alice", "far-0"}
 	for _, p := range []*peer{a, far[0]} {
@@ -273,9 +269,7 @@ func TestPresenceLimitOfOneListsAgain(t *testing.T) {
 	}
 	waitCount(t, a, room, 2)
 	mark := len(a.view(room).frames)
-	if e := b.request(t, "room.leave", map[string]string{"room": room}); e.Type != "room.left" {
-		t.Fatalf("leave answered %s %s", e.Type, e.Payload)
-	}
+	b.leaveRoom(t, room)
 	a.waitSeq(t, room, a.publish(t, room, "alone"))
 	if got := framesSince(a, room, mark); !slices.Contains(got, "presence.list") {
 		t.Fatalf("the member left alone got %v, want presence.list before the message", got)

@@ -242,6 +242,14 @@ func (p *peer) joinRoom(t *testing.T, room string, since *uint64, meta any) join
 	return p.joinedAnswer(t, p.request(t, "room.join", joinRequest(room, since, meta)))
 }
 
+// leaveRoom leaves room, which must answer room.left.
+func (p *peer) leaveRoom(t *testing.T, room string) {
+	t.Helper()
+	if e := p.request(t, "room.leave", map[string]string{"room": room}); e.Type != "room.left" {
+		t.Fatalf("%s: leave answered %s %s", p.name, e.Type, e.Payload)
+	}
+}
+
 func (p *peer) joinedAnswer(t *testing.T, e envelope) joinedPayload {
 	t.Helper()
 	if e.Type != "room.joined" {
