@@ -7,6 +7,7 @@
 // them (Troupe, bench/baseline) can be split into theirs and the server's
 // (BENCHMARKS.md, "The floor under connect + join").
 //
+//	ulimit -n 20000   # for thousands of connections (bench/floor.sh does it)
 //	go run ./bench/floor -addr 127.0.0.1:9200
 //
 // room.join gets room.joined and room.leave room.left, with nothing behind
@@ -20,7 +21,6 @@ import (
 	"flag"
 	"log"
 	"net/http"
-	"syscall"
 
 	"github.com/coder/websocket"
 )
@@ -33,11 +33,6 @@ type envelope struct {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9200", "listen address")
 	flag.Parse()
-	var lim syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil {
-		lim.Cur = lim.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-	}
 	http.HandleFunc("/ws", serve)
 	log.Printf("floor: ws://%s/ws", *addr)
 	log.Fatal(http.ListenAndServe(*addr, nil))
